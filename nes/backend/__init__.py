@@ -1,0 +1,21 @@
+"""Storage backends: the `EventStore` contract, the memory backend and the LMDB backend."""
+
+from nes.backend.base import (
+    AppendEntry,
+    EncodedEntry,
+    EventStore,
+    IndexKey,
+    IndexKind,
+    ScanDirection,
+)
+from nes.backend.memory import MemoryBackend
+
+__all__ = [
+    "AppendEntry",
+    "EncodedEntry",
+    "EventStore",
+    "IndexKey",
+    "IndexKind",
+    "ScanDirection",
+    "MemoryBackend",
+]

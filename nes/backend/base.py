@@ -1,0 +1,257 @@
+"""The backend contract (`EventStore`) and the checks every backend shares.
+
+Contract (spec section 4): one backend instance holds at most one run. `append_batch` is
+atomic and contiguous: the i-th entry must carry seq `hwm + 1 + i`, else `OutOfOrder` with the
+DURABLE high-watermark and nothing lands. The high-watermark advances only after the batch is
+committed. Hashes are not checked on append (a tampered entry is accepted) and are checked on
+every read. A sealed run refuses appends and anchors with `Closed`; "no run open" is `Backend`.
+
+`RunStoreBase` implements those rules once; a backend supplies the storage primitives
+(`_commit`, `_get_value`, `_iter_values`, index and anchor access). Entries travel to storage as
+`EncodedEntry` (seq, `entry_hash || canonical frame`, index keys) so the writer sidecar can
+append bytes it never decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import msgspec
+
+from nes.codec import HASH_LEN
+from nes.entry import EventStoreEntry, decode_stored_value, encode_stored_value
+from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
+from nes.manifest import RunManifest, RunStatus, check_seal_transition
+from nes.snapshot import SnapshotAnchor, validate_new_anchor
+
+__all__ = [
+    "IndexKind",
+    "IndexKey",
+    "AppendEntry",
+    "EncodedEntry",
+    "ScanDirection",
+    "EventStore",
+    "RunStoreBase",
+    "value_ts_init",
+    "normalized_for_open",
+]
+
+
+class IndexKind(enum.Enum):
+    ClientOrderId = "ClientOrderId"
+    VenueOrderId = "VenueOrderId"
+
+
+class IndexKey(NamedTuple):
+    kind: IndexKind
+    key: str
+
+
+class AppendEntry(NamedTuple):
+    entry: EventStoreEntry
+    index_keys: tuple[IndexKey, ...] = ()
+
+    @classmethod
+    def without_indices(cls, entry: EventStoreEntry) -> AppendEntry:
+        return cls(entry, ())
+
+    def encoded(self) -> EncodedEntry:
+        return EncodedEntry(self.entry.seq, encode_stored_value(self.entry), tuple(self.index_keys))
+
+
+class EncodedEntry(NamedTuple):
+    """An entry as stored: `value = entry_hash || canonical frame`."""
+
+    seq: int
+    value: bytes
+    index_keys: tuple[IndexKey, ...] = ()
+
+
+class ScanDirection(enum.Enum):
+    Forward = "Forward"
+    Reverse = "Reverse"
+
+
+_TS_INIT_AT = HASH_LEN + 8  # value = hash[32] || seq[8] || ts_init[8] || ...
+_U64 = struct.Struct(">Q")
+
+
+def value_ts_init(value: bytes | memoryview) -> int:
+    return _U64.unpack_from(value, _TS_INIT_AT)[0]
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """What every backend offers (memory for simulation and tests, LMDB for real runs)."""
+
+    def open_run(self, manifest: RunManifest) -> None: ...
+    def append_batch(self, entries: Sequence[AppendEntry]) -> int: ...
+    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int: ...
+    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]: ...
+    def scan_seq(self, seq: int) -> EventStoreEntry | None: ...
+    def lookup(self, kind: IndexKind, key: str) -> int | None: ...
+    def lookup_all(self, kind: IndexKind, key: str) -> list[int]: ...
+    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]: ...
+    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None: ...
+    def latest_snapshot_anchor(self) -> SnapshotAnchor | None: ...
+    def seal(self, status: RunStatus) -> None: ...
+    def manifest(self) -> RunManifest: ...
+    def high_watermark(self) -> int: ...
+
+
+class _Run:
+    """The open run's in-memory state. `read_only` runs are sealed handles."""
+
+    __slots__ = ("manifest", "high_watermark", "max_ts_init", "read_only")
+
+    def __init__(self, manifest: RunManifest, high_watermark: int, max_ts_init: int, read_only: bool) -> None:
+        self.manifest = manifest
+        self.high_watermark = high_watermark
+        self.max_ts_init = max_ts_init
+        self.read_only = read_only
+
+
+class RunStoreBase:
+    """Shared contract checks; subclasses provide storage."""
+
+    _run: _Run | None = None
+
+    # ---- storage primitives (subclass) -------------------------------------------------
+    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
+        raise NotImplementedError
+
+    def _get_value(self, seq: int) -> bytes | None:
+        raise NotImplementedError
+
+    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+        """(key seq, value) for stored keys in [lo, hi], ascending."""
+        raise NotImplementedError
+
+    def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
+        raise NotImplementedError
+
+    def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def _load_latest_anchor(self) -> SnapshotAnchor | None:
+        raise NotImplementedError
+
+    def _store_anchor(self, anchor: SnapshotAnchor) -> None:
+        raise NotImplementedError
+
+    def _store_manifest(self, manifest: RunManifest) -> None:
+        raise NotImplementedError
+
+    # ---- contract ----------------------------------------------------------------------
+    def _require_run(self) -> _Run:
+        run = self._run
+        if run is None:
+            raise Backend(NO_RUN_OPEN)
+        return run
+
+    def _require_writable(self) -> _Run:
+        run = self._require_run()
+        if run.read_only or run.manifest.is_sealed():
+            raise Closed()
+        return run
+
+    def manifest(self) -> RunManifest:
+        run = self._require_run()
+        if run.manifest.high_watermark != run.high_watermark and not run.manifest.is_sealed():
+            # The stored manifest is written at open and seal only; report live progress.
+            run.manifest = _with(run.manifest, high_watermark=run.high_watermark)
+        return run.manifest
+
+    def high_watermark(self) -> int:
+        return self._require_run().high_watermark
+
+    def append_batch(self, entries: Sequence[AppendEntry]) -> int:
+        self._require_writable()
+        return self.append_encoded([e.encoded() for e in entries])
+
+    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int:
+        run = self._require_writable()
+        if not entries:
+            return run.high_watermark
+        expected = run.high_watermark + 1
+        for offset, item in enumerate(entries):
+            if item.seq != expected + offset:
+                raise OutOfOrder(run.high_watermark, item.seq)
+        self._commit(entries)
+        run.high_watermark = entries[-1].seq
+        run.max_ts_init = max(run.max_ts_init, max(value_ts_init(e.value) for e in entries))
+        return run.high_watermark
+
+    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]:
+        run = self._require_run()
+        hi = min(to_seq, run.high_watermark)
+        if from_seq == 0 or from_seq > hi:
+            return []
+        out: list[EventStoreEntry] = []
+        expected = from_seq
+        for key, value in self._iter_values(from_seq, hi):
+            if key != expected:
+                raise Gap(expected - 1, key, expected)
+            out.append(decode_stored_value(value, key))
+            expected += 1
+        if expected <= hi:
+            raise Gap(expected - 1, hi + 1, expected)
+        if direction is ScanDirection.Reverse:
+            out.reverse()
+        return out
+
+    def scan_seq(self, seq: int) -> EventStoreEntry | None:
+        run = self._require_run()
+        if seq == 0 or seq > run.high_watermark:
+            return None
+        value = self._get_value(seq)
+        if value is None:
+            raise Gap(seq - 1, seq + 1, seq)
+        return decode_stored_value(value, seq)
+
+    def lookup(self, kind: IndexKind, key: str) -> int | None:
+        seqs = self.lookup_all(kind, key)
+        return seqs[0] if seqs else None
+
+    def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        """Every seq that carried (kind, key), ascending: an improvement on the crate's first-only."""
+        self._require_run()
+        return self._index_seqs(kind, key)
+
+    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
+        """(key, first seq) for every key of `kind`, in key byte order."""
+        self._require_run()
+        return self._index_pairs(kind)
+
+    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None:
+        run = self._require_writable()
+        validate_new_anchor(anchor, run.high_watermark, self._load_latest_anchor())
+        self._store_anchor(anchor)
+
+    def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
+        self._require_run()
+        return self._load_latest_anchor()
+
+    def seal(self, status: RunStatus) -> None:
+        run = self._require_run()
+        check_seal_transition(run.manifest.status, status)  # a read-only handle is always sealed
+        sealed = _with(
+            run.manifest,
+            status=status,
+            high_watermark=run.high_watermark,
+            end_ts_init=run.max_ts_init if run.high_watermark > 0 else None,
+        )
+        self._store_manifest(sealed)
+        run.manifest = sealed
+
+
+def _with(manifest: RunManifest, **changes: object) -> RunManifest:
+    return msgspec.structs.replace(manifest, **changes)
+
+
+def normalized_for_open(manifest: RunManifest) -> RunManifest:
+    """open_run always starts a run Running, at high-watermark 0, with no end time."""
+    return _with(manifest, status=RunStatus.Running, end_ts_init=None, high_watermark=0)

@@ -1,0 +1,70 @@
+"""In-memory backend for simulation and focused tests.
+
+Contract: the same checks, errors and read-side hash verification as the LMDB backend (both
+inherit them from `RunStoreBase`); nothing is durable beyond the object. An unsealed run held
+when `open_run` is called again is a `CrashedPredecessor` and stays readable and sealable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from nes.backend.base import EncodedEntry, IndexKind, RunStoreBase, _Run, normalized_for_open
+from nes.errors import CrashedPredecessor
+from nes.manifest import RunManifest
+from nes.snapshot import SnapshotAnchor
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend(RunStoreBase):
+    def __init__(self) -> None:
+        self._run = None
+        self._values: list[bytes] = []  # index = seq - 1
+        self._index: dict[IndexKind, dict[str, list[int]]] = {}
+        self._anchor: SnapshotAnchor | None = None
+
+    def open_run(self, manifest: RunManifest) -> None:
+        if self._run is not None and not self._run.manifest.is_sealed():
+            raise CrashedPredecessor()
+        self._values = []
+        self._index = {kind: {} for kind in IndexKind}
+        self._anchor = None
+        self._run = _Run(normalized_for_open(manifest), 0, 0, read_only=False)
+
+    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
+        for item in batch:
+            for kind, key in item.index_keys:
+                seqs = self._index[kind].setdefault(key, [])
+                if not seqs or seqs[-1] != item.seq:
+                    seqs.append(item.seq)
+        self._values.extend(item.value for item in batch)
+
+    def _get_value(self, seq: int) -> bytes | None:
+        return self._values[seq - 1] if 0 < seq <= len(self._values) else None
+
+    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+        for seq in range(lo, min(hi, len(self._values)) + 1):
+            yield seq, self._values[seq - 1]
+
+    def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
+        return list(self._index.get(kind, {}).get(key, ()))
+
+    def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
+        pairs = self._index.get(kind, {})
+        return [(key, pairs[key][0]) for key in sorted(pairs, key=lambda k: k.encode("utf-8"))]
+
+    def _load_latest_anchor(self) -> SnapshotAnchor | None:
+        return self._anchor
+
+    def _store_anchor(self, anchor: SnapshotAnchor) -> None:
+        self._anchor = anchor
+
+    def _store_manifest(self, manifest: RunManifest) -> None:
+        pass  # the in-memory manifest is the only copy
+
+    # Test support: damage the stored state the way a faulty disk would.
+    def corrupt_value(self, seq: int, value: bytes) -> None:
+        self._values[seq - 1] = value
+
+

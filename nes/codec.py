@@ -1,0 +1,157 @@
+"""The canonical frame: the bytes that are hashed, stored, and carried through the ring.
+
+Contract (ARCHITECTURE.md, "The canonical frame is the stored value"): an entry's canonical
+frame is exactly what BLAKE3 reads after the domain string
+`b"nautilus-event-store/entry/v1"`, so the stored value `entry_hash[32] || frame` is verified
+with one hash call over a slice and no decoding. Layout (all integers u64 big-endian):
+
+    offset  field
+    0       seq
+    8       ts_init
+    16      ts_publish
+    24      len(topic)          then topic, UTF-8
+            len(payload_type)   then payload_type, UTF-8
+            len(payload)        then payload bytes
+            correlation_id      0x00, or 0x01 + 16 raw UUID bytes
+            causation_id        0x00, or 0x01 + 16 raw UUID bytes
+
+Decoding is strict and bounded (files are untrusted): every claimed length is checked
+against the bytes that remain, flag bytes must be 0 or 1, text must be UTF-8, and trailing
+bytes are an error. Failures raise `FrameError`; the storage layer wraps it in `Corrupted`.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+__all__ = [
+    "HASH_DOMAIN",
+    "HASH_LEN",
+    "FRAME_FIXED_LEN",
+    "FrameError",
+    "encode_frame",
+    "decode_frame",
+    "frame_seq",
+    "u64_be",
+]
+
+HASH_DOMAIN = b"nautilus-event-store/entry/v1"
+HASH_LEN = 32
+FRAME_FIXED_LEN = 24  # seq, ts_init, ts_publish
+U64_MAX = (1 << 64) - 1
+
+_U64 = struct.Struct(">Q")
+_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic)
+_NONE = b"\x00"
+_SOME = b"\x01"
+
+
+class FrameError(ValueError):
+    """A canonical frame that cannot be decoded (damaged or not a frame at all)."""
+
+
+def u64_be(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def _header_bytes(value: uuid.UUID | None) -> bytes:
+    return _NONE if value is None else _SOME + value.bytes
+
+
+def encode_frame(
+    seq: int,
+    ts_init: int,
+    ts_publish: int,
+    topic: bytes,
+    payload_type: bytes,
+    payload: bytes,
+    correlation_id: uuid.UUID | None,
+    causation_id: uuid.UUID | None,
+) -> bytes:
+    """Encode the canonical frame; `topic` and `payload_type` are already UTF-8."""
+    try:
+        return b"".join(
+            (
+                _HEAD.pack(seq, ts_init, ts_publish, len(topic)),
+                topic,
+                _U64.pack(len(payload_type)),
+                payload_type,
+                _U64.pack(len(payload)),
+                payload,
+                _header_bytes(correlation_id),
+                _header_bytes(causation_id),
+            )
+        )
+    except struct.error as exc:
+        raise ValueError(f"seq, ts_init and ts_publish must fit in u64: {exc}") from None
+
+
+def frame_seq(frame: bytes | memoryview) -> int:
+    """The seq embedded at the front of a frame (raises FrameError if too short)."""
+    if len(frame) < 8:
+        raise FrameError(f"frame of {len(frame)} bytes is shorter than its seq field")
+    return _U64.unpack_from(frame, 0)[0]
+
+
+def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:
+    if off >= end:
+        raise FrameError(f"unexpected end of frame reading {what} tag")
+    tag = buf[off]
+    if tag == 0:
+        return None, off + 1
+    if tag != 1:
+        raise FrameError(f"invalid option tag {tag} for {what}")
+    if off + 17 > end:
+        raise FrameError(f"unexpected end of frame reading {what}")
+    return uuid.UUID(bytes=bytes(buf[off + 1 : off + 17])), off + 17
+
+
+def decode_frame(
+    buf: bytes, start: int = 0
+) -> tuple[int, int, int, str, str, bytes, uuid.UUID | None, uuid.UUID | None]:
+    """Decode the frame in `buf[start:]` into its fields.
+
+    Returns (seq, ts_init, ts_publish, topic, payload_type, payload, correlation_id,
+    causation_id). Raises FrameError on any damage. Written flat: it is on the scan path.
+    """
+    end = len(buf)
+    if end - start < 32:
+        raise FrameError(f"frame of {end - start} bytes is shorter than its fixed fields")
+    seq, ts_init, ts_publish, n = _HEAD.unpack_from(buf, start)
+    topic_start = start + 32
+    topic_end = topic_start + n
+    if topic_end + 8 > end:
+        raise FrameError(f"topic length {n} overruns the frame")
+    (n,) = _U64.unpack_from(buf, topic_end)
+    ptype_start = topic_end + 8
+    ptype_end = ptype_start + n
+    if ptype_end + 8 > end:
+        raise FrameError(f"payload_type length {n} overruns the frame")
+    (n,) = _U64.unpack_from(buf, ptype_end)
+    payload_start = ptype_end + 8
+    payload_end = payload_start + n
+    if payload_end > end:
+        raise FrameError(f"payload length {n} overruns the frame")
+    try:
+        topic = str(buf[topic_start:topic_end], "utf-8")
+        payload_type = str(buf[ptype_start:ptype_end], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError(f"invalid UTF-8 in frame: {exc}") from None
+    if end - payload_end == 2 and buf[payload_end] == 0 and buf[payload_end + 1] == 0:
+        correlation_id = causation_id = None  # the common case, without the generic path
+    else:
+        correlation_id, off = _take_uuid(buf, payload_end, end, "correlation_id")
+        causation_id, off = _take_uuid(buf, off, end, "causation_id")
+        if off != end:
+            raise FrameError(f"{end - off} trailing bytes after frame")
+    return (
+        seq,
+        ts_init,
+        ts_publish,
+        topic,
+        payload_type,
+        bytes(buf[payload_start:payload_end]),
+        correlation_id,
+        causation_id,
+    )

@@ -1,0 +1,1 @@
+"""Process entry points (thin): the writer sidecar and the verifier worker."""
