@@ -1,0 +1,173 @@
+"""Records that travel through the shared-memory ring, from the trader to the writer sidecar.
+
+Contract: ring order is replay order. The trader assigns each entry's seq (contiguous from the
+writer's READY high-watermark + 1) and ts_publish, and writes the entry's canonical frame
+(nes.codec) so the writer only hashes and stores it: it never re-encodes an entry.
+
+    kind  record body
+    ENTRY    u32 LE frame_len | canonical frame | u16 LE key_count | key_count x (u8 kind, u32 LE len, UTF-8 id)
+    ANCHOR   msgspec msgpack AnchorRequest(blob_ref, content_hash)
+    CLOSE    empty: commit everything before it, seal the run Ended, ack, exit
+
+Control records (ANCHOR, CLOSE) are ordered with the entries before them. Decoding is strict:
+the writer treats a malformed record as a fatal producer bug (halt), never as data.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from nes.backend.base import IndexKey, IndexKind
+from nes.codec import frame_seq
+from nes.headers import Headers
+
+__all__ = [
+    "KIND_ENTRY",
+    "KIND_ANCHOR",
+    "KIND_CLOSE",
+    "RecordError",
+    "AnchorRequest",
+    "EntryTemplate",
+    "entry_template",
+    "encode_entry_record",
+    "decode_entry_record",
+    "encode_anchor_request",
+    "decode_anchor_request",
+]
+
+KIND_ENTRY = 1
+KIND_ANCHOR = 2
+KIND_CLOSE = 3
+
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_U64 = struct.Struct(">Q")
+_FRAME_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic): nes.codec's front
+_KEY_HEAD = struct.Struct("<BI")
+_KIND_CODE = {IndexKind.ClientOrderId: 1, IndexKind.VenueOrderId: 2}
+_CODE_KIND = {code: kind for kind, code in _KIND_CODE.items()}
+_NO_KEYS = b"\x00\x00"
+MAX_INDEX_KEYS = 0xFFFF
+
+
+class RecordError(ValueError):
+    """A ring record that does not decode (a producer bug or memory damage)."""
+
+
+class AnchorRequest(msgspec.Struct, frozen=True):
+    blob_ref: str
+    content_hash: str
+
+
+def _encode_keys(index_keys: Sequence[IndexKey]) -> bytes:
+    if not index_keys:
+        return _NO_KEYS
+    if len(index_keys) > MAX_INDEX_KEYS:
+        raise ValueError(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(index_keys)}")
+    parts = [_U16.pack(len(index_keys))]
+    for kind, key in index_keys:
+        raw = key.encode("utf-8")
+        parts.append(_KEY_HEAD.pack(_KIND_CODE[kind], len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+class EntryTemplate(NamedTuple):
+    """An ENTRY record minus the (seq, ts_init, ts_publish, len(topic)) block at the frame's
+    front: everything a draft knows before submit. `record()` adds the block."""
+
+    frame_len: bytes  # u32 LE
+    topic_len: int
+    tail: bytes  # rest of the frame, then the index-key trailer
+
+    def record(self, seq: int, ts_init: int, ts_publish: int) -> bytes:
+        return b"".join((self.frame_len, _FRAME_HEAD.pack(seq, ts_init, ts_publish, self.topic_len), self.tail))
+
+
+def entry_template(
+    topic: bytes, payload_type: bytes, payload: bytes, headers: Headers, index_keys: Sequence[IndexKey]
+) -> EntryTemplate:
+    corr, caus = headers.correlation_id, headers.causation_id
+    frame_tail = b"".join(
+        (
+            topic,
+            _U64.pack(len(payload_type)),
+            payload_type,
+            _U64.pack(len(payload)),
+            payload,
+            b"\x00" if corr is None else b"\x01" + corr.bytes,
+            b"\x00" if caus is None else b"\x01" + caus.bytes,
+        )
+    )
+    return EntryTemplate(_U32.pack(_FRAME_HEAD.size + len(frame_tail)), len(topic), frame_tail + _encode_keys(index_keys))
+
+
+def encode_entry_record(
+    seq: int,
+    ts_init: int,
+    ts_publish: int,
+    topic: bytes,
+    payload_type: bytes,
+    payload: bytes,
+    headers: Headers,
+    index_keys: Sequence[IndexKey],
+) -> bytes:
+    return entry_template(topic, payload_type, payload, headers, index_keys).record(seq, ts_init, ts_publish)
+
+
+def decode_entry_record(record: bytes | memoryview) -> tuple[int, bytes, tuple[IndexKey, ...]]:
+    """(seq, canonical frame, index keys) of an ENTRY record."""
+    end = len(record)
+    if end < 4:
+        raise RecordError(f"entry record of {end} bytes has no frame length")
+    (frame_len,) = _U32.unpack_from(record, 0)
+    keys_at = 4 + frame_len
+    if keys_at + 2 > end:
+        raise RecordError(f"entry record frame length {frame_len} overruns the {end}-byte record")
+    frame = bytes(record[4:keys_at])
+    try:
+        seq = frame_seq(frame)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    if record[keys_at] == 0 and record[keys_at + 1] == 0 and keys_at + 2 == end:
+        return seq, frame, ()
+    return seq, frame, tuple(_decode_keys(record, keys_at, end))
+
+
+def _decode_keys(record: bytes | memoryview, off: int, end: int) -> Iterable[IndexKey]:
+    (count,) = _U16.unpack_from(record, off)
+    off += 2
+    for _ in range(count):
+        if off + 5 > end:
+            raise RecordError("entry record index key header overruns the record")
+        code, n = _KEY_HEAD.unpack_from(record, off)
+        off += 5
+        if code not in _CODE_KIND or off + n > end:
+            raise RecordError(f"entry record index key (kind {code}, length {n}) is malformed")
+        try:
+            key = str(record[off : off + n], "utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"index key is not UTF-8: {exc}") from None
+        off += n
+        yield IndexKey(_CODE_KIND[code], key)
+    if off != end:
+        raise RecordError(f"{end - off} trailing bytes after entry record")
+
+
+_anchor_req_encoder = msgspec.msgpack.Encoder()
+_anchor_req_decoder = msgspec.msgpack.Decoder(AnchorRequest)
+
+
+def encode_anchor_request(blob_ref: str, content_hash: str) -> bytes:
+    return _anchor_req_encoder.encode(AnchorRequest(blob_ref, content_hash))
+
+
+def decode_anchor_request(record: bytes | memoryview) -> AnchorRequest:
+    try:
+        return _anchor_req_decoder.decode(record)
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"anchor request does not decode: {exc}") from None

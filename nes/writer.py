@@ -1,0 +1,600 @@
+"""The trader-side writer client: `submit()` returns a seq; durability is explicit.
+
+Contract:
+- `submit(draft)` assigns the next seq (contiguous from the writer's READY high-watermark + 1),
+  stamps `ts_publish` (strictly increasing), writes the entry's canonical frame into the ring
+  and returns the seq. In steady state it makes no syscall. It never blocks forever: a ring that
+  stays full past `halt_threshold_s` halts the writer with `BackpressureStall` and that submit
+  raises `HaltSignaled`; the entry is not accepted (its seq is not consumed).
+- `high_watermark` is the DURABLE high-watermark published by the writer after each fsynced
+  commit; `wait_durable(seq, timeout)` blocks until `seq` is durable.
+- Halts are fail-stop. The halt hook is called (from the control thread) once per halt reason
+  kind; `halted`/`halt_reason` report the first. After a halt every `submit()` raises
+  `WriterHalted` at once. Entries accepted before a halt are durable up to the reason's
+  `durable_high_watermark`; above it, the halt says they are not.
+- `close()` appends RunEnded, seals the run Ended and returns the final high-watermark.
+- Two transports share all of the above: `EventStoreWriter.spawn` (shm ring + writer sidecar
+  process + control socket) and `EventStoreWriter.in_process` (commits on submit; no ring, no
+  process; deterministic, for tests and simulation).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+
+from nes.backend.base import IndexKey, IndexKind, RunStoreBase
+from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
+from nes.entry import validate_topic
+from nes.errors import Backend, Corrupted, Disk, EventStoreError
+from nes.halt import (
+    BackendCorrupted,
+    BackendDisk,
+    BackpressureStall,
+    HaltCallback,
+    HaltReason,
+    WriterDied,
+    noop_halt,
+)
+from nes.headers import Headers
+from nes.manifest import RunManifest
+from nes.record import KIND_ANCHOR, KIND_CLOSE, KIND_ENTRY, MAX_INDEX_KEYS, encode_anchor_request, entry_template
+from nes.sidecar import WriterCore
+from nes.snapshot import SnapshotAnchor
+
+__all__ = [
+    "EntryDraft",
+    "WriterConfig",
+    "EventStoreWriter",
+    "SubmitError",
+    "WriterClosed",
+    "WriterHalted",
+    "HaltSignaled",
+    "InvalidDraft",
+    "RecordTooLarge",
+    "RUN_ENDED_TOPIC",
+    "RUN_ENDED_TYPE",
+    "DEFAULT_HALT_THRESHOLD_S",
+    "DEFAULT_MAX_BATCH_ENTRIES",
+    "DEFAULT_MAX_BATCH_LATENCY_S",
+    "DEFAULT_RING_BYTES",
+    "DEFAULT_MAX_RECORD_BYTES",
+]
+
+RUN_ENDED_TOPIC = "run.lifecycle.RunEnded"
+RUN_ENDED_TYPE = "RunEnded"
+
+DEFAULT_RING_BYTES = 16 << 20
+DEFAULT_MAX_RECORD_BYTES = 1 << 20
+DEFAULT_MAX_BATCH_ENTRIES = 1000
+DEFAULT_MAX_BATCH_LATENCY_S = 0.005
+DEFAULT_HALT_THRESHOLD_S = 0.25
+
+
+# ---- errors ---------------------------------------------------------------------------------
+class SubmitError(Exception):
+    """Base of what `submit()` raises; the entry was not accepted."""
+
+
+class WriterClosed(SubmitError):
+    def __str__(self) -> str:
+        return "writer is closed"
+
+
+class WriterHalted(WriterClosed):
+    """Every submit after a halt: the writer is fail-stopped."""
+
+    def __init__(self, reason: HaltReason) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"writer halted: {self.reason}"
+
+
+class HaltSignaled(SubmitError):
+    """Only the submit whose own stall crossed the halt threshold."""
+
+    def __init__(self, stalled_for_s: float, threshold_s: float) -> None:
+        super().__init__(stalled_for_s, threshold_s)
+        self.stalled_for_s = stalled_for_s
+        self.threshold_s = threshold_s
+
+    def __str__(self) -> str:
+        return f"submit stalled for {self.stalled_for_s * 1e3:.1f} ms, halt threshold {self.threshold_s * 1e3:.1f} ms"
+
+
+class InvalidDraft(SubmitError, ValueError):
+    """A draft that cannot be stored (bad topic, text, header or size); nothing was written."""
+
+
+class RecordTooLarge(InvalidDraft):
+    pass
+
+
+# ---- configuration ----------------------------------------------------------------------------
+class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Writer settings. Defaults suit a trading process: 16 MiB ring (~50k 300-byte entries),
+    1 MiB max entry, group commit of up to 1000 entries or 5 ms, halt after 250 ms of full ring."""
+
+    ring_bytes: int = DEFAULT_RING_BYTES
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_batch_entries: int = DEFAULT_MAX_BATCH_ENTRIES
+    max_batch_latency_s: float = DEFAULT_MAX_BATCH_LATENCY_S
+    halt_threshold_s: float = DEFAULT_HALT_THRESHOLD_S
+    ready_timeout_s: float = 10.0
+    ack_timeout_s: float = 5.0
+    close_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.ring_bytes < 4096 or self.ring_bytes & (self.ring_bytes - 1):
+            raise ValueError(f"ring_bytes must be a power of two >= 4096, got {self.ring_bytes}")
+        if not 64 <= self.max_record_bytes <= self.ring_bytes // 4:
+            raise ValueError(
+                f"max_record_bytes must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
+            )
+        if self.max_batch_entries < 1:
+            raise ValueError(f"max_batch_entries must be >= 1, got {self.max_batch_entries}")
+        for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+# ---- the draft --------------------------------------------------------------------------------
+_U64_MAX = (1 << 64) - 1
+
+
+def _utf8(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidDraft(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidDraft(f"{what} is not valid UTF-8 text: {exc}") from None
+
+
+class EntryDraft:
+    """What a caller submits. Validated and pre-encoded at construction, so `submit()` only
+    stamps seq and ts_publish in front of bytes that are already laid out (nes.record ENTRY)."""
+
+    __slots__ = ("topic", "payload_type", "payload", "ts_init", "headers", "index_keys", "_template")
+
+    def __init__(
+        self,
+        topic: str,
+        payload_type: str,
+        payload: bytes,
+        ts_init: int,
+        headers: Headers | None = None,
+        index_keys: Sequence[IndexKey] = (),
+    ) -> None:
+        try:
+            validate_topic(topic)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDraft(str(exc)) from None
+        topic_b = _utf8(topic, "topic")
+        type_b = _utf8(payload_type, "payload_type")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise InvalidDraft(f"payload must be bytes, got {type(payload).__name__}")
+        if not isinstance(ts_init, int) or not 0 <= ts_init <= _U64_MAX:
+            raise InvalidDraft(f"ts_init must be an int in [0, 2**64), got {ts_init!r}")
+        headers = Headers.empty() if headers is None else headers
+        if not isinstance(headers, Headers):
+            raise InvalidDraft(f"headers must be nes.Headers, got {type(headers).__name__}")
+        payload = bytes(payload)
+        keys = tuple(index_keys)
+        for item in keys:
+            if not isinstance(item, IndexKey) or not isinstance(item.kind, IndexKind):
+                raise InvalidDraft(f"index keys must be nes.IndexKey values, got {item!r}")
+            _utf8(item.key, "index key")
+        if len(keys) > MAX_INDEX_KEYS:
+            raise InvalidDraft(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(keys)}")
+        self.topic = topic
+        self.payload_type = payload_type
+        self.payload = payload
+        self.ts_init = ts_init
+        self.headers = headers
+        self.index_keys = keys
+        self._template = entry_template(topic_b, type_b, payload, headers, keys)
+
+    @classmethod
+    def without_indices(
+        cls, topic: str, payload_type: str, payload: bytes, ts_init: int, headers: Headers | None = None
+    ) -> EntryDraft:
+        return cls(topic, payload_type, payload, ts_init, headers, ())
+
+    def record(self, seq: int, ts_publish: int) -> bytes:
+        """The ENTRY ring record for this draft at (seq, ts_publish)."""
+        return self._template.record(seq, self.ts_init, ts_publish)
+
+    def __repr__(self) -> str:
+        return (
+            f"EntryDraft(topic={self.topic!r}, payload_type={self.payload_type!r}, "
+            f"payload=<{len(self.payload)} bytes>, ts_init={self.ts_init}, headers={self.headers!r}, "
+            f"index_keys={self.index_keys!r})"
+        )
+
+
+# ---- the writer -------------------------------------------------------------------------------
+class EventStoreWriter:
+    """Trader-side writer. Build with `spawn()` (ring + sidecar process) or `in_process()`."""
+
+    def __init__(
+        self,
+        config: WriterConfig,
+        halt: HaltCallback,
+        clock_ns: Callable[[], int],
+        durable_high_watermark: int,
+    ) -> None:
+        self.config = config
+        self._halt_hook = halt
+        self._clock_ns = clock_ns
+        self._next_seq = durable_high_watermark + 1
+        self._last_ts_publish = 0
+        self._halted = False
+        self._closed = False
+        self._halt_reason: HaltReason | None = None
+        self._fired: set[type] = set()
+        self._halt_lock = threading.Lock()
+        notify_r, notify_w = os.pipe()
+        os.set_blocking(notify_r, False)
+        self._notify_r, self._notify_w = notify_r, notify_w
+        # transport (set by the constructors below)
+        self._ring = None  # type: ignore[var-annotated]
+        self._core: WriterCore | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: ControlChannel | None = None
+        self._acks: queue.Queue[AnchorAck | CloseAck | None] = queue.Queue()
+        self._control_thread: threading.Thread | None = None
+        self._writer_exited = threading.Event()
+        self._stopping = False  # set before we end the sidecar ourselves: its EOF is expected
+
+    # -- constructors --------------------------------------------------------------------------
+    @classmethod
+    def in_process(
+        cls,
+        backend: RunStoreBase,
+        config: WriterConfig | None = None,
+        halt: HaltCallback = noop_halt,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> EventStoreWriter:
+        """Synchronous mode: each submit is committed (one transaction) before it returns."""
+        core = WriterCore(backend)
+        writer = cls(config or WriterConfig(), halt, clock_ns, core.durable_high_watermark)
+        writer._core = core
+        return writer
+
+    @classmethod
+    def spawn(
+        cls,
+        base_dir: str | os.PathLike[str],
+        manifest: RunManifest,
+        config: WriterConfig | None = None,
+        halt: HaltCallback = noop_halt,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> EventStoreWriter:
+        """Create the ring, start the writer sidecar process, which opens the run file
+        `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY."""
+        from shm.ring import Ring  # the ring is only needed for the process transport
+
+        config = config or WriterConfig()
+        ring = Ring.create(config.ring_bytes, config.max_record_bytes)
+        ours, theirs = socket.socketpair()
+        try:
+            args = msgspec.json.encode(
+                {
+                    "base_dir": str(Path(base_dir)),
+                    "manifest": manifest,
+                    "ring": ring.names,
+                    "max_batch_entries": config.max_batch_entries,
+                    "max_batch_latency_s": config.max_batch_latency_s,
+                }
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "workers.writer", "--control-fd", str(theirs.fileno())],
+                stdin=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                close_fds=True,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(args)
+            proc.stdin.close()
+        except BaseException:
+            ours.close()
+            ring.close()
+            raise
+        finally:
+            theirs.close()
+        channel = ControlChannel(ours)
+        ours.settimeout(config.ready_timeout_s)
+        try:
+            first = channel.recv()
+        except (TimeoutError, ControlProtocolError, OSError) as exc:
+            first = None
+            failure = f"no READY from writer within {config.ready_timeout_s}s: {exc}"
+        else:
+            failure = "writer exited before READY"
+        finally:
+            ours.settimeout(None)
+        if not isinstance(first, Ready):
+            proc.kill()
+            proc.wait()
+            channel.close()
+            ring.close()
+            if isinstance(first, Halt):
+                raise _open_error(first.reason)
+            raise Backend(f"{failure} (exit code {proc.returncode})")
+        ring.unlink_names()  # the writer is attached: nothing is left in /dev/shm whoever dies
+        writer = cls(config, halt, clock_ns, first.high_watermark)
+        writer._ring = ring
+        writer._proc = proc
+        writer._channel = channel
+        writer._control_thread = threading.Thread(target=writer._control_loop, name="nes-writer-control", daemon=True)
+        writer._control_thread.start()
+        return writer
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    @property
+    def halt_reason(self) -> HaltReason | None:
+        return self._halt_reason
+
+    @property
+    def control_fd(self) -> int:
+        """Readable once the writer has halted (for `loop.add_reader`); read it with `os.read`."""
+        return self._notify_r
+
+    @property
+    def high_watermark(self) -> int:
+        """The durable high-watermark: every seq at or below it is committed and fsynced."""
+        if self._core is not None:
+            return self._core.durable_high_watermark
+        return self._ring.durable_high_watermark
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def writer_pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def wait_durable(self, seq: int, timeout: float) -> bool:
+        """True once `seq` is durable; False on timeout or if the writer halted before it."""
+        if self._core is not None:
+            return self._core.durable_high_watermark >= seq
+        deadline = time.monotonic() + timeout
+        ring = self._ring
+        while True:
+            if ring.durable_high_watermark >= seq:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._writer_exited.is_set():
+                return ring.durable_high_watermark >= seq
+            ring.wait_durable_at_least(seq, min(remaining, 0.05))
+
+    # -- the hot path --------------------------------------------------------------------------
+    def submit(self, draft: EntryDraft) -> int:
+        if self._halted:
+            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
+        if self._closed:
+            raise WriterClosed()
+        ts_publish = self._clock_ns()
+        if ts_publish <= self._last_ts_publish:
+            ts_publish = self._last_ts_publish + 1
+        seq = self._next_seq
+        record = draft.record(seq, ts_publish)
+        if len(record) > self.config.max_record_bytes:
+            raise RecordTooLarge(
+                f"entry record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
+            )
+        core = self._core
+        if core is not None:
+            self._commit_in_process(core, record)
+        elif not self._ring.try_push(KIND_ENTRY, record):
+            self._push_when_space(KIND_ENTRY, record)
+        self._next_seq = seq + 1
+        self._last_ts_publish = ts_publish
+        return seq
+
+    def _commit_in_process(self, core: WriterCore, record: bytes) -> None:
+        try:
+            core.add_entry(record)
+            core.flush()
+        except Exception as err:  # noqa: BLE001 - a failed commit is a halt with its reason
+            reason = core.halt_reason(err)
+            self._halt(reason)
+            raise WriterHalted(reason) from err
+
+    def _push_when_space(self, kind: int, record: bytes) -> None:
+        """The ring is full: wait for space up to the halt threshold, then halt (never drop)."""
+        threshold = self.config.halt_threshold_s
+        start = time.monotonic()
+        ring = self._ring
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= threshold:
+                self._halt(BackpressureStall(ring.durable_high_watermark, elapsed, threshold))
+                raise HaltSignaled(elapsed, threshold)
+            if self._halted:
+                raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
+            if ring.try_push(kind, record):
+                return
+            ring.wait_for_space(min(threshold - elapsed, 0.01))
+
+    # -- control records -----------------------------------------------------------------------
+    def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+        """Anchor a cache snapshot at the durable high-watermark covering every entry submitted
+        before this call."""
+        if self._halted:
+            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
+        if self._closed:
+            raise WriterClosed()
+        core = self._core
+        if core is not None:
+            try:
+                return core.record_anchor(blob_ref, content_hash)
+            except Exception as err:  # noqa: BLE001
+                reason = core.halt_reason(err)
+                self._halt(reason)
+                raise
+        record = encode_anchor_request(blob_ref, content_hash)
+        if not self._ring.try_push(KIND_ANCHOR, record):
+            self._push_when_space(KIND_ANCHOR, record)
+        ack = self._await_ack(self.config.ack_timeout_s, "snapshot anchor")
+        if not isinstance(ack, AnchorAck) or ack.anchor is None:
+            raise Backend(f"snapshot anchor failed: {ack.error if isinstance(ack, AnchorAck) else ack}")
+        return ack.anchor
+
+    def _await_ack(self, timeout_s: float, what: str) -> AnchorAck | CloseAck | None:
+        start = time.monotonic()
+        try:
+            ack = self._acks.get(timeout=timeout_s)
+        except queue.Empty:
+            elapsed = time.monotonic() - start
+            self._halt(BackpressureStall(self.high_watermark, elapsed, timeout_s))
+            raise Backend(f"{what} ack stalled for {elapsed * 1e3:.1f} ms, timeout {timeout_s * 1e3:.1f} ms") from None
+        if ack is None:
+            raise WriterHalted(self._halt_reason or WriterDied(self.high_watermark, "control channel closed"))
+        return ack
+
+    def close(self, run_ended: EntryDraft | None = None) -> int:
+        """Append RunEnded, seal the run Ended, stop the writer; returns the final high-watermark.
+
+        A halted writer is not sealed (the next boot's recovery sweep owns that): the sidecar is
+        told to drain and exit, and `WriterHalted` is raised."""
+        if self._closed:
+            raise WriterClosed()
+        if self._halted:
+            self._shutdown()
+            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
+        if run_ended is None:
+            run_ended = EntryDraft(RUN_ENDED_TOPIC, RUN_ENDED_TYPE, b"", self._clock_ns())
+        self.submit(run_ended)
+        core = self._core
+        if core is not None:
+            try:
+                final = core.close()
+            except Exception as err:  # noqa: BLE001
+                self._halt(core.halt_reason(err))
+                raise
+            self._closed = True
+            self._release()
+            return final
+        try:
+            if not self._ring.try_push(KIND_CLOSE, b""):
+                self._push_when_space(KIND_CLOSE, b"")
+            ack = self._await_ack(self.config.close_timeout_s, "close")
+        except BaseException:
+            self._shutdown()
+            raise
+        self._closed = True
+        self._shutdown()
+        if not isinstance(ack, CloseAck) or ack.high_watermark is None:
+            raise Backend(f"close failed: {ack.error if isinstance(ack, CloseAck) else ack}")
+        return ack.high_watermark
+
+    def abandon(self) -> None:
+        """Stop without sealing (what a crash leaves): the sidecar commits everything pushed,
+        then exits; the run stays Running for the next boot's recovery sweep."""
+        if not self._closed:
+            self._closed = True
+            self._shutdown()
+
+    def __enter__(self) -> EventStoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            if self._halted:
+                self.abandon()
+            else:
+                self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _halt(self, reason: HaltReason) -> None:
+        with self._halt_lock:
+            first = self._halt_reason is None
+            if first:
+                self._halt_reason = reason
+            self._halted = True
+            fire = type(reason) not in self._fired
+            self._fired.add(type(reason))
+        if first:
+            os.write(self._notify_w, b"H")
+        if fire:
+            self._halt_hook(reason)
+
+    def _control_loop(self) -> None:
+        assert self._channel is not None and self._proc is not None
+        detail = "control channel EOF"
+        while True:
+            try:
+                message = self._channel.recv()
+            except (OSError, ControlProtocolError) as exc:
+                message, detail = None, f"control channel failed: {exc}"
+            if message is None:
+                break
+            if isinstance(message, Halt):
+                self._halt(message.reason)
+            elif isinstance(message, CloseAck):
+                self._stopping = True  # the sidecar exits right after a close ack
+                self._acks.put(message)
+            elif isinstance(message, AnchorAck):
+                self._acks.put(message)
+        try:
+            code = self._proc.wait(timeout=5.0)
+            detail += f", writer exit code {code}"
+        except subprocess.TimeoutExpired:
+            detail += ", writer still running"
+        self._writer_exited.set()
+        if not self._stopping:
+            self._halt(WriterDied(self._ring.durable_high_watermark, detail))
+        self._acks.put(None)
+
+    def _shutdown(self) -> None:
+        """Tell the sidecar we are done (EOF), wait for it, release the ring and channel."""
+        self._stopping = True
+        if self._channel is not None:
+            self._channel.shutdown_write()
+            assert self._proc is not None
+            try:
+                self._proc.wait(timeout=self.config.close_timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            if self._control_thread is not None:
+                self._control_thread.join(timeout=10.0)
+            self._channel.close()
+            self._channel = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+        for fd in (self._notify_r, self._notify_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _open_error(reason: HaltReason) -> EventStoreError:
+    """The writer could not open the run: report it as the backend error it was."""
+    if isinstance(reason, BackendDisk):
+        return Disk(reason.msg)
+    if isinstance(reason, BackendCorrupted):
+        return Corrupted(reason.msg)
+    return Backend(getattr(reason, "msg", str(reason)))

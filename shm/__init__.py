@@ -1,0 +1,1 @@
+"""The shared-memory SPSC ring: layout, producer, consumer, wake-up."""

@@ -1,0 +1,226 @@
+"""The writer's contract in its in-process (synchronous) mode, and the shared record path."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from nes import Headers, IndexKey, IndexKind, MemoryBackend, RunManifest, RunStatus, ScanDirection
+from nes.errors import Disk
+from nes.halt import BackendDisk, BackendCorrupted, BackendError, from_backend_error, noop_halt
+from nes.errors import Closed, Corrupted
+from nes.record import RecordError, decode_entry_record, encode_entry_record
+from nes.sidecar import WriterCore, should_flush
+from nes.writer import (
+    EntryDraft,
+    EventStoreWriter,
+    InvalidDraft,
+    RecordTooLarge,
+    WriterClosed,
+    WriterConfig,
+    WriterHalted,
+)
+
+
+def open_memory(run_id: str = "run-1") -> MemoryBackend:
+    backend = MemoryBackend()
+    backend.open_run(RunManifest(run_id, "trader-001", 1))
+    return backend
+
+
+def draft(i: int, **kw) -> EntryDraft:
+    return EntryDraft("exec.command", "SubmitOrder", b"p%d" % i, 10 + i, **kw)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reasons: list = []
+
+    def __call__(self, reason) -> None:
+        self.reasons.append(reason)
+
+
+def test_five_submits_plus_close_give_six_and_seal_ended():
+    backend = open_memory()
+    hook = Recorder()
+    writer = EventStoreWriter.in_process(backend, halt=hook)
+    assert [writer.submit(draft(i)) for i in range(5)] == [1, 2, 3, 4, 5]
+    assert writer.close() == 6
+    manifest = backend.manifest()
+    assert (manifest.status, manifest.high_watermark) == (RunStatus.Ended, 6)
+    assert backend.scan_seq(6).payload_type == "RunEnded"
+    assert hook.reasons == []
+
+
+def test_anchor_covers_every_entry_submitted_before_it_and_tail_follows():
+    backend = open_memory()
+    writer = EventStoreWriter.in_process(backend)
+    writer.submit(draft(1))
+    writer.submit(draft(2))
+    anchor = writer.record_snapshot_anchor("cache://run/2", "blake3:ab")
+    assert anchor.high_watermark == 2
+    writer.submit(draft(3))
+    writer.submit(draft(4))
+    final = writer.close()
+    assert backend.latest_snapshot_anchor() == anchor
+    tail = backend.scan_range(anchor.high_watermark + 1, final, ScanDirection.Forward)
+    assert [e.seq for e in tail] == [3, 4, 5]
+
+
+def test_end_ts_init_is_the_max_ts_init_not_the_last():
+    backend = open_memory()
+    writer = EventStoreWriter.in_process(backend)
+    for ts in (50, 120, 80):
+        writer.submit(EntryDraft("t", "P", b"", ts))
+    assert writer.close(EntryDraft("run.lifecycle.RunEnded", "RunEnded", b"", 9999)) == 4
+    assert backend.manifest().end_ts_init == 9999
+
+
+def test_ts_publish_is_strictly_increasing_even_with_a_frozen_clock():
+    backend = open_memory()
+    writer = EventStoreWriter.in_process(backend, clock_ns=lambda: 1_000)
+    for i in range(3):
+        writer.submit(draft(i))
+    writer.close()
+    stamps = [e.ts_publish for e in backend.scan_range(1, 4, ScanDirection.Forward)]
+    assert stamps == [1_000, 1_001, 1_002, 1_003]
+
+
+def test_every_stored_hash_verifies_and_headers_and_keys_round_trip():
+    backend = open_memory()
+    writer = EventStoreWriter.in_process(backend)
+    headers = Headers(uuid.uuid4(), uuid.uuid4())
+    keys = [IndexKey(IndexKind.ClientOrderId, "O-1"), IndexKey(IndexKind.VenueOrderId, "V-1")]
+    writer.submit(EntryDraft("exec.command", "SubmitOrder", b"alpha", 1, headers, keys))
+    writer.submit(EntryDraft("exec.event", "OrderFilled", b"", 2, None, keys[:1]))
+    writer.close()
+    first = backend.scan_seq(1)
+    assert first.headers == headers and first.payload == b"alpha"
+    assert all(e.recompute_hash() == e.entry_hash for e in backend.scan_range(1, 3, ScanDirection.Forward))
+    assert backend.lookup_all(IndexKind.ClientOrderId, "O-1") == [1, 2]
+    assert backend.lookup(IndexKind.VenueOrderId, "V-1") == 1
+
+
+def test_without_indices_sets_every_field_and_no_keys():
+    d = EntryDraft.without_indices("t.x", "P", b"abc", 7, Headers(uuid.uuid4(), None))
+    assert (d.topic, d.payload_type, d.payload, d.ts_init, d.index_keys) == ("t.x", "P", b"abc", 7, ())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EntryDraft("", "P", b"", 1),
+        lambda: EntryDraft("  ", "P", b"", 1),
+        lambda: EntryDraft("a.*", "P", b"", 1),
+        lambda: EntryDraft("a.?", "P", b"", 1),
+        lambda: EntryDraft("bad\udcff", "P", b"", 1),
+        lambda: EntryDraft("t", "bad\udcff", b"", 1),
+        lambda: EntryDraft("t", "P", "not bytes", 1),  # type: ignore[arg-type]
+        lambda: EntryDraft("t", "P", b"", -1),
+        lambda: EntryDraft("t", "P", b"", 1 << 64),
+        lambda: EntryDraft("t", "P", b"", 1, headers="x"),  # type: ignore[arg-type]
+        lambda: EntryDraft("t", "P", b"", 1, index_keys=[("ClientOrderId", "O-1")]),
+    ],
+)
+def test_bad_drafts_are_refused_with_a_clear_error(make):
+    with pytest.raises(InvalidDraft):
+        make()
+
+
+def test_non_v4_uuid_header_is_refused_at_construction():
+    with pytest.raises(ValueError, match="version-4"):
+        Headers(uuid.uuid1(), None)
+
+
+def test_oversize_record_is_refused_without_consuming_a_seq():
+    backend = open_memory()
+    writer = EventStoreWriter.in_process(backend, WriterConfig(ring_bytes=1 << 16, max_record_bytes=1024))
+    assert writer.submit(draft(1)) == 1
+    with pytest.raises(RecordTooLarge):
+        writer.submit(EntryDraft("t", "P", b"x" * 2000, 1))
+    assert writer.submit(draft(2)) == 2
+    assert writer.close() == 3
+
+
+class FailingBackend(MemoryBackend):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def _commit(self, batch):  # noqa: ANN001
+        raise self.error
+
+
+def test_backend_disk_error_halts_once_and_refuses_later_submits():
+    backend = FailingBackend(Disk("ENOSPC"))
+    backend.open_run(RunManifest("run-1", "trader-001", 1))
+    hook = Recorder()
+    writer = EventStoreWriter.in_process(backend, halt=hook)
+    with pytest.raises(WriterHalted) as info:
+        writer.submit(draft(1))
+    assert isinstance(info.value.reason, BackendDisk) and "ENOSPC" in info.value.reason.msg
+    assert info.value.reason.durable_high_watermark == 0
+    with pytest.raises(WriterHalted):
+        writer.submit(draft(2))
+    assert writer.halted and len(hook.reasons) == 1
+    with pytest.raises(WriterHalted):
+        writer.close()
+    assert backend.manifest().status is RunStatus.Running  # a halted run is not sealed
+    assert writer.control_fd >= 0
+
+
+def test_submit_after_close_is_closed():
+    writer = EventStoreWriter.in_process(open_memory())
+    writer.close()
+    with pytest.raises(WriterClosed):
+        writer.submit(draft(1))
+    with pytest.raises(WriterClosed):
+        writer.close()
+
+
+def test_writer_attached_to_a_recovered_run_continues_from_its_high_watermark():
+    backend = open_memory()
+    first = EventStoreWriter.in_process(backend)
+    first.submit(draft(1))
+    second = EventStoreWriter.in_process(backend)  # e.g. after adopting the same open run
+    assert second.submit(draft(2)) == 2
+
+
+def test_halt_mapping():
+    assert isinstance(from_backend_error(Disk("ENOSPC"), 3), BackendDisk)
+    corrupted = from_backend_error(Corrupted("bad page"), 3)
+    assert isinstance(corrupted, BackendCorrupted) and "bad page" in corrupted.msg
+    closed = from_backend_error(Closed(), 3)
+    assert isinstance(closed, BackendError) and closed.msg == "run is closed"
+    noop_halt(closed)
+
+
+# ---- the shared core ----------------------------------------------------------------------------
+def test_flush_rule():
+    assert not should_flush(0, 10, True, 5.0, 1.0)
+    assert should_flush(10, 10, False, 0.0, 1.0)  # full
+    assert should_flush(1, 10, True, 0.0, 1.0)  # nothing more waiting
+    assert should_flush(1, 10, False, 1.0, 1.0)  # oldest entry due
+    assert not should_flush(5, 10, False, 0.5, 1.0)
+
+
+def test_core_refuses_a_producer_seq_that_is_not_next():
+    core = WriterCore(open_memory())
+    record = encode_entry_record(2, 1, 1, b"t", b"P", b"", Headers(), ())
+    with pytest.raises(RecordError, match="expected 1"):
+        core.add_entry(record)
+    assert isinstance(core.halt_reason(RecordError("x")), BackendCorrupted)
+
+
+def test_entry_record_round_trip_and_strictness():
+    keys = (IndexKey(IndexKind.ClientOrderId, "O-1"), IndexKey(IndexKind.VenueOrderId, "V-é"))
+    record = encode_entry_record(9, 1, 2, b"t", b"P", b"xyz", Headers(), keys)
+    seq, frame, decoded = decode_entry_record(record)
+    assert (seq, decoded) == (9, keys)
+    for cut in range(len(record)):
+        with pytest.raises(RecordError):
+            decode_entry_record(record[:cut])
+    with pytest.raises(RecordError):
+        decode_entry_record(record + b"\x00")
+

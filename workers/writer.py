@@ -1,0 +1,57 @@
+"""The writer sidecar process: `python -m workers.writer --control-fd N` (arguments as JSON on stdin).
+
+Thin by design: parse arguments, open the run (`LmdbBackend.open_run`), attach the ring, run
+`nes.sidecar.run_sidecar`. A failure to open is reported as a `Halt` before READY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import msgspec
+
+from nes.backend.lmdb import LmdbBackend
+from nes.control import ControlChannel, Halt
+from nes.halt import from_backend_error
+from nes.manifest import RunManifest
+from nes.sidecar import run_sidecar
+
+
+class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    base_dir: str
+    manifest: RunManifest
+    ring: dict
+    max_batch_entries: int
+    max_batch_latency_s: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nes-writer")
+    parser.add_argument("--control-fd", type=int, required=True)
+    ns = parser.parse_args(argv)
+    # Ctrl-C in the trader's terminal must not kill the writer mid-batch: the trader's EOF
+    # (it exits or closes) is what ends this process, after it committed what was pushed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = ControlChannel.from_fd(ns.control_fd)
+    args = msgspec.json.decode(sys.stdin.buffer.read(), type=WriterArgs)
+    from shm.ring import Ring, RingNames
+
+    backend = LmdbBackend(args.base_dir)
+    try:
+        try:
+            backend.open_run(args.manifest)
+            ring = Ring.attach(msgspec.convert(args.ring, RingNames))
+        except Exception as err:  # noqa: BLE001 - reported to the trader, which raises it
+            channel.send(Halt(from_backend_error(err, 0)))
+            return 2
+        with ring:
+            return run_sidecar(ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s)
+    finally:
+        backend.close()
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
