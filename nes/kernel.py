@@ -29,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 
+from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.config import EventStoreConfig
 from nes.errors import CrashedPredecessor, EventStoreError
@@ -62,8 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("nes.kernel")
-RUN_FILE_SUFFIX = ".lmdb"
-MARKER_FILE_SUFFIX = ".markers.lmdb"
 
 
 # ---- errors -----------------------------------------------------------------------------------
@@ -123,21 +122,13 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 
 
-def _run_files(run_dir: Path) -> list[str]:
-    if not run_dir.is_dir():
-        return []
-    return sorted(
-        p.name for p in run_dir.iterdir() if p.name.endswith(RUN_FILE_SUFFIX) and not p.name.endswith(MARKER_FILE_SUFFIX)
-    )
-
-
 def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_s: float) -> list[RunFileState]:
     """Survey (and recover) every run file of the instance in worker processes.
 
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
-    remaining = _run_files(Path(base_dir) / instance_id)
+    remaining = [p.name for p in layout.list_run_files(base_dir, instance_id)]
     states: list[RunFileState] = []
     while remaining:
         done, failed = _sweep_worker(str(base_dir), instance_id, remaining, timeout_s)
@@ -350,7 +341,7 @@ class EventStoreLifecycle:
             start_ts_init=start_ts,
             parent_run_id=recovery.parent_run_id,
             binary_hash=identity.binary_hash,
-            crate_versions=identity.package_versions,
+            crate_versions=",".join(f"{name}={version}" for name, version in sorted(identity.package_versions.items())),
             feature_flags=[*identity.feature_flags, f"retention={config.retention.label()}"],
             adapter_versions=dict(identity.adapter_versions),
             config_hash=identity.config_hash,
@@ -364,7 +355,7 @@ class EventStoreLifecycle:
             writer = EventStoreWriter.in_process(backend, config.writer, self._halt, self._clock_ns)
         else:
             writer = EventStoreWriter.spawn(base_dir, manifest, config.writer, self._halt, self._clock_ns)
-        path = base_dir / identity.instance_id / f"{manifest.run_id}{RUN_FILE_SUFFIX}"
+        path = layout.run_file_path(base_dir, identity.instance_id, manifest.run_id)
         session = EventStoreSession(manifest, path, writer, recovery, backend)
         started = EntryDraft(RUN_STARTED_TOPIC, RUN_STARTED_TYPE, msgspec.msgpack.encode(components), start_ts)
         try:

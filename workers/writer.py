@@ -17,12 +17,13 @@ from nes.control import ControlChannel, Halt
 from nes.halt import from_backend_error
 from nes.manifest import RunManifest
 from nes.sidecar import run_sidecar
+from shm.ring import Ring, RingNames
 
 
 class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_dir: str
     manifest: RunManifest
-    ring: dict
+    ring: RingNames
     max_batch_entries: int
     max_batch_latency_s: float
 
@@ -34,20 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C in the trader's terminal must not kill the writer mid-batch: the trader's EOF
     # (it exits or closes) is what ends this process, after it committed what was pushed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A file-size limit must surface as EFBIG (a BackendDisk halt), not kill the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     channel = ControlChannel.from_fd(ns.control_fd)
     args = msgspec.json.decode(sys.stdin.buffer.read(), type=WriterArgs)
-    from shm.ring import Ring, RingNames
 
     backend = LmdbBackend(args.base_dir)
     try:
         try:
             backend.open_run(args.manifest)
-            ring = Ring.attach(msgspec.convert(args.ring, RingNames))
+            ring = Ring.attach(args.ring)
         except Exception as err:  # noqa: BLE001 - reported to the trader, which raises it
             channel.send(Halt(from_backend_error(err, 0)))
             return 2
         with ring:
-            return run_sidecar(ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s)
+            try:
+                return run_sidecar(ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s)
+            finally:
+                ring.unlink_names()  # normally already done by the trader; covers its early death
     finally:
         backend.close()
         channel.close()

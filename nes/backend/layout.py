@@ -1,0 +1,78 @@
+"""The LMDB run-file layout, written down once (ARCHITECTURE.md "Storage").
+
+One file per run, `<base>/<instance_id>/<run_id>.lmdb` (`subdir=False`, LMDB keeps `-lock`
+beside it), created 0600 in a 0700 directory. Named databases:
+
+| db                    | key                      | value                                  |
+| --------------------- | ------------------------ | -------------------------------------- |
+| `entries`             | seq, u64 big-endian      | `entry_hash[32] || canonical frame`    |
+| `idx_client_order_id` | id, UTF-8 (dupsort,      | every seq that carried the id, u64 BE  |
+| `idx_venue_order_id`  |  dupfixed)               |                                        |
+| `manifest`            | `current`                | the run manifest (msgpack)             |
+| `anchors`             | high-watermark, u64 BE   | snapshot anchor (msgpack); last = latest |
+| `meta`                | `format`                 | store format version, u32 BE           |
+
+The reader, verifier and retention planner all open files through these names.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from nes.backend.base import IndexKind
+from nes.ids import validate_path_id
+
+DB_ENTRIES = b"entries"
+DB_MANIFEST = b"manifest"
+DB_ANCHORS = b"anchors"
+DB_META = b"meta"
+INDEX_DBS: dict[IndexKind, bytes] = {
+    IndexKind.ClientOrderId: b"idx_client_order_id",
+    IndexKind.VenueOrderId: b"idx_venue_order_id",
+}
+MANIFEST_KEY = b"current"
+FORMAT_KEY = b"format"
+FORMAT_VERSION = 1
+MAX_DBS = 8
+RUN_FILE_SUFFIX = ".lmdb"
+MARKER_FILE_SUFFIX = ".markers.lmdb"  # the data-marker sidecar beside a run file
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+U64 = struct.Struct(">Q")
+U32 = struct.Struct(">I")
+
+
+def seq_key(seq: int) -> bytes:
+    return U64.pack(seq)
+
+
+def key_seq(key: bytes) -> int:
+    if len(key) != 8:
+        raise ValueError(f"entry key of {len(key)} bytes (expected 8)")
+    return U64.unpack(key)[0]
+
+
+def encode_format_version(version: int = FORMAT_VERSION) -> bytes:
+    return U32.pack(version)
+
+
+def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
+    validate_path_id(instance_id, "instance_id")
+    validate_path_id(run_id, "run_id")
+    return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
+
+
+def instance_dir(base_dir: str | Path, instance_id: str) -> Path:
+    return Path(base_dir) / validate_path_id(instance_id, "instance_id")
+
+
+def list_run_files(base_dir: str | Path, instance_id: str) -> list[Path]:
+    """Run files of an instance (not marker sidecars), sorted by name (= by start time)."""
+    directory = instance_dir(base_dir, instance_id)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.iterdir() if p.name.endswith(RUN_FILE_SUFFIX) and not p.name.endswith(MARKER_FILE_SUFFIX) and p.is_file()
+    )

@@ -1,0 +1,409 @@
+"""The LMDB backend: one run file per run, crash-safe without a repair pass.
+
+Contract (on top of `RunStoreBase`, layout in `nes.backend.layout`):
+- One write transaction per `append_batch`, committed with `sync=True, metasync=True`; the
+  in-memory high-watermark moves only after the commit returned. A failed commit leaves no
+  partial batch (LMDB aborts the whole transaction).
+- The map never runs out while the disk has room: `MapFullError` doubles the map and retries the
+  batch. A full disk, the file-size limit or a quota is `Disk`; LMDB structural errors are
+  `Corrupted`; anything else is `Backend`.
+- One writer per run file: the data file is `flock`ed exclusively while a run is open writable,
+  so a second backend (or a recovery worker) cannot append to a run someone else is writing.
+- A Running file found by `open_run` is adopted (high-watermark = last key on disk) and reported
+  as `CrashedPredecessor`; the backend then holds it writable so it can be sealed.
+- Sealed files open read-only (`open_sealed_file`, `lock=False`); a Running file is refused.
+- Run files are created 0600 in a 0700 instance directory; ids are validated path components.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgspec
+
+from nes.backend import layout
+from nes.backend.base import EncodedEntry, IndexKind, RunStoreBase, _Run, normalized_for_open, value_ts_init
+from nes.errors import Backend, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
+from nes.manifest import RunManifest, decode_manifest, encode_manifest
+from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
+
+__all__ = ["LmdbBackend", "read_manifest", "DEFAULT_MAP_SIZE"]
+
+DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are written
+_DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
+
+
+def _classify(exc: BaseException, what: str) -> EventStoreError:
+    """Map an LMDB / OS failure to the closed error set."""
+    if isinstance(exc, EventStoreError):
+        return exc
+    text = f"{what}: {exc}"
+    if isinstance(exc, lmdb.DiskError) or is_disk_pressure(exc) or any(t in str(exc) for t in _DISK_TEXTS):
+        return Disk(text)
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.InvalidError,
+                        lmdb.VersionMismatchError, lmdb.IncompatibleError)):
+        return Corrupted(text)
+    return Backend(text)
+
+
+class _RunFile:
+    """An open LMDB environment with its named databases (one owner: the backend or a reader)."""
+
+    def __init__(self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = path
+        self._lock_fd: int | None = None
+        if not path.is_file():
+            raise Backend(f"run file not found: {path}")
+        try:
+            if writable:
+                self.env = lmdb.open(
+                    str(path), subdir=False, map_size=map_size, max_dbs=layout.MAX_DBS, sync=True,
+                    metasync=True, mode=layout.FILE_MODE, meminit=False, readahead=False, create=False,
+                )
+            else:
+                self.env = lmdb.open(
+                    str(path), subdir=False, readonly=True, lock=False, max_dbs=layout.MAX_DBS, create=False,
+                    readahead=False,
+                )
+        except lmdb.Error as exc:
+            raise _classify(exc, f"open {path}") from exc
+        try:
+            self._open_dbs(writable)
+            if writable:
+                self._lock()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def create(cls, path: Path, map_size: int) -> _RunFile:
+        path.parent.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, layout.FILE_MODE)
+        except FileExistsError:
+            raise Backend(f"run file already exists: {path}") from None
+        except OSError as exc:
+            raise _classify(exc, f"create {path}") from exc
+        os.close(fd)
+        try:
+            run_file = cls(path, writable=True, map_size=map_size)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            Path(f"{path}-lock").unlink(missing_ok=True)
+            raise
+        return run_file
+
+    def _open_dbs(self, writable: bool) -> None:
+        env = self.env
+        try:
+            if writable:
+                with env.begin(write=True) as txn:
+                    self.entries = env.open_db(layout.DB_ENTRIES, txn=txn)
+                    self.manifest_db = env.open_db(layout.DB_MANIFEST, txn=txn)
+                    self.anchors = env.open_db(layout.DB_ANCHORS, txn=txn)
+                    self.meta = env.open_db(layout.DB_META, txn=txn)
+                    self.indexes = {
+                        kind: env.open_db(name, txn=txn, dupsort=True, dupfixed=True)
+                        for kind, name in layout.INDEX_DBS.items()
+                    }
+            else:
+                with env.begin() as txn:
+                    if txn.get(layout.DB_META) is None:  # named dbs are keys of the main db
+                        raise Corrupted("missing store format marker; the run file must be regenerated")
+                self.entries = env.open_db(layout.DB_ENTRIES, create=False)
+                self.manifest_db = env.open_db(layout.DB_MANIFEST, create=False)
+                self.anchors = env.open_db(layout.DB_ANCHORS, create=False)
+                self.meta = env.open_db(layout.DB_META, create=False)
+                self.indexes = {
+                    kind: env.open_db(name, create=False, dupsort=True, dupfixed=True)
+                    for kind, name in layout.INDEX_DBS.items()
+                }
+        except EventStoreError:
+            raise
+        except lmdb.Error as exc:
+            raise Corrupted(f"open databases of {self.path}: {exc}") from exc
+
+    def _lock(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Backend(f"run file is held by another writer: {self.path}") from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        env = getattr(self, "env", None)
+        if env is not None:
+            env.close()
+            self.env = None  # type: ignore[assignment]
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    # -- reads --------------------------------------------------------------------------------
+    def check_format(self) -> None:
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(layout.FORMAT_KEY)
+        if raw is None:
+            raise Corrupted("missing store format marker; the run file must be regenerated")
+        version = layout.U32.unpack(raw)[0] if len(raw) == 4 else -1
+        if version != layout.FORMAT_VERSION:
+            raise Corrupted(f"unsupported event store on-disk format version {version}")
+
+    def read_manifest(self) -> RunManifest:
+        with self.env.begin(db=self.manifest_db) as txn:
+            raw = txn.get(layout.MANIFEST_KEY)
+        if raw is None:
+            raise Corrupted(f"run file has no manifest: {self.path}")
+        try:
+            return decode_manifest(raw)
+        except msgspec.MsgspecError as exc:
+            raise Corrupted(f"decode manifest: {exc}") from exc
+
+    def last_seq(self) -> int:
+        with self.env.begin(db=self.entries) as txn:
+            cursor = txn.cursor()
+            if not cursor.last():
+                return 0
+            try:
+                return layout.key_seq(cursor.key())
+            except ValueError as exc:
+                raise Corrupted(f"entries table: {exc}") from exc
+
+    def max_ts_init(self) -> int:
+        """Largest ts_init on disk (the recovery path's end_ts_init); one pass over the values."""
+        best = 0
+        with self.env.begin(db=self.entries, buffers=True) as txn:
+            for value in txn.cursor().iternext(keys=False, values=True):
+                if len(value) < 48:  # hash[32] || seq[8] || ts_init[8]
+                    raise Corrupted("entry value too short to hold a frame")
+                best = max(best, value_ts_init(value))
+        return best
+
+
+def read_manifest(path: str | os.PathLike[str]) -> RunManifest:
+    """The manifest of a run file, opened read-only (format marker checked)."""
+    run_file = _RunFile(Path(path), writable=False)
+    try:
+        run_file.check_format()
+        return run_file.read_manifest()
+    finally:
+        run_file.close()
+
+
+class LmdbBackend(RunStoreBase):
+    """Runs stored as `<base_dir>/<instance_id>/<run_id>.lmdb`."""
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        if map_size < 1 << 16:
+            raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
+        self.base_dir = Path(base_dir)
+        self._initial_map_size = map_size
+        self._file: _RunFile | None = None
+        self._run = None
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def __enter__(self) -> LmdbBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the environment (no seal: sealing is an explicit `seal`)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._run = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self._file is None else self._file.path
+
+    def _f(self) -> _RunFile:
+        self._require_run()
+        assert self._file is not None
+        return self._file
+
+    def open_run(self, manifest: RunManifest) -> None:
+        if self._run is not None and not self._run.manifest.is_sealed() and not self._run.read_only:
+            raise CrashedPredecessor()
+        self.close()
+        path = layout.run_file_path(self.base_dir, manifest.instance_id, manifest.run_id)
+        if path.exists():
+            self._adopt(path)
+            return
+        fresh = normalized_for_open(manifest)
+        run_file = _RunFile.create(path, self._initial_map_size)
+        try:
+            self._write(run_file, lambda txn: (
+                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta),
+                txn.put(layout.MANIFEST_KEY, encode_manifest(fresh), db=run_file.manifest_db),
+            ))
+        except BaseException:
+            run_file.close()
+            raise
+        self._file = run_file
+        self._run = _Run(fresh, 0, 0, read_only=False)
+
+    def _adopt(self, path: Path) -> None:
+        run_file = _RunFile(path, writable=True, map_size=max(self._initial_map_size, path.stat().st_size * 2))
+        try:
+            run_file.check_format()
+            stored = run_file.read_manifest()
+            if stored.is_sealed():
+                raise Backend(f"run {stored.run_id} is already sealed {stored.status}")
+            high_watermark = run_file.last_seq()
+            max_ts = run_file.max_ts_init()
+        except BaseException:
+            run_file.close()
+            raise
+        self._file = run_file
+        self._run = _Run(stored, high_watermark, max_ts, read_only=False)
+        raise CrashedPredecessor()
+
+    @classmethod
+    def open_sealed_file(cls, path: str | os.PathLike[str]) -> LmdbBackend:
+        """A read-only handle on a sealed run file; appends and anchors raise `Closed`."""
+        path = Path(path)
+        backend = cls(path.parent.parent)
+        run_file = _RunFile(path, writable=False)
+        try:
+            run_file.check_format()
+            manifest = run_file.read_manifest()
+            if not manifest.is_sealed():
+                raise Backend(f"run {manifest.run_id} is still Running; recover it before opening it sealed")
+            high_watermark = run_file.last_seq()
+        except BaseException:
+            run_file.close()
+            raise
+        backend._file = run_file
+        backend._run = _Run(manifest, high_watermark, manifest.end_ts_init or 0, read_only=True)
+        return backend
+
+    def open_sealed(self, instance_id: str, run_id: str) -> LmdbBackend:
+        return self.open_sealed_file(layout.run_file_path(self.base_dir, instance_id, run_id))
+
+    def list_runs(self, instance_id: str) -> list[RunManifest]:
+        """Manifests of the instance's runs sorted by start_ts_init; files without a readable
+        manifest are skipped (they are the verifier's and recovery's business)."""
+        manifests = []
+        for path in layout.list_run_files(self.base_dir, instance_id):
+            try:
+                manifests.append(read_manifest(path))
+            except EventStoreError:
+                continue
+        return sorted(manifests, key=lambda m: (m.start_ts_init, m.run_id))
+
+    # -- writes -------------------------------------------------------------------------------
+    def _write(self, run_file: _RunFile, body: Any) -> None:
+        """Run `body(txn)` in one write transaction; grow the map and retry when it is full."""
+        while True:
+            try:
+                with run_file.env.begin(write=True) as txn:
+                    body(txn)
+                return
+            except lmdb.MapFullError:
+                self._grow(run_file)
+            except Exception as exc:  # noqa: BLE001 - mapped into the closed error set
+                raise _classify(exc, f"commit to {run_file.path}") from exc
+
+    @staticmethod
+    def _grow(run_file: _RunFile) -> None:
+        current = run_file.env.info()["map_size"]
+        try:
+            run_file.env.set_mapsize(current * 2)
+        except lmdb.Error as exc:
+            raise _classify(exc, f"grow map of {run_file.path} to {current * 2} bytes") from exc
+
+    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
+        run_file = self._f()
+        entries_db = run_file.entries
+        indexes = run_file.indexes
+
+        def body(txn: lmdb.Transaction) -> None:
+            cursor = txn.cursor(db=entries_db)
+            _, added = cursor.putmulti([(layout.U64.pack(e.seq), e.value) for e in batch], append=True)
+            if added != len(batch):
+                raise Backend(f"appended {added} of {len(batch)} entries")
+            for e in batch:
+                for kind, key in e.index_keys:
+                    txn.put(key.encode("utf-8"), layout.U64.pack(e.seq), db=indexes[kind], dupdata=True)
+
+        self._write(run_file, body)
+
+    def _store_anchor(self, anchor: SnapshotAnchor) -> None:
+        run_file = self._f()
+        self._write(run_file, lambda txn: txn.put(
+            layout.seq_key(anchor.high_watermark), encode_anchor(anchor), db=run_file.anchors))
+
+    def _store_manifest(self, manifest: RunManifest) -> None:
+        run_file = self._f()
+        self._write(run_file, lambda txn: txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=run_file.manifest_db))
+
+    # -- reads --------------------------------------------------------------------------------
+    def _get_value(self, seq: int) -> bytes | None:
+        run_file = self._f()
+        with run_file.env.begin(db=run_file.entries) as txn:
+            return txn.get(layout.seq_key(seq))
+
+    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+        run_file = self._f()
+        with run_file.env.begin(db=run_file.entries) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(layout.seq_key(lo)):
+                return
+            for key, value in cursor:
+                try:
+                    seq = layout.key_seq(key)
+                except ValueError as exc:
+                    raise Corrupted(f"entries table: {exc}") from exc
+                if seq > hi:
+                    return
+                yield seq, value
+
+    def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
+        run_file = self._f()
+        out: list[int] = []
+        with run_file.env.begin(db=run_file.indexes[kind]) as txn:
+            cursor = txn.cursor()
+            if cursor.set_key(key.encode("utf-8")):
+                out = [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
+        return out
+
+    def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
+        run_file = self._f()
+        with run_file.env.begin(db=run_file.indexes[kind]) as txn:
+            try:
+                return [
+                    (key.decode("utf-8"), _index_seq(raw))
+                    for key, raw in txn.cursor().iternext_nodup(keys=True, values=True)
+                ]
+            except UnicodeDecodeError as exc:
+                raise Corrupted(f"index key is not UTF-8: {exc}") from exc
+
+    def _load_latest_anchor(self) -> SnapshotAnchor | None:
+        run_file = self._f()
+        with run_file.env.begin(db=run_file.anchors) as txn:
+            cursor = txn.cursor()
+            if not cursor.last():
+                return None
+            raw = cursor.value()
+        try:
+            return decode_anchor(raw)
+        except msgspec.MsgspecError as exc:
+            raise Corrupted(f"decode snapshot anchor: {exc}") from exc
+
+
+def _index_seq(raw: bytes) -> int:
+    if len(raw) != 8:
+        raise Corrupted(f"index value of {len(raw)} bytes (expected 8)")
+    return layout.U64.unpack(raw)[0]
+

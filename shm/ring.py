@@ -1,0 +1,339 @@
+"""A single-producer single-consumer ring over POSIX shared memory (layout: `shm.layout`).
+
+Contract:
+- One producer (the trader's `EventStoreWriter`) calls `try_push`; one consumer (the writer
+  sidecar) calls `pop`. No locks: each header field has one writer.
+- `try_push` never blocks and makes no syscall unless the consumer said it is asleep: it returns
+  False when the ring is full, raises `RecordTooLarge` before writing anything when the payload
+  exceeds `max_record`, and the ring stays usable either way.
+- Wake-ups use three POSIX semaphores, each posted only when its sleeper raised its waiting flag:
+  data (consumer sleeps when empty), space (producer sleeps when full), durable (producer threads
+  sleep in `wait_durable_at_least`). Between "raise flag" and "check condition" each side issues
+  a full memory barrier (an uncontended lock round trip, a locked instruction on x86-64), so the
+  store-load reordering that could lose a wake-up cannot happen; every sleep is still bounded by
+  `SAFETY_WAIT_S` as a second line of defence.
+- Names are unguessable (`/nes-<24 hex>-…`), created O_EXCL with mode 0600. The creator owns them
+  and unlinks them as soon as the consumer is attached (`unlink_names`); the consumer also unlinks
+  (idempotently) when it exits, so nothing stays in /dev/shm whichever side dies.
+- Memory ordering relies on x86-64 total store order (records are written before `head`, popped
+  bytes are copied before `tail`); that is the platform nes supports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import secrets
+import threading
+import time
+
+import msgspec
+import posix_ipc
+
+from shm import layout
+
+__all__ = ["Ring", "RingNames", "RecordTooLarge", "RingError", "SAFETY_WAIT_S"]
+
+SAFETY_WAIT_S = 0.05
+_RECORD = layout.RECORD_HEADER
+_HDR = _RECORD.size
+
+
+class RingError(Exception):
+    """The segment is not a ring of ours (bad magic, sizes) or cannot be created/attached."""
+
+
+class RecordTooLarge(ValueError):
+    def __init__(self, size: int, max_record: int) -> None:
+        super().__init__(f"record of {size} bytes exceeds the ring's max_record of {max_record} bytes")
+        self.size = size
+        self.max_record = max_record
+
+
+class RingNames(msgspec.Struct, frozen=True):
+    """Everything the consumer needs to attach (sent to the writer process as JSON)."""
+
+    segment: str
+    data_sem: str
+    space_sem: str
+    durable_sem: str
+
+    @classmethod
+    def fresh(cls) -> RingNames:
+        token = secrets.token_hex(12)
+        return cls(f"/nes-{token}-ring", f"/nes-{token}-data", f"/nes-{token}-space", f"/nes-{token}-durable")
+
+    def semaphores(self) -> tuple[str, str, str]:
+        return (self.data_sem, self.space_sem, self.durable_sem)
+
+
+_fence_lock = threading.Lock()
+
+
+def _full_fence() -> None:
+    """A full memory barrier: an uncontended lock acquire is a locked RMW on x86-64."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+def _timed_acquire(sem: posix_ipc.Semaphore, timeout_s: float) -> bool:
+    try:
+        sem.acquire(max(0.0, timeout_s))
+    except posix_ipc.BusyError:
+        return False
+    return True
+
+
+def _drain(sem: posix_ipc.Semaphore) -> None:
+    """Swallow posts that accumulated while we were waking up (they would be spurious wakes)."""
+    while _timed_acquire(sem, 0):
+        pass
+
+
+class Ring:
+    """Both ends of the ring; a process uses it as producer (`create`) or consumer (`attach`)."""
+
+    def __init__(self, names: RingNames, shm: posix_ipc.SharedMemory, sems: list[posix_ipc.Semaphore]) -> None:
+        self.names = names
+        self._owner = False
+        self.segment_bytes = shm.size
+        self._mm: mmap.mmap | None = mmap.mmap(shm.fd, self.segment_bytes)
+        shm.close_fd()
+        self._data_sem, self._space_sem, self._durable_sem = sems
+        mm = self._mm
+        u64 = ctypes.c_uint64
+        self._magic = u64.from_buffer(mm, layout.OFF_MAGIC)
+        self._capacity_field = u64.from_buffer(mm, layout.OFF_CAPACITY)
+        self._max_record_field = u64.from_buffer(mm, layout.OFF_MAX_RECORD)
+        self._head = u64.from_buffer(mm, layout.OFF_HEAD)
+        self._tail = u64.from_buffer(mm, layout.OFF_TAIL)
+        self._durable = u64.from_buffer(mm, layout.OFF_DURABLE)
+        self._halt = u64.from_buffer(mm, layout.OFF_HALT)
+        self._consumer_waiting = u64.from_buffer(mm, layout.OFF_CONSUMER_WAITING)
+        self._producer_waiting = u64.from_buffer(mm, layout.OFF_PRODUCER_WAITING)
+        self._durable_waiting = u64.from_buffer(mm, layout.OFF_DURABLE_WAITING)
+        self.capacity = 0
+        self.max_record = 0
+
+    # -- lifetime -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, capacity: int, max_record: int) -> Ring:
+        """Create a fresh segment and semaphores (0600) and become their owner."""
+        if max_record <= 0 or max_record > 0xFFFFFFF0:
+            raise ValueError(f"max_record must be in 1..{0xFFFFFFF0}, got {max_record}")
+        if capacity % layout.ALIGN or capacity < layout.min_capacity(max_record):
+            raise ValueError(
+                f"capacity must be a multiple of {layout.ALIGN} and at least {layout.min_capacity(max_record)} "
+                f"bytes for max_record {max_record}, got {capacity}"
+            )
+        names = RingNames.fresh()
+        created: list[posix_ipc.Semaphore] = []
+        shm = None
+        try:
+            shm = posix_ipc.SharedMemory(
+                names.segment, posix_ipc.O_CREX, mode=0o600, size=layout.HEADER_BYTES + capacity
+            )
+            for name in names.semaphores():
+                created.append(posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=0))
+            ring = cls(names, shm, created)
+        except BaseException:
+            for sem in created:
+                sem.unlink()
+                sem.close()
+            if shm is not None:
+                shm.unlink()
+                shm.close_fd()
+            raise
+        ring._owner = True
+        ring._capacity_field.value = capacity
+        ring._max_record_field.value = max_record
+        ring._magic.value = layout.MAGIC  # last: a consumer checks it to know the header is set
+        ring.capacity = capacity
+        ring.max_record = max_record
+        return ring
+
+    @classmethod
+    def attach(cls, names: RingNames) -> Ring:
+        """Attach to an existing ring as its consumer."""
+        try:
+            shm = posix_ipc.SharedMemory(names.segment)
+            sems = [posix_ipc.Semaphore(name) for name in names.semaphores()]
+        except posix_ipc.Error as exc:
+            raise RingError(f"cannot attach ring {names.segment}: {exc}") from exc
+        if shm.size < layout.HEADER_BYTES:
+            shm.close_fd()
+            raise RingError(f"segment {names.segment} is too small to be a ring")
+        ring = cls(names, shm, sems)
+        capacity = ring._capacity_field.value
+        if ring._magic.value != layout.MAGIC or layout.HEADER_BYTES + capacity > ring.segment_bytes or capacity % layout.ALIGN:
+            ring.close()
+            raise RingError(f"segment {names.segment} is not an nes ring")
+        ring.capacity = capacity
+        ring.max_record = ring._max_record_field.value
+        return ring
+
+    def unlink_names(self) -> None:
+        """Remove the names from /dev/shm (the mappings stay valid). Idempotent."""
+        for unlink, name in [(posix_ipc.unlink_shared_memory, self.names.segment)] + [
+            (posix_ipc.unlink_semaphore, n) for n in self.names.semaphores()
+        ]:
+            try:
+                unlink(name)
+            except posix_ipc.ExistentialError:
+                pass
+
+    def close(self) -> None:
+        """Unmap and close; the owner also unlinks. Idempotent."""
+        if self._mm is None:
+            return
+        if self._owner:
+            self.unlink_names()
+        for attr in ("_magic", "_capacity_field", "_max_record_field", "_head", "_tail", "_durable", "_halt",
+                     "_consumer_waiting", "_producer_waiting", "_durable_waiting"):
+            setattr(self, attr, None)  # release the buffer exports before unmapping
+        self._mm.close()
+        self._mm = None
+        for sem in (self._data_sem, self._space_sem, self._durable_sem):
+            sem.close()
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- shared state -------------------------------------------------------------------------
+    @property
+    def durable_high_watermark(self) -> int:
+        return self._durable.value
+
+    @property
+    def halt_code(self) -> int:
+        return self._halt.value
+
+    def used_bytes(self) -> int:
+        return self._head.value - self._tail.value
+
+    # -- producer -----------------------------------------------------------------------------
+    def try_push(self, kind: int, data: bytes) -> bool:
+        """Publish one record; False if the ring has no room for it right now."""
+        n = len(data)
+        if n > self.max_record:
+            raise RecordTooLarge(n, self.max_record)
+        size = _HDR + ((n + 7) & ~7)
+        capacity = self.capacity
+        head = self._head.value
+        free = capacity - (head - self._tail.value)
+        pos = head % capacity
+        to_end = capacity - pos
+        mm = self._mm
+        base = layout.HEADER_BYTES
+        if size > to_end:
+            if to_end + size > free:
+                return False
+            _RECORD.pack_into(mm, base + pos, 0, layout.WRAP_KIND)
+            head += to_end
+            pos = 0
+        elif size > free:
+            return False
+        start = base + pos
+        _RECORD.pack_into(mm, start, n, kind)
+        mm[start + _HDR : start + _HDR + n] = data
+        self._head.value = head + size
+        if self._consumer_waiting.value:
+            self._data_sem.release()
+        return True
+
+    def wait_for_space(self, timeout_s: float) -> None:
+        """Sleep until the consumer frees space (or `timeout_s`); the caller retries the push."""
+        self._producer_waiting.value = 1
+        _full_fence()
+        try:
+            if self._tail.value == self._head.value:
+                return
+            _timed_acquire(self._space_sem, min(timeout_s, SAFETY_WAIT_S))
+        finally:
+            self._producer_waiting.value = 0
+
+    def wait_durable_at_least(self, seq: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._durable.value >= seq:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._durable_waiting.value = 1
+            _full_fence()
+            try:
+                if self._durable.value >= seq:
+                    return True
+                _timed_acquire(self._durable_sem, min(remaining, SAFETY_WAIT_S))
+            finally:
+                self._durable_waiting.value = 0
+
+    # -- consumer -----------------------------------------------------------------------------
+    def pop(self, max_records: int) -> list[tuple[int, bytes]]:
+        """Up to `max_records` records (kind, payload copy), oldest first; frees their space."""
+        tail = self._tail.value
+        head = self._head.value
+        if tail == head:
+            return []
+        capacity = self.capacity
+        mm = self._mm
+        base = layout.HEADER_BYTES
+        unpack = _RECORD.unpack_from
+        out: list[tuple[int, bytes]] = []
+        while tail != head and len(out) < max_records:
+            pos = tail % capacity
+            n, kind = unpack(mm, base + pos)
+            if kind == layout.WRAP_KIND:
+                tail += capacity - pos
+                continue
+            if n > self.max_record:
+                raise RingError(f"corrupt ring: record of {n} bytes at offset {pos} exceeds max_record")
+            start = base + pos + _HDR
+            out.append((kind, mm[start : start + n]))
+            tail += _HDR + ((n + 7) & ~7)
+        self._tail.value = tail
+        _full_fence()
+        if self._producer_waiting.value:
+            self._space_sem.release()
+        return out
+
+    def wait_for_data(self, timeout_s: float) -> bool:
+        """Sleep until a record is published or `wake_consumer` is called (bounded)."""
+        if self._head.value != self._tail.value:
+            return True
+        self._consumer_waiting.value = 1
+        _full_fence()
+        try:
+            if self._head.value != self._tail.value:
+                return True
+            deadline = time.monotonic() + timeout_s
+            while True:
+                woke = _timed_acquire(self._data_sem, min(deadline - time.monotonic(), SAFETY_WAIT_S))
+                if woke or self._head.value != self._tail.value:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+        finally:
+            self._consumer_waiting.value = 0
+            _drain(self._data_sem)
+
+    def wake_consumer(self) -> None:
+        self._data_sem.release()
+
+    def publish_durable(self, high_watermark: int) -> None:
+        if high_watermark == self._durable.value:
+            return
+        self._durable.value = high_watermark
+        _full_fence()
+        if self._durable_waiting.value:
+            self._durable_sem.release()
+
+    def set_halt(self, code: int) -> None:
+        self._halt.value = code
+        self._data_sem.release()
+        self._space_sem.release()
+        self._durable_sem.release()

@@ -1,0 +1,130 @@
+"""Build real LMDB run files directly with py-lmdb, following nes.backend.layout.
+
+These write the layout by hand (not through LmdbBackend) so tests and tools can produce states
+a real writer refuses to: gaps, swapped values, anchors past the watermark, broken markers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+
+from nes.backend import layout
+from nes.entry import EventStoreEntry, encode_stored_value
+from nes.headers import Headers
+from nes.manifest import RunManifest, RunStatus, encode_manifest
+from nes.snapshot import SnapshotAnchor, encode_anchor
+
+MAP_SIZE = 64 * 1024 * 1024
+INSTANCE_ID = "trader-001"
+RUN_ID = "1700000000000000000-0badcafe"
+START_TS_INIT = 1_700_000_000_000_000_000
+
+
+def payload_for(seq: int, size: int = 48) -> bytes:
+    """A distinctive payload, easy to find in the raw file bytes."""
+    tag = f"PAYLOAD-{seq:08d}-".encode()
+    return (tag * (size // len(tag) + 1))[:size]
+
+
+def build_entry(seq: int, payload_size: int = 48) -> EventStoreEntry:
+    ts_init = START_TS_INIT + seq * 1_000
+    return EventStoreEntry.build(
+        seq, ts_init, ts_init + 7, "exec.event.OrderFilled", "OrderFilled", payload_for(seq, payload_size), Headers.empty()
+    )
+
+
+def make_run_file(
+    path: str | os.PathLike[str],
+    entries: int = 10,
+    status: RunStatus = RunStatus.Ended,
+    anchor: SnapshotAnchor | None = None,
+    *,
+    skip_seqs: Iterable[int] = (),
+    index: dict[layout.IndexKind, dict[bytes, list[int]]] | None = None,
+    payload_size: int = 48,
+    run_id: str = RUN_ID,
+    manifest_overrides: dict[str, object] | None = None,
+    format_version: int | None = layout.FORMAT_VERSION,
+    raw_anchors: dict[bytes, bytes] | None = None,
+    map_size: int = MAP_SIZE,
+) -> Path:
+    """Write a run file with entries 1..`entries` (minus `skip_seqs`) and return its path.
+
+    A sealed status gets the manifest a real seal writes (high_watermark = last seq,
+    end_ts_init = max ts_init, or None for an empty run).
+    """
+    path = Path(path)
+    skip = set(skip_seqs)
+    built = [build_entry(seq, payload_size) for seq in range(1, entries + 1) if seq not in skip]
+    sealed = status.is_terminal()
+    fields: dict[str, object] = dict(
+        run_id=run_id,
+        instance_id=INSTANCE_ID,
+        start_ts_init=START_TS_INIT,
+        binary_hash="deadbeef",
+        config_hash="cafebabe",
+        status=status,
+        high_watermark=(built[-1].seq if built else 0) if sealed else 0,
+        end_ts_init=(max(e.ts_init for e in built) if built else None) if sealed else None,
+    )
+    fields.update(manifest_overrides or {})
+    manifest = RunManifest(**fields)  # type: ignore[arg-type]
+
+    env = lmdb.open(str(path), subdir=False, map_size=map_size, max_dbs=layout.MAX_DBS, mode=layout.FILE_MODE)
+    try:
+        entries_db = env.open_db(layout.DB_ENTRIES)
+        manifest_db = env.open_db(layout.DB_MANIFEST)
+        anchors_db = env.open_db(layout.DB_ANCHORS)
+        meta_db = env.open_db(layout.DB_META)
+        index_dbs = {
+            kind: env.open_db(name, dupsort=True, dupfixed=True) for kind, name in layout.INDEX_DBS.items()
+        }
+        with env.begin(write=True) as txn:
+            if format_version is not None:
+                txn.put(layout.FORMAT_KEY, layout.encode_format_version(format_version), db=meta_db)
+            txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=manifest_db)
+            with txn.cursor(entries_db) as cursor:
+                cursor.putmulti(
+                    ((layout.seq_key(e.seq), encode_stored_value(e)) for e in built), append=True
+                )
+            for kind, rows in (index or {}).items():
+                for key, seqs in rows.items():
+                    for seq in seqs:
+                        txn.put(key, layout.seq_key(seq), db=index_dbs[kind], dupdata=True)
+            if anchor is not None:
+                txn.put(layout.seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
+            for key, value in (raw_anchors or {}).items():
+                txn.put(key, value, db=anchors_db)
+        env.sync(True)
+    finally:
+        env.close()
+    return path
+
+
+def rewrite_entries(path: str | os.PathLike[str], edit) -> None:  # noqa: ANN001
+    """Open the run file writable and call `edit(txn, entries_db)` in one write transaction."""
+    env = lmdb.open(str(path), subdir=False, map_size=MAP_SIZE, max_dbs=layout.MAX_DBS)
+    try:
+        entries_db = env.open_db(layout.DB_ENTRIES)
+        with env.begin(write=True) as txn:
+            edit(txn, entries_db)
+        env.sync(True)
+    finally:
+        env.close()
+
+
+def flip_byte_in_payload(path: str | os.PathLike[str], seq: int, offset: int = 5) -> int:
+    """Flip one byte inside entry `seq`'s payload in the raw file; returns the file offset."""
+    data = bytearray(Path(path).read_bytes())
+    needle = f"PAYLOAD-{seq:08d}-".encode()
+    at = data.find(needle)
+    if at < 0:
+        raise AssertionError(f"payload of seq {seq} not found in {path}")
+    pos = at + offset
+    data[pos] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    return pos

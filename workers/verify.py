@@ -1,0 +1,51 @@
+"""Verifier worker: `python -m workers.verify PATH [--tail]`.
+
+Prints the `VerifyReport` (or, with `--tail`, the recovery `TailScan`) as one JSON line on
+stdout and exits 0; exits 2 with a message on stderr if the file cannot be verified at all.
+Thin by design: the scan lives in `nes.verifier`. It runs in its own process so a file that
+crashes LMDB (SIGBUS on a truncated map) kills only this worker.
+
+Fault hook for tests: `NES_VERIFY_WORKER_FAULT=abort` aborts before scanning, `=hang` sleeps
+forever (the parent's timeout path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import msgspec
+
+from nes.verifier import WORKER_FAULT_ENV, Verifier, VerifyOpenError, scan_tail
+
+
+def _apply_fault_hook() -> None:
+    fault = os.environ.get(WORKER_FAULT_ENV, "")
+    if fault == "abort":
+        os.abort()
+    if fault == "hang":
+        while True:
+            time.sleep(3600)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.verify")
+    parser.add_argument("path")
+    parser.add_argument("--tail", action="store_true", help="print the crash-recovery TailScan instead")
+    ns = parser.parse_args(argv)
+    _apply_fault_hook()
+    try:
+        result = scan_tail(ns.path) if ns.tail else Verifier(ns.path).verify()
+    except VerifyOpenError as exc:
+        print(f"error path={ns.path} error=\"{exc}\"", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+    out.write(msgspec.json.encode(result) + b"\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
