@@ -39,6 +39,7 @@ __all__ = [
 HASH_DOMAIN = b"nautilus-event-store/entry/v1"
 HASH_LEN = 32
 FRAME_FIXED_LEN = 24  # seq, ts_init, ts_publish
+MIN_FRAME_LEN = FRAME_FIXED_LEN + 3 * 8 + 2  # + three length prefixes + two header tags
 U64_MAX = (1 << 64) - 1
 
 _U64 = struct.Struct(">Q")

@@ -21,12 +21,15 @@ sidecar process share it; `run_sidecar` is the process loop around it.
 from __future__ import annotations
 
 import os
+import queue
+import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from nes.backend.base import EncodedEntry, RunStoreBase
+from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
+from nes.codec import MIN_FRAME_LEN
 from nes.control import AnchorAck, ControlChannel, CloseAck, Halt, Ready
 from nes.halt import BackendCorrupted, HaltReason, from_backend_error
 from nes.hash import hash_frame
@@ -41,6 +44,11 @@ from nes.record import (
 )
 from nes.snapshot import SnapshotAnchor
 
+_U32_LE = struct.Struct("<I")
+_U64_BE = struct.Struct(">Q")
+_NO_KEYS = b"\x00\x00"
+_MIN_RECORD = 4 + MIN_FRAME_LEN + 2  # frame length, frame, key count
+
 __all__ = ["WriterCore", "should_flush", "run_sidecar", "ConsumerRing", "HALT_CODES"]
 
 # Ring-header halt codes (0 = running); the control channel carries the full reason.
@@ -53,48 +61,164 @@ HALT_CODES: dict[str, int] = {
 }
 
 
-def should_flush(pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float) -> bool:
-    """The batcher's flush rule (pure): full, nothing more waiting, or the oldest entry is due."""
+def should_flush(
+    pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float, commit_in_flight: bool = False
+) -> bool:
+    """The batcher's flush rule (pure): the batch is full, or its oldest entry is due, or nothing
+    more is waiting and no commit is in flight (while one is, the batch keeps growing: group
+    commit)."""
     if pending == 0:
         return False
-    return pending >= max_batch_entries or ring_drained or now >= deadline
+    return pending >= max_batch_entries or now >= deadline or (ring_drained and not commit_in_flight)
+
+
+class _CommitThread:
+    """Commits batches in order on its own thread, so the next batch is decoded and hashed while
+    LMDB writes and fsyncs the previous one (py-lmdb releases the GIL in commit). At most
+    `MAX_IN_FLIGHT` batches wait: memory stays bounded and the ring backs up instead."""
+
+    MAX_IN_FLIGHT = 2
+
+    def __init__(self, core: WriterCore, on_durable: Callable[[int], None], on_failure: Callable[[], None]) -> None:
+        self._core = core
+        self._on_durable = on_durable
+        self._on_failure = on_failure
+        self._queue: queue.Queue[PreparedBatch | None] = queue.Queue(self.MAX_IN_FLIGHT)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nes-writer-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: PreparedBatch) -> None:
+        self.check()
+        self._queue.put(batch)
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is committed (or failed)."""
+        self._queue.join()
+        self.check()
+
+    @property
+    def in_flight(self) -> bool:
+        return self._queue.unfinished_tasks > 0
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        core = self._core
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self.error is None:  # after a failure nothing more is committed
+                    core.durable_high_watermark = core.backend.append_prepared(batch)
+                    self._on_durable(core.durable_high_watermark)
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread as a halt
+                self.error = err
+                self._on_failure()
+            finally:
+                self._queue.task_done()
 
 
 class WriterCore:
-    """Record -> batch -> commit, over one backend that holds the open run."""
+    """Record -> batch -> commit, over one backend that holds the open run.
+
+    Synchronous by default (`flush` returns after the commit). `start_pipeline` moves commits to
+    a `_CommitThread`; then `flush` hands the batch over and `sync` waits for it."""
 
     def __init__(self, backend: RunStoreBase) -> None:
         self.backend = backend
         self.durable_high_watermark = backend.high_watermark()
         self._next_seq = self.durable_high_watermark + 1
-        self._batch: list[EncodedEntry] = []
+        self._first_seq = self._next_seq
+        self._items: list[tuple[bytes, bytes]] = []
+        self._index_rows: list[tuple[IndexKind, str, int]] = []
+        self._max_ts_init = b"\x00" * 8  # big-endian u64 bytes order like the numbers
+        self._committer: _CommitThread | None = None
+
+    def start_pipeline(self, on_durable: Callable[[int], None], on_failure: Callable[[], None]) -> None:
+        self._committer = _CommitThread(self, on_durable, on_failure)
+
+    def stop_pipeline(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()
+            self._committer = None
 
     @property
     def pending(self) -> int:
-        return len(self._batch)
+        return len(self._items)
 
-    def add_entry(self, record: bytes | memoryview) -> None:
-        seq, frame, index_keys = decode_entry_record(record)
-        if seq != self._next_seq:
-            raise RecordError(f"producer sent seq {seq}, expected {self._next_seq}")
+    @property
+    def commit_in_flight(self) -> bool:
+        return self._committer is not None and self._committer.in_flight
+
+    def add_entry(self, record: bytes) -> None:
+        """Check the record's seq, hash its frame, add `hash || frame` to the batch."""
+        end = len(record)
+        if end >= _MIN_RECORD and _U32_LE.unpack_from(record, 0)[0] == end - 6 and record[-2:] == _NO_KEYS:
+            frame = record[4:-2]  # the common case: no index keys
+            keys: tuple[IndexKey, ...] = ()
+        else:
+            _, frame, keys = decode_entry_record(record)
+            if len(frame) < MIN_FRAME_LEN:
+                raise RecordError(f"entry frame of {len(frame)} bytes is too short")
+        key = frame[:8]
+        if key != _U64_BE.pack(self._next_seq):
+            raise RecordError(f"producer sent seq {_U64_BE.unpack(key)[0]}, expected {self._next_seq}")
+        seq = self._next_seq
         self._next_seq = seq + 1
-        self._batch.append(EncodedEntry(seq, hash_frame(frame) + frame, index_keys))
+        self._items.append((key, hash_frame(frame) + frame))
+        ts_init = frame[8:16]
+        if ts_init > self._max_ts_init:
+            self._max_ts_init = ts_init
+        for kind, index_key in keys:
+            self._index_rows.append((kind, index_key, seq))
+
+    def _take_batch(self) -> PreparedBatch:
+        batch = PreparedBatch(self._first_seq, self._items, self._index_rows, _U64_BE.unpack(self._max_ts_init)[0])
+        self._first_seq = self._next_seq
+        self._items, self._index_rows = [], []
+        return batch
 
     def flush(self) -> int:
-        """Commit the pending batch (one transaction); returns the durable high-watermark."""
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self.durable_high_watermark = self.backend.append_encoded(batch)
+        """Commit the pending batch (one transaction) or hand it to the commit thread; returns
+        the durable high-watermark known now."""
+        if self._items:
+            batch = self._take_batch()
+            if self._committer is not None:
+                self._committer.submit(batch)
+            else:
+                self.durable_high_watermark = self.backend.append_prepared(batch)
+        else:
+            self.flush_check()
+        return self.durable_high_watermark
+
+    def flush_check(self) -> None:
+        """Raise the commit thread's failure, if any (it stops committing after one)."""
+        if self._committer is not None:
+            self._committer.check()
+
+    def sync(self) -> int:
+        """Commit everything added so far and wait for it; returns the durable high-watermark."""
+        self.flush()
+        if self._committer is not None:
+            self._committer.drain()
         return self.durable_high_watermark
 
     def record_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
-        self.flush()
+        self.sync()
         anchor = SnapshotAnchor(self.durable_high_watermark, blob_ref, content_hash)
         self.backend.record_snapshot_anchor(anchor)
         return anchor
 
     def close(self) -> int:
-        self.flush()
+        self.sync()
         self.backend.seal(RunStatus.Ended)
         return self.durable_high_watermark
 
@@ -144,8 +268,13 @@ def run_sidecar(
         except OSError:
             trader_gone.set()  # nobody to tell; keep committing what was pushed
 
+    def committed(high_watermark: int) -> None:
+        ring.publish_durable(high_watermark)
+        ring.wake_consumer()  # a batch may be waiting for the commit thread to be free
+
     send(Ready(core.durable_high_watermark, os.getpid()))
     threading.Thread(target=watch_trader, name="nes-writer-lifeline", daemon=True).start()
+    core.start_pipeline(committed, ring.wake_consumer)
     deadline = 0.0
     try:
         while True:
@@ -156,11 +285,10 @@ def run_sidecar(
                         deadline = clock() + max_batch_latency_s
                     core.add_entry(data)
                     if core.pending >= max_batch_entries:
-                        ring.publish_durable(core.flush())
+                        core.flush()
                 elif kind == KIND_ANCHOR:
                     request = decode_anchor_request(data)
                     anchor = core.record_anchor(request.blob_ref, request.content_hash)
-                    ring.publish_durable(core.durable_high_watermark)
                     send(AnchorAck(anchor=anchor))
                 elif kind == KIND_CLOSE:
                     ring.publish_durable(core.close())
@@ -169,16 +297,21 @@ def run_sidecar(
                 else:
                     raise RecordError(f"unknown ring record kind {kind}")
             drained = not records
-            if should_flush(core.pending, max_batch_entries, drained, clock(), deadline):
-                ring.publish_durable(core.flush())
+            now = clock()
+            if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
+                core.flush()
+            else:
+                core.flush_check()
             if drained:
                 if trader_gone.is_set():
                     # Pushed before the trader died: everything left has been popped above.
-                    ring.publish_durable(core.flush())
+                    core.sync()
                     return 0
-                ring.wait_for_data(IDLE_WAIT_S)
+                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S)
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
         reason = core.halt_reason(err)
         ring.set_halt(HALT_CODES[type(reason).__name__])
         send(Halt(reason))
         return 3
+    finally:
+        core.stop_pipeline()

@@ -220,6 +220,8 @@ class Ring:
         n = len(data)
         if n > self.max_record:
             raise RecordTooLarge(n, self.max_record)
+        if not 0 <= kind < layout.WRAP_KIND:  # WRAP_KIND in a record would desynchronise the consumer
+            raise ValueError(f"record kind must be in 0..{layout.WRAP_KIND - 1}, got {kind}")
         size = _HDR + ((n + 7) & ~7)
         capacity = self.capacity
         head = self._head.value

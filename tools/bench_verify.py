@@ -49,7 +49,7 @@ def build_run_file(path: Path, entries: int, payload_bytes: int) -> float:
     started = time.perf_counter()
     map_size = max(64 << 20, entries * (payload_bytes + 200) * 2)
     env = lmdb.open(str(path), subdir=False, map_size=map_size, max_dbs=layout.MAX_DBS, mode=layout.FILE_MODE,
-                    sync=False, writemap=True)
+                    sync=False)
     try:
         entries_db = env.open_db(layout.DB_ENTRIES)
         meta_db = env.open_db(layout.DB_META)

@@ -6,6 +6,7 @@ from nes.backend.base import (
     EventStore,
     IndexKey,
     IndexKind,
+    PreparedBatch,
     ScanDirection,
 )
 from nes.backend.memory import MemoryBackend
@@ -16,6 +17,7 @@ __all__ = [
     "EventStore",
     "IndexKey",
     "IndexKind",
+    "PreparedBatch",
     "ScanDirection",
     "MemoryBackend",
 ]

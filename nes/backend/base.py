@@ -9,7 +9,8 @@ every read. A sealed run refuses appends and anchors with `Closed`; "no run open
 `RunStoreBase` implements those rules once; a backend supplies the storage primitives
 (`_commit`, `_get_value`, `_iter_values`, index and anchor access). Entries travel to storage as
 `EncodedEntry` (seq, `entry_hash || canonical frame`, index keys) so the writer sidecar can
-append bytes it never decoded.
+append bytes it never decoded; every append path ends in one `PreparedBatch` (storage-ready key
+and value bytes), which the writer sidecar builds directly on its hot path.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "IndexKey",
     "AppendEntry",
     "EncodedEntry",
+    "PreparedBatch",
     "ScanDirection",
     "EventStore",
     "RunStoreBase",
@@ -70,6 +72,18 @@ class EncodedEntry(NamedTuple):
     index_keys: tuple[IndexKey, ...] = ()
 
 
+class PreparedBatch(NamedTuple):
+    """A storage-ready batch: `items[i]` is (seq u64 BE, value) for seq `first_seq + i`.
+
+    Whoever builds one vouches for that contiguity (`append_encoded` checks it; the writer core
+    checks each ring record's seq as it arrives)."""
+
+    first_seq: int
+    items: list[tuple[bytes, bytes]]
+    index_rows: list[tuple[IndexKind, str, int]]
+    max_ts_init: int
+
+
 class ScanDirection(enum.Enum):
     Forward = "Forward"
     Reverse = "Reverse"
@@ -90,6 +104,7 @@ class EventStore(Protocol):
     def open_run(self, manifest: RunManifest) -> None: ...
     def append_batch(self, entries: Sequence[AppendEntry]) -> int: ...
     def append_encoded(self, entries: Sequence[EncodedEntry]) -> int: ...
+    def append_prepared(self, batch: PreparedBatch) -> int: ...
     def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]: ...
     def scan_seq(self, seq: int) -> EventStoreEntry | None: ...
     def lookup(self, kind: IndexKind, key: str) -> int | None: ...
@@ -120,7 +135,8 @@ class RunStoreBase:
     _run: _Run | None = None
 
     # ---- storage primitives (subclass) -------------------------------------------------
-    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
+    def _commit(self, batch: PreparedBatch) -> None:
+        """Store the whole batch atomically (all or nothing)."""
         raise NotImplementedError
 
     def _get_value(self, seq: int) -> bytes | None:
@@ -180,9 +196,25 @@ class RunStoreBase:
         for offset, item in enumerate(entries):
             if item.seq != expected + offset:
                 raise OutOfOrder(run.high_watermark, item.seq)
-        self._commit(entries)
-        run.high_watermark = entries[-1].seq
-        run.max_ts_init = max(run.max_ts_init, max(value_ts_init(e.value) for e in entries))
+        return self.append_prepared(
+            PreparedBatch(
+                expected,
+                [(_U64.pack(e.seq), e.value) for e in entries],
+                [(kind, key, e.seq) for e in entries for kind, key in e.index_keys],
+                max(value_ts_init(e.value) for e in entries),
+            )
+        )
+
+    def append_prepared(self, batch: PreparedBatch) -> int:
+        """Commit a storage-ready batch in one transaction; returns the new high-watermark."""
+        run = self._require_writable()
+        if not batch.items:
+            return run.high_watermark
+        if batch.first_seq != run.high_watermark + 1:
+            raise OutOfOrder(run.high_watermark, batch.first_seq)
+        self._commit(batch)
+        run.high_watermark = batch.first_seq + len(batch.items) - 1
+        run.max_ts_init = max(run.max_ts_init, batch.max_ts_init)
         return run.high_watermark
 
     def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]:

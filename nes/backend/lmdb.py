@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import lmdb
 import msgspec
 
 from nes.backend import layout
-from nes.backend.base import EncodedEntry, IndexKind, RunStoreBase, _Run, normalized_for_open, value_ts_init
+from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
 from nes.errors import Backend, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
@@ -323,19 +323,17 @@ class LmdbBackend(RunStoreBase):
         except lmdb.Error as exc:
             raise _classify(exc, f"grow map of {run_file.path} to {current * 2} bytes") from exc
 
-    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
+    def _commit(self, batch: PreparedBatch) -> None:
         run_file = self._f()
         entries_db = run_file.entries
         indexes = run_file.indexes
 
         def body(txn: lmdb.Transaction) -> None:
-            cursor = txn.cursor(db=entries_db)
-            _, added = cursor.putmulti([(layout.U64.pack(e.seq), e.value) for e in batch], append=True)
-            if added != len(batch):
-                raise Backend(f"appended {added} of {len(batch)} entries")
-            for e in batch:
-                for kind, key in e.index_keys:
-                    txn.put(key.encode("utf-8"), layout.U64.pack(e.seq), db=indexes[kind], dupdata=True)
+            _, added = txn.cursor(db=entries_db).putmulti(batch.items, append=True)
+            if added != len(batch.items):
+                raise Backend(f"appended {added} of {len(batch.items)} entries")
+            for kind, key, seq in batch.index_rows:
+                txn.put(key.encode("utf-8"), layout.seq_key(seq), db=indexes[kind], dupdata=True)
 
         self._write(run_file, body)
 

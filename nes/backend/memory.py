@@ -7,9 +7,9 @@ when `open_run` is called again is a `CrashedPredecessor` and stays readable and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-from nes.backend.base import EncodedEntry, IndexKind, RunStoreBase, _Run, normalized_for_open
+from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open
 from nes.errors import CrashedPredecessor
 from nes.manifest import RunManifest
 from nes.snapshot import SnapshotAnchor
@@ -32,13 +32,12 @@ class MemoryBackend(RunStoreBase):
         self._anchor = None
         self._run = _Run(normalized_for_open(manifest), 0, 0, read_only=False)
 
-    def _commit(self, batch: Sequence[EncodedEntry]) -> None:
-        for item in batch:
-            for kind, key in item.index_keys:
-                seqs = self._index[kind].setdefault(key, [])
-                if not seqs or seqs[-1] != item.seq:
-                    seqs.append(item.seq)
-        self._values.extend(item.value for item in batch)
+    def _commit(self, batch: PreparedBatch) -> None:
+        for kind, key, seq in batch.index_rows:
+            seqs = self._index[kind].setdefault(key, [])
+            if not seqs or seqs[-1] != seq:
+                seqs.append(seq)
+        self._values.extend(value for _, value in batch.items)
 
     def _get_value(self, seq: int) -> bytes | None:
         return self._values[seq - 1] if 0 < seq <= len(self._values) else None

@@ -1,0 +1,434 @@
+"""The run lifecycle with real LMDB run files and real writer / recovery worker processes.
+
+Boot on an empty directory, close and context-manager exit, the recovery matrix over files left
+behind by real sessions (then damaged with py-lmdb), parent selection and replay_from, a file
+that cannot be opened, the RunStarted timeout, re-open in one lifecycle, and short crash trials
+(SIGKILL of the trader or of the writer at a random point, then boot).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import lmdb
+import msgspec
+import psutil
+import pytest
+
+from nes.backend import layout
+from nes.backend.base import ScanDirection
+from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.config import Bounded, EventStoreConfig, RunIdentity
+from nes.halt import WriterDied
+from nes.manifest import RegisteredComponents, RunStatus
+from nes.recovery import RUN_STARTED_TOPIC, RUN_STARTED_TYPE
+from nes.writer import RUN_ENDED_TOPIC, RUN_ENDED_TYPE, EntryDraft, WriterHalted
+
+from nes.kernel import (
+    EventStoreLifecycle,
+    EventStoreLifecycleOptions,
+    ReplaySourceError,
+    RunStartedHalted,
+    RunStartedTimeout,
+    open_run,
+    recover_predecessors,
+)
+
+INSTANCE = "trader-001"
+IN_PROCESS = EventStoreLifecycleOptions(in_process=True)
+
+
+def make_config(base: Path, **kw) -> EventStoreConfig:
+    identity = kw.pop("identity", None) or RunIdentity(
+        instance_id=INSTANCE, binary_hash="bin-abc", feature_flags=["fast-path"], config_hash="cfg-1", seed=42
+    )
+    return EventStoreConfig(base_dir=str(base), identity=identity, **kw)
+
+
+def draft(i: int) -> EntryDraft:
+    return EntryDraft("exec.event.OrderFilled", "OrderFilled", b"fill-%06d" % i, 1_000 + i)
+
+
+def run_files(base: Path) -> list[Path]:
+    return layout.list_run_files(base, INSTANCE)
+
+
+def sealed_entries(path: Path) -> list:
+    backend = LmdbBackend.open_sealed_file(path)
+    try:
+        return backend.scan_range(1, backend.high_watermark(), ScanDirection.Forward)
+    finally:
+        backend.close()
+
+
+def set_status_running(path: Path) -> None:
+    """Put a sealed file's manifest back to Running, as if its process had crashed."""
+    manifest = read_manifest(path)
+    running = msgspec.structs.replace(manifest, status=RunStatus.Running, end_ts_init=None, high_watermark=0)
+    with_env(path, lambda env, txn: txn.put(
+        layout.MANIFEST_KEY, msgspec.msgpack.encode(running), db=env.open_db(layout.DB_MANIFEST, txn=txn)))
+
+
+def with_env(path: Path, body) -> None:  # noqa: ANN001
+    env = lmdb.open(str(path), subdir=False, map_size=1 << 30, max_dbs=layout.MAX_DBS)
+    try:
+        with env.begin(write=True) as txn:
+            body(env, txn)
+        env.sync(True)
+    finally:
+        env.close()
+
+
+def leave_running(base: Path, entries: int, *, end: bool = False) -> Path:
+    """A real session (writer process) that wrote RunStarted + `entries`; left Running.
+
+    end=True closes it (RunEnded + Ended) and then sets it back to Running. The session boots in
+    a staging directory (so its own recovery sweep does not touch `base`) and its file is then
+    moved into `base`."""
+    stage = base / f"stage-{time.monotonic_ns()}"
+    session = open_run(make_config(stage))
+    for i in range(entries):
+        session.submit(draft(i))
+    if entries:
+        assert session.wait_durable(entries + 1, 10.0)
+    if end:
+        assert session.close() == entries + 2
+        set_status_running(session.path)
+    else:
+        session.abandon()
+    assert read_manifest(session.path).status is RunStatus.Running
+    target = base / INSTANCE / session.path.name
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    session.path.rename(target)
+    Path(f"{session.path}-lock").unlink(missing_ok=True)
+    return target
+
+
+# ---- boot, close --------------------------------------------------------------------------------
+def test_boot_on_empty_dir_makes_run_started_seq_1_durable(tmp_path):
+    components = RegisteredComponents(strategies={"EMACross-001": "ema"}, subscriptions=["BTCUSDT.BINANCE"])
+    config = make_config(tmp_path, retention=Bounded(3))
+    session = open_run(config, components)
+    try:
+        assert session.writer.writer_pid is not None  # a real sidecar
+        assert session.high_watermark >= 1
+        assert session.recovery.recovered == [] and session.recovery.parent_run_id is None
+        manifest = read_manifest(session.path)
+        assert manifest.status is RunStatus.Running
+        assert manifest.instance_id == INSTANCE
+        assert manifest.parent_run_id is None
+        assert manifest.run_id == session.run_id
+        assert session.path == tmp_path / INSTANCE / f"{session.run_id}.lmdb"
+        assert "retention=bounded:3" in manifest.feature_flags and "fast-path" in manifest.feature_flags
+        assert manifest.binary_hash == "bin-abc" and manifest.config_hash == "cfg-1" and manifest.seed == 42
+        assert manifest.registered_components == components
+    finally:
+        final = session.close()
+    assert final == 2
+    entries = sealed_entries(session.path)
+    assert [(e.seq, e.topic, e.payload_type) for e in entries] == [
+        (1, RUN_STARTED_TOPIC, RUN_STARTED_TYPE),
+        (2, RUN_ENDED_TOPIC, RUN_ENDED_TYPE),
+    ]
+    assert msgspec.msgpack.decode(entries[0].payload, type=RegisteredComponents) == components
+    manifest = read_manifest(session.path)
+    assert manifest.status is RunStatus.Ended and manifest.high_watermark == 2
+
+
+def test_close_appends_run_ended_and_seals_ended(tmp_path):
+    session = open_run(make_config(tmp_path))
+    seqs = [session.submit(draft(i)) for i in range(10)]
+    assert seqs == list(range(2, 12))
+    assert session.close() == 12
+    assert session.closed and session.close() == 12  # idempotent
+    manifest = read_manifest(session.path)
+    assert manifest.status is RunStatus.Ended and manifest.high_watermark == 12
+    assert manifest.end_ts_init is not None
+    entries = sealed_entries(session.path)
+    assert [e.seq for e in entries] == list(range(1, 13))
+    assert entries[-1].topic == RUN_ENDED_TOPIC
+
+
+def test_context_manager_exit_closes_the_run(tmp_path):
+    with open_run(make_config(tmp_path)) as session:
+        session.submit(draft(0))
+        pid = session.writer.writer_pid
+    assert session.closed
+    assert read_manifest(session.path).status is RunStatus.Ended
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# ---- recovery matrix ----------------------------------------------------------------------------
+def drop_all_entries(path: Path) -> None:
+    with_env(path, lambda env, txn: txn.drop(env.open_db(layout.DB_ENTRIES, txn=txn), delete=False))
+
+
+def flip_payload_byte(path: Path, seq: int) -> None:
+    def edit(env, txn):  # noqa: ANN001
+        db = env.open_db(layout.DB_ENTRIES, txn=txn)
+        value = bytearray(txn.get(layout.seq_key(seq), db=db))
+        at = value.find(b"fill-")
+        assert at > 32, "payload not found in the stored value"
+        value[at + 2] ^= 0x01
+        txn.put(layout.seq_key(seq), bytes(value), db=db)
+
+    with_env(path, edit)
+
+
+def delete_entry(path: Path, seq: int) -> None:
+    with_env(path, lambda env, txn: txn.delete(layout.seq_key(seq), db=env.open_db(layout.DB_ENTRIES, txn=txn)))
+
+
+def recovered_status(outcome, path: Path) -> RunStatus:
+    run_id = path.name.removesuffix(".lmdb")
+    return next(r.status for r in outcome.recovered if r.run_id == run_id)
+
+
+def test_running_predecessor_without_entries_is_crashed_recovered(tmp_path):
+    path = leave_running(tmp_path, 0)
+    drop_all_entries(path)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert recovered_status(outcome, path) is RunStatus.CrashedRecovered
+    manifest = read_manifest(path)
+    assert manifest.status is RunStatus.CrashedRecovered
+    assert manifest.high_watermark == 0 and manifest.end_ts_init is None
+    assert outcome.parent_run_id == manifest.run_id
+
+
+def test_running_predecessor_whose_tail_ends_in_run_ended_is_ended(tmp_path):
+    path = leave_running(tmp_path, 3, end=True)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert recovered_status(outcome, path) is RunStatus.Ended
+    manifest = read_manifest(path)
+    assert manifest.status is RunStatus.Ended and manifest.high_watermark == 5
+    assert outcome.parent_run_id is None  # only a CrashedRecovered run becomes the parent
+
+
+def test_running_predecessor_with_clean_tail_without_run_ended_is_crashed_recovered(tmp_path):
+    path = leave_running(tmp_path, 7)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert recovered_status(outcome, path) is RunStatus.CrashedRecovered
+    manifest = read_manifest(path)
+    assert manifest.status is RunStatus.CrashedRecovered and manifest.high_watermark == 8
+    assert manifest.end_ts_init is not None
+    assert [e.seq for e in sealed_entries(path)] == list(range(1, 9))
+    assert outcome.parent_run_id == manifest.run_id
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "gap"])
+def test_running_predecessor_with_damaged_tail_is_quarantined(tmp_path, damage):
+    path = leave_running(tmp_path, 6)
+    if damage == "flipped_byte":
+        flip_payload_byte(path, 4)
+    else:
+        delete_entry(path, 4)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert recovered_status(outcome, path) is RunStatus.Quarantined
+    assert read_manifest(path).status is RunStatus.Quarantined
+    assert outcome.parent_run_id is None  # a Quarantined run is never the parent
+
+
+def test_recovery_is_done_once_and_boot_links_the_newest_crashed_predecessor(tmp_path):
+    older = leave_running(tmp_path, 2)
+    ended = leave_running(tmp_path, 1, end=True)
+    newer = leave_running(tmp_path, 4)
+    quarantined = leave_running(tmp_path, 3)
+    delete_entry(quarantined, 2)
+    with open_run(make_config(tmp_path)) as session:
+        statuses = {r.run_id: r.status for r in session.recovery.recovered}
+        assert statuses == {
+            older.stem: RunStatus.CrashedRecovered,
+            ended.stem: RunStatus.Ended,
+            newer.stem: RunStatus.CrashedRecovered,
+            quarantined.stem: RunStatus.Quarantined,
+        }
+        assert [r.run_id for r in session.recovery.recovered] == [older.stem, ended.stem, newer.stem, quarantined.stem]
+        assert session.recovery.parent_run_id == newer.stem
+        assert read_manifest(session.path).parent_run_id == newer.stem
+    # Next boot: every predecessor is sealed; nothing recovered, no parent.
+    with open_run(make_config(tmp_path)) as again:
+        assert again.recovery.recovered == []
+        assert read_manifest(again.path).parent_run_id is None
+
+
+def test_replay_from_run_id_overrides_the_recovered_parent(tmp_path):
+    source = leave_running(tmp_path, 2, end=True)
+    recover_predecessors(tmp_path, INSTANCE)  # seal it Ended
+    crashed = leave_running(tmp_path, 3)
+    with open_run(make_config(tmp_path, replay_from_run_id=source.stem)) as session:
+        assert [r.run_id for r in session.recovery.recovered] == [crashed.stem]
+        assert session.recovery.parent_run_id == source.stem
+        assert read_manifest(session.path).parent_run_id == source.stem
+    assert read_manifest(crashed).status is RunStatus.CrashedRecovered
+
+
+def test_missing_replay_source_refuses_boot_and_opens_no_run(tmp_path):
+    leave_running(tmp_path, 1)
+    before = run_files(tmp_path)
+    with pytest.raises(ReplaySourceError, match="not found"):
+        open_run(make_config(tmp_path, replay_from_run_id="1700000000000000000-deadbeef"))
+    assert run_files(tmp_path) == before
+
+
+def test_quarantined_replay_source_refuses_boot_and_opens_no_run(tmp_path):
+    bad = leave_running(tmp_path, 3)
+    flip_payload_byte(bad, 2)
+    before = run_files(tmp_path)
+    with pytest.raises(ReplaySourceError, match="Quarantined"):
+        open_run(make_config(tmp_path, replay_from_run_id=bad.stem))
+    assert run_files(tmp_path) == before
+    assert read_manifest(bad).status is RunStatus.Quarantined  # the sweep still sealed it
+
+
+def test_unopenable_run_file_is_skipped_with_logged_error_and_boot_succeeds(tmp_path, caplog):
+    crashed = leave_running(tmp_path, 2)
+    garbage = tmp_path / INSTANCE / "1600000000000000000-0badf00d.lmdb"
+    garbage.write_bytes(os.urandom(3000))
+    caplog.set_level(logging.ERROR, logger="nes.kernel")
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.parent_run_id == crashed.stem
+        assert session.high_watermark >= 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and garbage.name in r.getMessage()]
+    assert len(errors) == 1
+    assert garbage.exists()  # left alone; retried next boot
+    caplog.clear()
+    with open_run(make_config(tmp_path)):
+        pass
+    assert any(garbage.name in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+# ---- RunStarted timeout / halt --------------------------------------------------------------------
+def _kill_quietly(pid: int) -> None:
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+
+
+def wait_gone(pid: int, deadline_s: float = 10.0) -> bool:
+    """True once `pid` has exited (gone or a zombie nobody reaped yet)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def spawned_writers(monkeypatch):
+    """Wrap EventStoreWriter.spawn: record each writer's pid and apply `action(pid)` right after
+    READY (before the kernel submits RunStarted). Every recorded pid is killed at teardown."""
+    from nes.writer import EventStoreWriter
+
+    original = EventStoreWriter.spawn.__func__
+    state = {"pids": [], "action": None}
+
+    def spawn(cls, *args, **kwargs):  # noqa: ANN001
+        writer = original(cls, *args, **kwargs)
+        state["pids"].append(writer.writer_pid)
+        if state["action"] is not None:
+            state["action"](writer.writer_pid)
+        return writer
+
+    monkeypatch.setattr(EventStoreWriter, "spawn", classmethod(spawn))
+    try:
+        yield state
+    finally:
+        for pid in state["pids"]:
+            _kill_quietly(pid)
+
+
+def test_run_started_timeout_when_the_writer_cannot_commit(tmp_path, spawned_writers):
+    from nes.writer import WriterConfig
+
+    spawned_writers["action"] = lambda pid: os.kill(pid, signal.SIGSTOP)
+    config = make_config(tmp_path, run_started_timeout_s=0.3, writer=WriterConfig(close_timeout_s=1.0))
+    started = time.monotonic()
+    with pytest.raises(RunStartedTimeout, match="RunStarted not durable"):
+        open_run(config)
+    assert time.monotonic() - started < 10.0
+    (pid,) = spawned_writers["pids"]
+    assert wait_gone(pid), "the stopped writer was left behind"
+    (path,) = run_files(tmp_path)
+    assert read_manifest(path).status is RunStatus.Running  # abandoned, not sealed
+    # The next boot recovers it: nothing reached the disk, so it is CrashedRecovered and the parent.
+    spawned_writers["action"] = None
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.parent_run_id == path.stem
+    assert read_manifest(path).status is RunStatus.CrashedRecovered
+
+
+def test_writer_killed_before_run_started_is_durable_refuses_boot(tmp_path, spawned_writers):
+    spawned_writers["action"] = lambda pid: os.kill(pid, signal.SIGKILL)
+    with pytest.raises(RunStartedHalted, match="writer died"):
+        open_run(make_config(tmp_path, run_started_timeout_s=2.0))
+    (path,) = run_files(tmp_path)
+    assert read_manifest(path).status is RunStatus.Running
+
+
+# ---- one lifecycle, several runs ------------------------------------------------------------------
+def test_second_open_seals_the_current_run_first(tmp_path):
+    lifecycle = EventStoreLifecycle(make_config(tmp_path))
+    first = lifecycle.open()
+    first.submit(draft(1))
+    second = lifecycle.open()
+    try:
+        assert first.closed and first.final_high_watermark == 3
+        assert read_manifest(first.path).status is RunStatus.Ended
+        assert sealed_entries(first.path)[-1].topic == RUN_ENDED_TOPIC
+        assert second.recovery.recovered == []  # first was sealed before the sweep
+        assert read_manifest(second.path).parent_run_id is None
+        assert lifecycle.session is second
+    finally:
+        assert lifecycle.close() == 2
+    assert read_manifest(second.path).status is RunStatus.Ended
+
+
+def test_a_halt_is_scoped_to_its_run(tmp_path):
+    reasons: list = []
+    lifecycle = EventStoreLifecycle(make_config(tmp_path), halt=reasons.append)
+    first = lifecycle.open()
+    first.submit(draft(1))
+    assert first.wait_durable(2, 5.0)
+    os.kill(first.writer.writer_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10.0
+    while not first.halted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first.halted and isinstance(first.halt_reason, WriterDied)
+    with pytest.raises(WriterHalted):
+        first.submit(draft(2))
+    second = lifecycle.open()  # the halted run is not sealed by close; the sweep recovers it
+    try:
+        assert first.closed and first.final_high_watermark is None
+        assert not second.halted and second.halt_reason is None
+        assert second.submit(draft(3)) == 2
+        assert second.wait_durable(2, 5.0)
+        assert [(r.run_id, r.status) for r in second.recovery.recovered] == [(first.run_id, RunStatus.CrashedRecovered)]
+        assert second.recovery.parent_run_id == first.run_id
+        assert read_manifest(first.path).high_watermark == 2
+    finally:
+        assert lifecycle.close() == 3
+    assert len(reasons) == 1 and isinstance(reasons[0], WriterDied)
+
+
+def test_in_process_lifecycle_sequencing(tmp_path):
+    """Pure sequencing with the writer in-process: boot -> RunStarted 1 -> entries -> RunEnded."""
+    lifecycle = EventStoreLifecycle(make_config(tmp_path), options=IN_PROCESS)
+    session = lifecycle.open()
+    assert session.writer.writer_pid is None and session.high_watermark == 1
+    assert [session.submit(draft(i)) for i in range(3)] == [2, 3, 4]
+    session.abandon()
+    again = lifecycle.open()
+    assert again.recovery.parent_run_id == session.run_id
+    assert again.close() == 2
+    assert read_manifest(session.path).status is RunStatus.CrashedRecovered
+    assert [e.seq for e in sealed_entries(session.path)] == [1, 2, 3, 4]

@@ -1,0 +1,243 @@
+"""The write path with real processes: a trader-side `EventStoreWriter`, the shm ring, the writer
+sidecar process and a real LMDB file. Failures are provoked for real: SIGKILL of either side,
+SIGSTOP of the writer, a file-size limit on the writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nes.backend.base import IndexKey, IndexKind
+from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.errors import CrashedPredecessor
+from nes.halt import BackendDisk, BackpressureStall, WriterDied
+from nes.headers import Headers
+from nes.manifest import RunManifest, RunStatus
+from nes.snapshot import compute_snapshot_content_hash
+from nes.writer import (
+    RUN_ENDED_TOPIC,
+    EntryDraft,
+    EventStoreWriter,
+    HaltSignaled,
+    InvalidDraft,
+    RecordTooLarge,
+    SubmitError,
+    WriterClosed,
+    WriterConfig,
+    WriterHalted,
+)
+
+INSTANCE = "proc"
+TESTS_DIR = Path(__file__).parent
+DRAFT = EntryDraft("orders.submit", "SubmitOrder", b"x" * 200, 7)
+
+
+def make_manifest(run_id: str = "1700000000-0000abcd", instance_id: str = INSTANCE) -> RunManifest:
+    return RunManifest(run_id=run_id, instance_id=instance_id, start_ts_init=1)
+
+
+def spawn(base: Path, config: WriterConfig | None = None) -> tuple[EventStoreWriter, list]:
+    halts: list = []
+    writer = EventStoreWriter.spawn(base, make_manifest(), config, halts.append)
+    return writer, halts
+
+
+def adopt(base: Path, manifest: RunManifest | None = None) -> LmdbBackend:
+    """Open a run left Running (what recovery does): the backend holds it at its on-disk tail."""
+    backend = LmdbBackend(base)
+    with pytest.raises(CrashedPredecessor):
+        backend.open_run(manifest or make_manifest())
+    return backend
+
+
+def run_file(base: Path) -> Path:
+    return base / INSTANCE / f"{make_manifest().run_id}.lmdb"
+
+
+def shm_names(token: str) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if token in name]
+
+
+def ring_token(writer: EventStoreWriter) -> str:
+    return writer._ring.names.segment.split("-")[1]
+
+
+def wait_halted(writer: EventStoreWriter, timeout_s: float = 15.0) -> None:
+    """Block on the writer's control fd (what an event loop would watch) until it reports a halt."""
+    ready, _, _ = select.select([writer.control_fd], [], [], timeout_s)
+    assert ready, "no halt was signalled on control_fd"
+    assert writer.halted
+
+
+def assert_entries_intact(backend: LmdbBackend, up_to: int) -> None:
+    entries = backend.scan_range(1, up_to, __import__("nes").ScanDirection.Forward)  # hash-checked
+    assert [e.seq for e in entries] == list(range(1, up_to + 1))
+
+
+def test_spawned_writer_commits_anchors_seals_and_leaves_no_shm(tmp_path: Path) -> None:
+    writer, halts = spawn(tmp_path)
+    token = ring_token(writer)
+    assert shm_names(token) == []  # unlinked as soon as the writer attached
+    headers = Headers(correlation_id=uuid.uuid4(), causation_id=uuid.uuid4())
+    last = 0
+    for i in range(5000):
+        keys = (IndexKey(IndexKind.ClientOrderId, f"O-{i % 100}"),) if i % 10 == 0 else ()
+        last = writer.submit(EntryDraft("orders.submit", "SubmitOrder", b"p%d" % i, 1000 + i, headers, keys))
+    assert writer.wait_durable(last, 10.0)
+    assert writer.high_watermark >= last
+    content_hash = compute_snapshot_content_hash(b"snapshot")
+    anchor = writer.record_snapshot_anchor("snap-1", content_hash)
+    assert anchor.high_watermark == last  # covers every entry submitted before it
+    final = writer.close()
+    assert final == last + 1
+    assert writer._proc.returncode == 0
+    with pytest.raises(WriterClosed):
+        writer.submit(DRAFT)
+    assert halts == []
+
+    backend = LmdbBackend.open_sealed_file(run_file(tmp_path))
+    try:
+        manifest = backend.manifest()
+        assert manifest.status is RunStatus.Ended and manifest.high_watermark == final
+        assert_entries_intact(backend, final)
+        assert backend.scan_seq(final).topic == RUN_ENDED_TOPIC
+        assert backend.scan_seq(17).headers == headers
+        assert backend.lookup_all(IndexKind.ClientOrderId, "O-0") == list(range(1, 5001, 100))
+        assert backend.latest_snapshot_anchor() == anchor
+    finally:
+        backend.close()
+    assert oct(run_file(tmp_path).stat().st_mode & 0o777) == "0o600"
+
+
+def test_sigkill_writer_mid_stream_halts_with_writer_died_and_loses_nothing_durable(tmp_path: Path) -> None:
+    writer, halts = spawn(tmp_path)
+    try:
+        for _ in range(20000):
+            writer.submit(DRAFT)
+        seen_durable = writer.high_watermark
+        os.kill(writer.writer_pid, signal.SIGKILL)
+        wait_halted(writer)
+        with pytest.raises(WriterHalted):  # at once, without blocking
+            writer.submit(DRAFT)
+    finally:
+        writer.abandon()
+    assert len(halts) == 1 and isinstance(halts[0], WriterDied)
+    durable = halts[0].durable_high_watermark
+    assert durable >= seen_durable
+    backend = adopt(tmp_path)
+    try:
+        assert backend.high_watermark() >= durable
+        assert_entries_intact(backend, durable)
+    finally:
+        backend.close()
+    assert shm_names(ring_token(writer)) == []
+
+
+def test_sigkill_trader_writer_commits_everything_pushed_and_leaves_run_running(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(TESTS_DIR / "trader_child.py"), str(tmp_path), "1700000001-0000beef", "30000"],
+        capture_output=True,
+        timeout=60,
+        cwd=TESTS_DIR.parent,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    report = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    try:
+        psutil.Process(report["writer_pid"]).wait(timeout=30)  # it drains, commits, exits
+    except psutil.NoSuchProcess:
+        pass
+    path = tmp_path / "crash" / "1700000001-0000beef.lmdb"
+    assert read_manifest(path).status is RunStatus.Running  # the next boot's recovery seals it
+    manifest = make_manifest("1700000001-0000beef", "crash")
+    backend = adopt(tmp_path, manifest)
+    try:
+        assert backend.high_watermark() == report["pushed"] == 30000
+        assert_entries_intact(backend, report["pushed"])
+    finally:
+        backend.close()
+    assert shm_names(report["segment"].split("-")[1]) == []
+
+
+def test_sigstop_writer_halts_with_backpressure_stall_and_accepted_entries_commit_after_sigcont(
+    tmp_path: Path,
+) -> None:
+    config = WriterConfig(ring_bytes=1 << 16, max_record_bytes=4096, halt_threshold_s=0.25)
+    writer, halts = spawn(tmp_path, config)
+    pid = writer.writer_pid
+    os.kill(pid, signal.SIGSTOP)
+    accepted = 0
+    try:
+        with pytest.raises(HaltSignaled) as stalled:
+            for _ in range(100000):
+                accepted = writer.submit(DRAFT)
+        assert stalled.value.stalled_for_s >= 0.25
+        assert len(halts) == 1 and isinstance(halts[0], BackpressureStall)
+        with pytest.raises(WriterHalted):
+            writer.submit(DRAFT)
+        assert 0 < accepted < 100000
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert writer.wait_durable(accepted, 15.0)  # nothing accepted before the halt is lost
+    writer.abandon()
+    backend = adopt(tmp_path)
+    try:
+        assert backend.high_watermark() == accepted
+        assert_entries_intact(backend, accepted)
+    finally:
+        backend.close()
+
+
+def test_disk_full_halts_with_backend_disk_and_an_exact_high_watermark(tmp_path: Path) -> None:
+    # The limit also caps ftruncate of the ring segment, so the ring stays below it.
+    config = WriterConfig(max_batch_entries=100, ring_bytes=1 << 20, max_record_bytes=4096)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, hard))  # inherited by the writer only
+    try:
+        writer, halts = spawn(tmp_path, config)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    try:
+        with pytest.raises(SubmitError):
+            for _ in range(200000):
+                writer.submit(DRAFT)
+                if writer.halted:
+                    writer.submit(DRAFT)
+        wait_halted(writer)
+    finally:
+        writer.abandon()
+    assert isinstance(halts[0], BackendDisk), halts
+    durable = halts[0].durable_high_watermark
+    assert durable > 0
+    backend = adopt(tmp_path)
+    try:
+        assert backend.high_watermark() == durable  # exactly: no partial batch is visible
+        assert_entries_intact(backend, durable)
+    finally:
+        backend.close()
+
+
+def test_invalid_drafts_are_refused_before_the_ring_and_it_stays_usable(tmp_path: Path) -> None:
+    writer, halts = spawn(tmp_path, WriterConfig(max_record_bytes=4096))
+    with pytest.raises(RecordTooLarge, match="max_record_bytes 4096"):
+        writer.submit(EntryDraft("orders.submit", "SubmitOrder", b"x" * 5000, 1))
+    with pytest.raises(InvalidDraft, match="UTF-8"):
+        EntryDraft("orders.\udcff", "SubmitOrder", b"", 1)
+    with pytest.raises(InvalidDraft):
+        EntryDraft("orders.*", "SubmitOrder", b"", 1)
+    with pytest.raises(ValueError, match="version-4"):
+        Headers(correlation_id=uuid.uuid1())
+    assert writer.submit(DRAFT) == 1  # refused drafts consumed no seq
+    assert writer.close() == 2
+    assert halts == []

@@ -1,0 +1,232 @@
+"""Crash trials: `python tools/crash_trials.py N [--seed S] [--dir DIR]`.
+
+Each trial starts a trader in a child process (`tests/crash_child.py`: boots a session with a
+real writer sidecar and submits entries in a loop, printing the durable high-watermark it saw
+via `wait_durable`), SIGKILLs the trader or its writer at a random point, waits for the
+processes to be gone, then boots in this process. A trial passes when boot succeeds, the
+predecessor was sealed by the recovery rule (CrashedRecovered: a clean tail without RunEnded)
+and every seq at or below the last durable high-watermark the trader reported is on disk,
+contiguous, with a valid hash and its own payload. The JSON summary is the last line; exit
+status 1 if any trial failed or lost a durable entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = ROOT / "tests" / "crash_child.py"
+INSTANCE_ID = "crash-trader"
+BOOT_DEADLINE_S = 30.0
+EXIT_DEADLINE_S = 15.0
+
+
+@dataclass
+class TrialResult:
+    target: str  # "trader" or "writer": whose process was SIGKILLed
+    kill_after_s: float
+    run_id: str
+    reported_durable: int  # last durable high-watermark the trader printed
+    on_disk: int  # high-watermark of the recovered run file
+    status: str  # the status the boot's recovery sweep sealed the predecessor with
+    lost_durable_entries: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.lost_durable_entries == 0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pid: int, deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if _gone(pid):
+            return True
+        time.sleep(0.01)
+    return _gone(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class _Lines:
+    """Collects the child's stdout lines in a thread; `wait_for(prefix)` blocks until one arrives."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:  # noqa: ANN001
+        for raw in stream:
+            with self._cond:
+                self.lines.append(raw.decode().strip())
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, prefix: str, deadline_s: float) -> str | None:
+        end = time.monotonic() + deadline_s
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                remaining = end - time.monotonic()
+                if self._eof or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def values(self, prefix: str) -> list[int]:
+        with self._cond:
+            return [int(line.split()[1]) for line in self.lines if line.startswith(prefix + " ")]
+
+
+def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, instance_id: str = INSTANCE_ID) -> TrialResult:
+    """One trial (see the module docstring). Leaves no process behind, whatever happens."""
+    from nes.backend import layout
+    from nes.backend.base import ScanDirection
+    from nes.backend.lmdb import LmdbBackend
+    from nes.config import EventStoreConfig, RunIdentity
+    from nes.kernel import open_run
+    from nes.manifest import RunStatus
+
+    target = target or rng.choice(("trader", "writer"))
+    kill_after_s = round(rng.uniform(0.0, 0.5), 3)
+    problems: list[str] = []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(base_dir), instance_id],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+    )
+    lines = _Lines(proc.stdout)
+    writer_pid: int | None = None
+    try:
+        writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
+        run_line = lines.wait_for("run ", BOOT_DEADLINE_S)
+        if writer_line is None or run_line is None:
+            raise RuntimeError(f"trader did not boot: {lines.lines}")
+        writer_pid = int(writer_line.split()[1])
+        run_id = run_line.split()[1]
+        time.sleep(kill_after_s)
+        _kill(proc.pid if target == "trader" else writer_pid)
+        # The trader dead: its writer drains what was pushed and exits on the control EOF.
+        # The writer dead: the trader sees the halt, leaves the run Running and exits.
+        try:
+            proc.wait(timeout=EXIT_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            problems.append("trader did not exit after its writer was killed")
+        if not wait_gone(writer_pid, EXIT_DEADLINE_S):
+            problems.append("writer did not exit after the trader was killed")
+    finally:
+        for pid in (proc.pid, writer_pid):
+            if pid is not None and not _gone(pid):
+                _kill(pid)
+        proc.wait()
+        lines.join(5.0)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    reported = max(lines.values("durable"), default=0)
+
+    config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=instance_id))
+    with open_run(config) as session:
+        recovered = {r.run_id: r for r in session.recovery.recovered}
+        if session.recovery.parent_run_id != run_id:
+            problems.append(f"parent_run_id {session.recovery.parent_run_id} is not the crashed run {run_id}")
+    status = recovered[run_id].status if run_id in recovered else None
+    if status is not RunStatus.CrashedRecovered:
+        problems.append(f"predecessor sealed {status}, expected CrashedRecovered")
+
+    on_disk = 0
+    lost = reported
+    path = layout.run_file_path(base_dir, instance_id, run_id)
+    try:
+        backend = LmdbBackend.open_sealed_file(path)
+        try:
+            on_disk = backend.high_watermark()
+            entries = backend.scan_range(1, on_disk, ScanDirection.Forward)  # hash-checked, gap-checked
+        finally:
+            backend.close()
+        if [e.seq for e in entries] != list(range(1, on_disk + 1)):
+            problems.append("entries are not contiguous from 1")
+        bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq]
+        if bad:
+            problems.append(f"payloads do not match their seq at {bad[:5]}")
+        if backend.manifest().high_watermark != on_disk:
+            problems.append(f"manifest high_watermark {backend.manifest().high_watermark} != last seq {on_disk}")
+        lost = max(0, reported - on_disk)
+    except Exception as exc:  # noqa: BLE001 - a trial reports, it does not crash the driver
+        problems.append(f"reading the recovered run failed: {type(exc).__name__}: {exc}")
+    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems)
+
+
+def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
+    rng = random.Random(seed)
+    results = []
+    for i in range(n):
+        result = run_trial(base_dir, rng)
+        results.append(result)
+        print(
+            f"trial {i + 1}/{n}: kill {result.target} after {result.kill_after_s}s: reported durable "
+            f"{result.reported_durable}, on disk {result.on_disk}, {result.status}"
+            + ("" if result.ok else f" PROBLEMS {result.problems}"),
+            flush=True,
+        )
+    return {
+        "trials": n,
+        "seed": seed,
+        "trader_kills": sum(r.target == "trader" for r in results),
+        "writer_kills": sum(r.target == "writer" for r in results),
+        "lost_durable_entries": sum(r.lost_durable_entries for r in results),
+        "statuses": dict(Counter(r.status for r in results)),
+        "failed_trials": sum(not r.ok for r in results),
+        "max_reported_durable": max((r.reported_durable for r in results), default=0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", type=int)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", type=Path, help="base directory (default: a fresh temporary one)")
+    ns = parser.parse_args(argv)
+    base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-crash-"))
+    summary = run_trials(ns.n, ns.seed, base)
+    print(json.dumps(summary))
+    return 0 if summary["failed_trials"] == 0 and summary["lost_durable_entries"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
