@@ -102,6 +102,13 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
     path = Path(base_dir) / instance_id / file_name
     try:
         manifest = read_manifest(path)
+        if manifest.instance_id != instance_id or file_name != f"{manifest.run_id}{layout.RUN_FILE_SUFFIX}":
+            # Sealing goes through the backend, which derives the path from the manifest: a
+            # renamed or misplaced file would make it create (and seal) a new, empty file.
+            return RunFileState(
+                file_name,
+                error=f"manifest names run {manifest.instance_id}/{manifest.run_id}, which is not this file",
+            )
         if manifest.is_sealed():
             return RunFileState(
                 file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark

@@ -25,7 +25,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
@@ -159,26 +159,38 @@ class WriterCore:
         return self._committer is not None and self._committer.in_flight
 
     def add_entry(self, record: bytes) -> None:
-        """Check the record's seq, hash its frame, add `hash || frame` to the batch."""
-        end = len(record)
-        if end >= _MIN_RECORD and _U32_LE.unpack_from(record, 0)[0] == end - 6 and record[-2:] == _NO_KEYS:
-            frame = record[4:-2]  # the common case: no index keys
-            keys: tuple[IndexKey, ...] = ()
-        else:
-            _, frame, keys = decode_entry_record(record)
-            if len(frame) < MIN_FRAME_LEN:
-                raise RecordError(f"entry frame of {len(frame)} bytes is too short")
-        key = frame[:8]
-        if key != _U64_BE.pack(self._next_seq):
-            raise RecordError(f"producer sent seq {_U64_BE.unpack(key)[0]}, expected {self._next_seq}")
+        self.add_entries((record,))
+
+    def add_entries(self, records: Iterable[bytes]) -> None:
+        """For each ENTRY record: check its seq is next, hash its frame, batch `hash || frame`.
+        One tight loop per popped run of records (this is the writer's hot path)."""
+        items_append = self._items.append
         seq = self._next_seq
-        self._next_seq = seq + 1
-        self._items.append((key, hash_frame(frame) + frame))
-        ts_init = frame[8:16]
-        if ts_init > self._max_ts_init:
-            self._max_ts_init = ts_init
-        for kind, index_key in keys:
-            self._index_rows.append((kind, index_key, seq))
+        max_ts_init = self._max_ts_init
+        pack = _U64_BE.pack
+        try:
+            for record in records:
+                end = len(record)
+                if end >= _MIN_RECORD and record[-2:] == _NO_KEYS and _U32_LE.unpack_from(record)[0] == end - 6:
+                    frame = record[4:-2]  # the common case: no index keys
+                    keys: tuple[IndexKey, ...] = ()
+                else:
+                    _, frame, keys = decode_entry_record(record)
+                    if len(frame) < MIN_FRAME_LEN:
+                        raise RecordError(f"entry frame of {len(frame)} bytes is too short")
+                key = frame[:8]
+                if key != pack(seq):
+                    raise RecordError(f"producer sent seq {_U64_BE.unpack(key)[0]}, expected {seq}")
+                items_append((key, hash_frame(frame) + frame))
+                ts_init = frame[8:16]  # big-endian: bytes order like the numbers
+                if ts_init > max_ts_init:
+                    max_ts_init = ts_init
+                for kind, index_key in keys:
+                    self._index_rows.append((kind, index_key, seq))
+                seq += 1
+        finally:
+            self._next_seq = seq
+            self._max_ts_init = max_ts_init
 
     def _take_batch(self) -> PreparedBatch:
         batch = PreparedBatch(self._first_seq, self._items, self._index_rows, _U64_BE.unpack(self._max_ts_init)[0])
@@ -241,6 +253,23 @@ class ConsumerRing(Protocol):
 IDLE_WAIT_S = 1.0  # an idle writer wakes this often at most (it is woken on data or trader EOF)
 
 
+def _add(
+    core: WriterCore,
+    entries: list[bytes],
+    deadline: float,
+    max_batch_entries: int,
+    max_batch_latency_s: float,
+    clock: Callable[[], float],
+) -> float:
+    """Add popped entries (never more than the batch has room for); returns the batch deadline."""
+    if core.pending == 0:
+        deadline = clock() + max_batch_latency_s
+    core.add_entries(entries)
+    if core.pending >= max_batch_entries:
+        core.flush()
+    return deadline
+
+
 def run_sidecar(
     ring: ConsumerRing,
     channel: ControlChannel,
@@ -279,14 +308,15 @@ def run_sidecar(
     try:
         while True:
             records = ring.pop(max(1, max_batch_entries - core.pending))
+            entries: list[bytes] = []
             for kind, data in records:
                 if kind == KIND_ENTRY:
-                    if core.pending == 0:
-                        deadline = clock() + max_batch_latency_s
-                    core.add_entry(data)
-                    if core.pending >= max_batch_entries:
-                        core.flush()
-                elif kind == KIND_ANCHOR:
+                    entries.append(data)
+                    continue
+                if entries:  # control records apply after the entries before them
+                    deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
+                    entries = []
+                if kind == KIND_ANCHOR:
                     request = decode_anchor_request(data)
                     anchor = core.record_anchor(request.blob_ref, request.content_hash)
                     send(AnchorAck(anchor=anchor))
@@ -296,6 +326,8 @@ def run_sidecar(
                     return 0
                 else:
                     raise RecordError(f"unknown ring record kind {kind}")
+            if entries:
+                deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
             drained = not records
             now = clock()
             if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -219,13 +220,19 @@ def test_running_predecessor_with_clean_tail_without_run_ended_is_crashed_recove
     assert outcome.parent_run_id == manifest.run_id
 
 
-@pytest.mark.parametrize("damage", ["flipped_byte", "gap"])
+def put_raw_entry(path: Path, key: bytes, value: bytes) -> None:
+    with_env(path, lambda env, txn: txn.put(key, value, db=env.open_db(layout.DB_ENTRIES, txn=txn)))
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "gap", "truncated_value"])
 def test_running_predecessor_with_damaged_tail_is_quarantined(tmp_path, damage):
     path = leave_running(tmp_path, 6)
     if damage == "flipped_byte":
         flip_payload_byte(path, 4)
-    else:
+    elif damage == "gap":
         delete_entry(path, 4)
+    else:
+        put_raw_entry(path, layout.seq_key(4), b"\x00" * 10)
     outcome = recover_predecessors(tmp_path, INSTANCE)
     assert recovered_status(outcome, path) is RunStatus.Quarantined
     assert read_manifest(path).status is RunStatus.Quarantined
@@ -432,3 +439,92 @@ def test_in_process_lifecycle_sequencing(tmp_path):
     assert again.close() == 2
     assert read_manifest(session.path).status is RunStatus.CrashedRecovered
     assert [e.seq for e in sealed_entries(session.path)] == [1, 2, 3, 4]
+
+
+# ---- crash trials ---------------------------------------------------------------------------------
+def _load_crash_trials():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "crash_trials.py"
+    spec = importlib.util.spec_from_file_location("nes_tools_crash_trials", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+crash_trials = _load_crash_trials()
+
+
+@pytest.mark.parametrize(
+    ("seed", "target"),
+    [(11, "trader"), (12, "writer"), (13, "trader"), (14, "writer"), (15, "trader")],
+)
+def test_crash_trial_sigkill_then_boot_loses_no_durable_entry(tmp_path, seed, target):
+    import random
+
+    result = crash_trials.run_trial(tmp_path, random.Random(seed), target)
+    assert result.problems == []
+    assert result.status == "CrashedRecovered"
+    assert result.reported_durable >= 1  # at least RunStarted was reported durable
+    assert result.on_disk >= result.reported_durable
+    assert result.lost_durable_entries == 0
+    # Boot succeeded and sealed its own run; nothing is left Running.
+    assert all(read_manifest(p).status is not RunStatus.Running for p in layout.list_run_files(tmp_path, crash_trials.INSTANCE_ID))
+
+
+# ---- a live run is never recovered by someone else's boot ------------------------------------------
+def test_boot_does_not_seal_a_run_another_live_writer_holds(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="nes.kernel")
+    live = open_run(make_config(tmp_path))
+    try:
+        live.submit(draft(1))
+        assert live.wait_durable(2, 5.0)
+        with open_run(make_config(tmp_path)) as other:
+            assert other.recovery.recovered == [] and other.recovery.parent_run_id is None
+        assert read_manifest(live.path).status is RunStatus.Running
+        assert any(live.path.name in r.getMessage() for r in caplog.records)
+        assert live.submit(draft(2)) == 3 and live.wait_durable(3, 5.0)  # undisturbed
+    finally:
+        assert live.close() == 4
+    assert read_manifest(live.path).status is RunStatus.Ended
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (nes/backend/lmdb.py _adopt): a Running file with a malformed entries key is reported "
+    "damaged by scan_tail, but LmdbBackend.open_run -> _adopt -> last_seq raises Corrupted, so "
+    "recover_run_file cannot seal it Quarantined; it stays Running and is skipped on every boot",
+)
+def test_running_predecessor_with_malformed_entry_key_is_quarantined(tmp_path):
+    path = leave_running(tmp_path, 3)
+    put_raw_entry(path, b"abc", b"\x00" * 100)  # sorts after every 8-byte big-endian seq key
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert recovered_status(outcome, path) is RunStatus.Quarantined
+
+
+def test_renamed_run_file_is_skipped_and_no_file_is_created(tmp_path, caplog):
+    """Recovery seals through the backend, which derives the path from the manifest: a file whose
+    name does not match its manifest must be skipped, not 'recovered' into a new empty file."""
+    caplog.set_level(logging.ERROR, logger="nes.kernel")
+    original = leave_running(tmp_path, 2)
+    renamed = original.with_name("1600000000000000000-00000000.lmdb")
+    original.rename(renamed)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert outcome.recovered == [] and outcome.parent_run_id is None
+    assert run_files(tmp_path) == [renamed]
+    assert read_manifest(renamed).status is RunStatus.Running
+    assert any(renamed.name in r.getMessage() and "not this file" in r.getMessage() for r in caplog.records)
+
+
+def test_recovery_worker_timeout_skips_the_file_and_boot_succeeds(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="nes.kernel")
+    crashed = leave_running(tmp_path, 2)
+    with open_run(make_config(tmp_path, verifier_timeout_s=0.001)) as session:
+        assert session.recovery.recovered == [] and session.recovery.parent_run_id is None
+    assert any(crashed.name in r.getMessage() and "timed out" in r.getMessage() for r in caplog.records)
+    assert read_manifest(crashed).status is RunStatus.Running  # retried next boot
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.parent_run_id == crashed.stem
+    assert read_manifest(crashed).status is RunStatus.CrashedRecovered

@@ -521,6 +521,7 @@ def test_cross_process_wakeups_are_not_lost_in_ping_pong():
             payload = i.to_bytes(8, "little")
             # push only after the consumer has gone to sleep, so every record needs a wake-up
             spin_until(lambda: ring._consumer_waiting.value == 1 and ring.used_bytes() == 0, 10.0)
+            assert time.monotonic() - t0 < 30.0, f"only {i} wake-ups in 30 s"
             assert ring.try_push(3, payload)
             ring_child.checksum_update(h, 3, payload)
         status, digest, _ = recv(parent_conn)

@@ -177,6 +177,7 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
         try:
             on_disk = backend.high_watermark()
             entries = backend.scan_range(1, on_disk, ScanDirection.Forward)  # hash-checked, gap-checked
+            manifest = backend.manifest()
         finally:
             backend.close()
         if [e.seq for e in entries] != list(range(1, on_disk + 1)):
@@ -184,8 +185,8 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
         bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq]
         if bad:
             problems.append(f"payloads do not match their seq at {bad[:5]}")
-        if backend.manifest().high_watermark != on_disk:
-            problems.append(f"manifest high_watermark {backend.manifest().high_watermark} != last seq {on_disk}")
+        if manifest.high_watermark != on_disk:
+            problems.append(f"manifest high_watermark {manifest.high_watermark} != last seq {on_disk}")
         lost = max(0, reported - on_disk)
     except Exception as exc:  # noqa: BLE001 - a trial reports, it does not crash the driver
         problems.append(f"reading the recovered run failed: {type(exc).__name__}: {exc}")

@@ -24,7 +24,7 @@ import msgspec
 
 from nes.codec import HASH_LEN
 from nes.entry import EventStoreEntry, decode_stored_value, encode_stored_value
-from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
+from nes.errors import NO_RUN_OPEN, Backend, Closed, Corrupted, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
 from nes.snapshot import SnapshotAnchor, validate_new_anchor
 
@@ -227,7 +227,7 @@ class RunStoreBase:
         for key, value in self._iter_values(from_seq, hi):
             if key != expected:
                 raise Gap(expected - 1, key, expected)
-            out.append(decode_stored_value(value, key))
+            out.append(_decode_at(value, key))
             expected += 1
         if expected <= hi:
             raise Gap(expected - 1, hi + 1, expected)
@@ -242,7 +242,7 @@ class RunStoreBase:
         value = self._get_value(seq)
         if value is None:
             raise Gap(seq - 1, seq + 1, seq)
-        return decode_stored_value(value, seq)
+        return _decode_at(value, seq)
 
     def lookup(self, kind: IndexKind, key: str) -> int | None:
         seqs = self.lookup_all(kind, key)
@@ -278,6 +278,15 @@ class RunStoreBase:
         )
         self._store_manifest(sealed)
         run.manifest = sealed
+
+
+def _decode_at(value: bytes, key: int) -> EventStoreEntry:
+    """Decode (hash-checked) the value stored under `key`; a value whose embedded seq is not its
+    key (copied or swapped rows hash clean) is Corrupted, never a clean read."""
+    entry = decode_stored_value(value, key)
+    if entry.seq != key:
+        raise Corrupted(f"decode entry seq={key}: value carries embedded seq {entry.seq}")
+    return entry
 
 
 def _with(manifest: RunManifest, **changes: object) -> RunManifest:

@@ -29,7 +29,7 @@ import msgspec
 
 from nes.backend import layout
 from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
-from nes.errors import Backend, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
+from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
@@ -60,6 +60,10 @@ class _RunFile:
         self._lock_fd: int | None = None
         if not path.is_file():
             raise Backend(f"run file not found: {path}")
+        if writable:
+            # Lock before LMDB touches the file: a refused second writer must not open the
+            # environment (or run a write transaction) on a run another writer holds.
+            self._lock()
         try:
             if writable:
                 self.env = lmdb.open(
@@ -72,11 +76,10 @@ class _RunFile:
                     readahead=False,
                 )
         except lmdb.Error as exc:
+            self.close()
             raise _classify(exc, f"open {path}") from exc
         try:
             self._open_dbs(writable)
-            if writable:
-                self._lock()
         except BaseException:
             self.close()
             raise
@@ -178,12 +181,13 @@ class _RunFile:
                 raise Corrupted(f"entries table: {exc}") from exc
 
     def max_ts_init(self) -> int:
-        """Largest ts_init on disk (the recovery path's end_ts_init); one pass over the values."""
+        """Largest ts_init on disk (the recovery path's end_ts_init); one pass over the values.
+        Rows too short to carry a ts_init are skipped (spec 4.1: open never fails on them)."""
         best = 0
         with self.env.begin(db=self.entries, buffers=True) as txn:
             for value in txn.cursor().iternext(keys=False, values=True):
                 if len(value) < 48:  # hash[32] || seq[8] || ts_init[8]
-                    raise Corrupted("entry value too short to hold a frame")
+                    continue  # undecodable rows never block adoption; reads report them Corrupted
                 best = max(best, value_ts_init(value))
         return best
 
@@ -233,7 +237,9 @@ class LmdbBackend(RunStoreBase):
         return self._file
 
     def open_run(self, manifest: RunManifest) -> None:
-        if self._run is not None and not self._run.manifest.is_sealed() and not self._run.read_only:
+        if self._run is not None and self._run.read_only:
+            raise Closed()  # a sealed read-only handle is never reused for a new run
+        if self._run is not None and not self._run.manifest.is_sealed():
             raise CrashedPredecessor()
         self.close()
         path = layout.run_file_path(self.base_dir, manifest.instance_id, manifest.run_id)
