@@ -215,6 +215,9 @@ Finding = Union[
     OpenError,
 ]
 
+# msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 inside MessagePack.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError)
+
 # Findings that mean the entry log itself is damaged (crash recovery quarantines on these).
 _ENTRY_DAMAGE = (HashMismatch, Gap, KeySeqMismatch, UndecodableEntry, OpenError)
 
@@ -381,7 +384,7 @@ def _check_anchors(env: lmdb.Environment, txn: lmdb.Transaction, durable_high_wa
             key_label = str(_U64.unpack(key)[0]) if len(key) == 8 else bytes(key).hex()
             try:
                 anchor = decode_anchor(bytes(value))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except _DECODE_ERRORS as exc:
                 findings.append(CorruptSnapshotAnchor(key_label, f"does not decode: {exc}"))
                 continue
             if len(key) != 8 or _U64.unpack(key)[0] != anchor.high_watermark:
@@ -401,7 +404,9 @@ def _check_manifest(manifest, scan: _EntryScan) -> list:  # noqa: ANN001
     findings: list = []
     if manifest.high_watermark != scan.high_watermark:
         findings.append(ManifestMismatch("high_watermark", str(scan.high_watermark), str(manifest.high_watermark)))
-    if manifest.end_ts_init != scan.max_ts_init:
+    # A damaged entry's ts_init is unknown, so max ts_init is too: report the damage, not a guess.
+    unreadable = any(isinstance(f, (HashMismatch, UndecodableEntry)) for f in scan.findings)
+    if not unreadable and manifest.end_ts_init != scan.max_ts_init:
         findings.append(ManifestMismatch("end_ts_init", str(scan.max_ts_init), str(manifest.end_ts_init)))
     return findings
 
@@ -445,6 +450,8 @@ class Verifier:
             return VerifyReport(path, None, "unknown", 0, 0, [OpenError(f"{type(exc).__name__}: {exc}")])
         try:
             return self._verify_env(env)
+        except Exception as exc:  # noqa: BLE001 - a scan that cannot finish is never "clean"
+            return VerifyReport(path, None, "unknown", 0, 0, [OpenError(f"verifier failed: {type(exc).__name__}: {exc}")])
         finally:
             env.close()
 
@@ -465,7 +472,7 @@ class Verifier:
                 else:
                     try:
                         manifest = decode_manifest(bytes(raw))
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    except _DECODE_ERRORS as exc:
                         findings.append(CorruptManifest(f"does not decode: {exc}"))
                 scan = _scan_entries(txn, entries_db)
                 findings.extend(scan.findings)
@@ -578,7 +585,7 @@ def verify_in_worker(path: str | os.PathLike[str], timeout_s: float) -> VerifyRe
         if line:
             try:
                 return msgspec.json.decode(line[0], type=VerifyReport)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except _DECODE_ERRORS as exc:
                 return WorkerFailure(path_str, f"unreadable report: {exc}".replace('"', "'"))
         return WorkerFailure(path_str, "exited with status 0 without a report")
     return WorkerFailure(path_str, _describe_exit(done.returncode, done.stderr))

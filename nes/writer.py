@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from nes.backend.base import IndexKey, IndexKind, RunStoreBase
+from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
 from nes.errors import Backend, Corrupted, Disk, EventStoreError
@@ -195,7 +195,9 @@ class EntryDraft:
         for item in keys:
             if not isinstance(item, IndexKey) or not isinstance(item.kind, IndexKind):
                 raise InvalidDraft(f"index keys must be nes.IndexKey values, got {item!r}")
-            _utf8(item.key, "index key")
+            problem = index_key_problem(item.key)
+            if problem is not None:
+                raise InvalidDraft(problem)
         if len(keys) > MAX_INDEX_KEYS:
             raise InvalidDraft(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(keys)}")
         self.topic = topic

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lmdb
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -119,11 +120,7 @@ def test_every_method_without_open_run_is_backend_no_run_open(new_backend) -> No
 
 def test_open_run_starts_running_at_zero_with_no_end(new_backend) -> None:  # noqa: ANN001
     b = new_backend()
-    given_manifest = manifest().__class__(
-        **{**{f: getattr(manifest(), f) for f in manifest().__struct_fields__},
-           "status": RunStatus.Ended, "high_watermark": 7, "end_ts_init": 99}
-    )
-    b.open_run(given_manifest)
+    b.open_run(msgspec.structs.replace(manifest(), status=RunStatus.Ended, high_watermark=7, end_ts_init=99))
     m = b.manifest()
     assert m.status is RunStatus.Running
     assert m.high_watermark == 0
@@ -496,18 +493,14 @@ def test_failed_batch_records_no_index_rows(backend) -> None:  # noqa: ANN001
     assert backend.iter_index_keys(CID) == []
 
 
-@pytest.mark.parametrize("key", ["", "k" * 600], ids=["empty", "600-bytes"])
-def test_index_key_outside_lmdb_key_size_is_accepted_like_memory(backend, kind: str, key: str) -> None:  # noqa: ANN001
-    """BUG (reported): LMDB keys must be 1..511 bytes, so an empty or very long order id fails the
-    WHOLE batch with Backend(MDB_BAD_VALSIZE) (the entries are lost to a writer halt), while
-    MemoryBackend accepts it. Passes (no xfail) once the backends agree."""
-    try:
-        assert backend.append_batch([with_keys(build_entry(1), (CID, key))]) == 1
-    except Backend as exc:
-        if kind == "lmdb" and "MDB_BAD_VALSIZE" in str(exc):
-            pytest.xfail("LMDB rejects index keys of 0 or >511 bytes (MDB_BAD_VALSIZE)")
-        raise
-    assert backend.lookup(CID, key) == 1
+@pytest.mark.parametrize("key", ["", "k" * 512, "\udcff"], ids=["empty", "512-bytes", "not-utf8"])
+def test_index_key_outside_lmdb_key_size_is_refused_by_both_backends(backend, key: str) -> None:  # noqa: ANN001
+    """LMDB keys are 1..511 bytes: both backends refuse other order ids before anything lands."""
+    with pytest.raises(Backend, match="index key"):
+        backend.append_batch([with_keys(build_entry(1), (CID, key))])
+    assert backend.high_watermark() == 0
+    backend.append_batch([with_keys(build_entry(1), (CID, "k" * 511))])
+    assert backend.lookup(CID, "k" * 511) == 1
 
 
 def test_memory_and_lmdb_agree_on_lookups(tmp_path: Path) -> None:
@@ -641,7 +634,7 @@ def test_lmdb_invalid_ids_rejected_before_any_file_is_created(tmp_path: Path, ba
     with pytest.raises(ValueError, match=which):
         b.open_run(manifest(run_id=ids["run_id"], instance_id=ids["instance_id"]))
     assert not base.exists()
-    assert list(tmp_path.iterdir()) == [base] if base.exists() else list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(Backend, match="no run open"):
         b.high_watermark()
 
@@ -736,8 +729,7 @@ def test_lmdb_reopen_running_file_is_crashed_predecessor_then_sealable(tmp_path:
 
 def test_lmdb_adoption_keeps_on_disk_manifest_not_the_argument(tmp_path: Path) -> None:
     write_run(tmp_path, 1, seal=None)
-    other = manifest()
-    other = type(other)(**{**{f: getattr(other, f) for f in other.__struct_fields__}, "binary_hash": "other"})
+    other = msgspec.structs.replace(manifest(), binary_hash="other")
     with LmdbBackend(tmp_path) as b:
         with pytest.raises(CrashedPredecessor):
             b.open_run(other)
@@ -789,6 +781,21 @@ def test_lmdb_undecodable_row_does_not_prevent_adoption(tmp_path: Path) -> None:
             b.scan_range(1, 3, F)
         b.seal(RunStatus.Quarantined)
         assert b.manifest().end_ts_init == 12  # max over the decodable rows (ts 10, 12)
+
+
+@pytest.mark.parametrize("bad_key", [b"abc", b"\xff" * 9], ids=["short", "long"])
+def test_lmdb_malformed_entry_key_does_not_prevent_adoption(tmp_path: Path, bad_key: bytes) -> None:
+    path = write_run(tmp_path, 3, seal=None, ts=[10, 30, 20])
+    with RawFile(path) as raw, raw.env.begin(write=True, db=raw.entries) as txn:
+        txn.put(bad_key, b"\x00" * 100)  # sorts after every 8-byte big-endian seq key
+    with LmdbBackend(tmp_path) as b:
+        with pytest.raises(CrashedPredecessor):
+            b.open_run(manifest())
+        assert b.high_watermark() == 3  # the last well-formed key
+        assert seqs(b.scan_range(1, 2, F)) == [1, 2]
+        b.seal(RunStatus.Quarantined)
+        m = b.manifest()
+        assert (m.status, m.high_watermark, m.end_ts_init) == (RunStatus.Quarantined, 3, 30)
 
 
 def test_lmdb_missing_manifest_on_reopen_is_corrupted(tmp_path: Path) -> None:

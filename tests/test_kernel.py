@@ -25,6 +25,7 @@ from nes.backend.base import ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.config import Bounded, EventStoreConfig, RunIdentity
 from nes.halt import WriterDied
+from nes.ids import RUN_ID_RE
 from nes.manifest import RegisteredComponents, RunStatus
 from nes.recovery import RUN_STARTED_TOPIC, RUN_STARTED_TYPE
 from nes.writer import RUN_ENDED_TOPIC, RUN_ENDED_TYPE, EntryDraft, WriterHalted
@@ -43,9 +44,29 @@ INSTANCE = "trader-001"
 IN_PROCESS = EventStoreLifecycleOptions(in_process=True)
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_processes():
+    """Every writer / recovery worker a test starts has exited by the end of the test."""
+    yield
+    deadline = time.monotonic() + 10.0
+    while True:
+        alive = [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    for child in alive:
+        child.kill()
+    assert alive == [], f"processes left running: {[c.cmdline() for c in alive]}"
+
+
 def make_config(base: Path, **kw) -> EventStoreConfig:
     identity = kw.pop("identity", None) or RunIdentity(
-        instance_id=INSTANCE, binary_hash="bin-abc", feature_flags=["fast-path"], config_hash="cfg-1", seed=42
+        instance_id=INSTANCE,
+        binary_hash="bin-abc",
+        package_versions={"nes": "0.1.0", "msgspec": "0.18"},
+        feature_flags=["fast-path"],
+        config_hash="cfg-1",
+        seed=42,
     )
     return EventStoreConfig(base_dir=str(base), identity=identity, **kw)
 
@@ -126,6 +147,9 @@ def test_boot_on_empty_dir_makes_run_started_seq_1_durable(tmp_path):
         assert session.path == tmp_path / INSTANCE / f"{session.run_id}.lmdb"
         assert "retention=bounded:3" in manifest.feature_flags and "fast-path" in manifest.feature_flags
         assert manifest.binary_hash == "bin-abc" and manifest.config_hash == "cfg-1" and manifest.seed == 42
+        assert manifest.crate_versions == "msgspec=0.18,nes=0.1.0"
+        assert RUN_ID_RE.fullmatch(manifest.run_id)
+        assert manifest.run_id.split("-")[0] == str(manifest.start_ts_init)
         assert manifest.registered_components == components
     finally:
         final = session.close()
@@ -224,15 +248,17 @@ def put_raw_entry(path: Path, key: bytes, value: bytes) -> None:
     with_env(path, lambda env, txn: txn.put(key, value, db=env.open_db(layout.DB_ENTRIES, txn=txn)))
 
 
-@pytest.mark.parametrize("damage", ["flipped_byte", "gap", "truncated_value"])
+@pytest.mark.parametrize("damage", ["flipped_byte", "gap", "truncated_value", "malformed_key"])
 def test_running_predecessor_with_damaged_tail_is_quarantined(tmp_path, damage):
     path = leave_running(tmp_path, 6)
     if damage == "flipped_byte":
         flip_payload_byte(path, 4)
     elif damage == "gap":
         delete_entry(path, 4)
-    else:
+    elif damage == "truncated_value":
         put_raw_entry(path, layout.seq_key(4), b"\x00" * 10)
+    else:
+        put_raw_entry(path, b"abc", b"\x00" * 100)  # sorts after every 8-byte big-endian seq key
     outcome = recover_predecessors(tmp_path, INSTANCE)
     assert recovered_status(outcome, path) is RunStatus.Quarantined
     assert read_manifest(path).status is RunStatus.Quarantined
@@ -474,6 +500,19 @@ def test_crash_trial_sigkill_then_boot_loses_no_durable_entry(tmp_path, seed, ta
     assert all(read_manifest(p).status is not RunStatus.Running for p in layout.list_run_files(tmp_path, crash_trials.INSTANCE_ID))
 
 
+@pytest.mark.parametrize("seed", [21])
+def test_crash_trial_trader_killed_during_boot_then_boot_succeeds(tmp_path, seed):
+    """SIGKILL the trader at a random point of its own boot (sweep, writer spawn, RunStarted):
+    the next boot succeeds and seals whatever run file it left CrashedRecovered."""
+    import random
+
+    result = crash_trials.run_trial(tmp_path, random.Random(seed), "boot")
+    assert result.problems == []
+    assert result.status in ("CrashedRecovered", "no-run-file")
+    files = layout.list_run_files(tmp_path, crash_trials.INSTANCE_ID)
+    assert files and all(read_manifest(p).status is not RunStatus.Running for p in files)
+
+
 # ---- a live run is never recovered by someone else's boot ------------------------------------------
 def test_boot_does_not_seal_a_run_another_live_writer_holds(tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="nes.kernel")
@@ -489,19 +528,6 @@ def test_boot_does_not_seal_a_run_another_live_writer_holds(tmp_path, caplog):
     finally:
         assert live.close() == 4
     assert read_manifest(live.path).status is RunStatus.Ended
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (nes/backend/lmdb.py _adopt): a Running file with a malformed entries key is reported "
-    "damaged by scan_tail, but LmdbBackend.open_run -> _adopt -> last_seq raises Corrupted, so "
-    "recover_run_file cannot seal it Quarantined; it stays Running and is skipped on every boot",
-)
-def test_running_predecessor_with_malformed_entry_key_is_quarantined(tmp_path):
-    path = leave_running(tmp_path, 3)
-    put_raw_entry(path, b"abc", b"\x00" * 100)  # sorts after every 8-byte big-endian seq key
-    outcome = recover_predecessors(tmp_path, INSTANCE)
-    assert recovered_status(outcome, path) is RunStatus.Quarantined
 
 
 def test_renamed_run_file_is_skipped_and_no_file_is_created(tmp_path, caplog):

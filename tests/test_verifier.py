@@ -345,3 +345,26 @@ def test_binary_json_output_is_one_object(tmp_path: Path) -> None:
     clean = run_cli("verify", str(make_run_file(tmp_path / "clean.lmdb", entries=3)), "--json")
     assert clean.returncode == 0
     assert msgspec.json.decode(clean.stdout)["findings"] == []
+
+
+def test_fuzzed_byte_flips_never_crash_the_parent(tmp_path: Path) -> None:
+    import random
+
+    clean = make_run_file(tmp_path / "clean.lmdb", entries=50)
+    data = clean.read_bytes()
+    rng = random.Random(20240601)
+    for trial in range(8):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(damaged))] ^= rng.randrange(1, 256)
+        path = tmp_path / f"trial-{trial}.lmdb"
+        path.write_bytes(bytes(damaged))
+        verdict = verify_in_worker(path, 30)
+        assert isinstance(verdict, (VerifyReport, WorkerFailure))
+        if not verdict.is_clean():
+            _assert_corrupt_verdict(verdict)
+
+
+def test_damaged_last_entry_reports_only_the_hash_mismatch(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / "run.lmdb", entries=10)
+    flip_byte_in_payload(path, 10)
+    assert Verifier(path).verify().findings == [HashMismatch(10)]

@@ -2,8 +2,9 @@
 
 Each trial starts a trader in a child process (`tests/crash_child.py`: boots a session with a
 real writer sidecar and submits entries in a loop, printing the durable high-watermark it saw
-via `wait_durable`), SIGKILLs the trader or its writer at a random point, waits for the
-processes to be gone, then boots in this process. A trial passes when boot succeeds, the
+via `wait_durable`), SIGKILLs the trader or its writer at a random point after the trader's
+boot, or the trader at a random point of its own boot, waits for the processes to be gone, then
+boots in this process. A trial passes when boot succeeds, the
 predecessor was sealed by the recovery rule (CrashedRecovered: a clean tail without RunEnded)
 and every seq at or below the last durable high-watermark the trader reported is on disk,
 contiguous, with a valid hash and its own payload. The JSON summary is the last line; exit
@@ -113,42 +114,51 @@ class _Lines:
             return [int(line.split()[1]) for line in self.lines if line.startswith(prefix + " ")]
 
 
-def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, instance_id: str = INSTANCE_ID) -> TrialResult:
-    """One trial (see the module docstring). Leaves no process behind, whatever happens."""
-    from nes.backend import layout
-    from nes.backend.base import ScanDirection
-    from nes.backend.lmdb import LmdbBackend
-    from nes.config import EventStoreConfig, RunIdentity
-    from nes.kernel import open_run
-    from nes.manifest import RunStatus
+TARGETS = ("trader", "writer", "boot")
 
-    target = target or rng.choice(("trader", "writer"))
-    kill_after_s = round(rng.uniform(0.0, 0.5), 3)
+
+def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, instance_id: str = INSTANCE_ID) -> TrialResult:
+    """One trial (see the module docstring). Leaves no process behind, whatever happens.
+
+    target: "trader" / "writer" = SIGKILL that process at a random point after the trader's boot;
+    "boot" = SIGKILL the trader at a random point from its start, possibly mid-boot (during the
+    recovery sweep, the writer spawn or before RunStarted is durable)."""
+    from nes.config import EventStoreConfig, RunIdentity
+
+    target = target or rng.choice(TARGETS)
+    kill_after_s = round(rng.uniform(0.2, 1.6) if target == "boot" else rng.uniform(0.0, 0.5), 3)  # boot takes ~1 s
     problems: list[str] = []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(base_dir), instance_id],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
     )
     lines = _Lines(proc.stdout)
     writer_pid: int | None = None
+    run_id: str | None = None
     try:
-        writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
-        run_line = lines.wait_for("run ", BOOT_DEADLINE_S)
-        if writer_line is None or run_line is None:
-            raise RuntimeError(f"trader did not boot: {lines.lines}")
-        writer_pid = int(writer_line.split()[1])
-        run_id = run_line.split()[1]
-        time.sleep(kill_after_s)
-        _kill(proc.pid if target == "trader" else writer_pid)
-        # The trader dead: its writer drains what was pushed and exits on the control EOF.
-        # The writer dead: the trader sees the halt, leaves the run Running and exits.
-        try:
-            proc.wait(timeout=EXIT_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            problems.append("trader did not exit after its writer was killed")
-        if not wait_gone(writer_pid, EXIT_DEADLINE_S):
+        if target == "boot":
+            time.sleep(kill_after_s)
+            _kill(proc.pid)
+            proc.wait()
+        else:
+            writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
+            if writer_line is None:
+                raise RuntimeError(f"trader did not boot: {lines.lines}")
+            writer_pid = int(writer_line.split()[1])
+            time.sleep(kill_after_s)
+            _kill(proc.pid if target == "trader" else writer_pid)
+            # The trader dead: its writer drains what was pushed and exits on the control EOF.
+            # The writer dead: the trader sees the halt, leaves the run Running and exits.
+            try:
+                proc.wait(timeout=EXIT_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                problems.append("trader did not exit after its writer was killed")
+        lines.join(5.0)
+        line = lines.wait_for("writer ", 0)
+        writer_pid = int(line.split()[1]) if line else None
+        if writer_pid is not None and not wait_gone(writer_pid, EXIT_DEADLINE_S):
             problems.append("writer did not exit after the trader was killed")
     finally:
         for pid in (proc.pid, writer_pid):
@@ -158,39 +168,96 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
         lines.join(5.0)
         if proc.stdout is not None:
             proc.stdout.close()
+    line = lines.wait_for("run ", 0)
+    run_id = line.split()[1] if line else None
     reported = max(lines.values("durable"), default=0)
 
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=instance_id))
-    with open_run(config) as session:
-        recovered = {r.run_id: r for r in session.recovery.recovered}
-        if session.recovery.parent_run_id != run_id:
-            problems.append(f"parent_run_id {session.recovery.parent_run_id} is not the crashed run {run_id}")
-    status = recovered[run_id].status if run_id in recovered else None
-    if status is not RunStatus.CrashedRecovered:
+    states = _boot_until_sealed(config, base_dir, instance_id, problems)
+    if run_id is None:
+        # Killed before its session was up: the run file it may have created (the only
+        # predecessor these boots recovered) must be sealed, by the rule, CrashedRecovered.
+        if len(states) > 1:
+            problems.append(f"recovered more than the killed trader's run: {states}")
+        status = next(iter(states.values()), "no-run-file")
+        if status not in ("CrashedRecovered", "no-run-file"):
+            problems.append(f"the killed trader's run was sealed {status}, expected CrashedRecovered")
+        return TrialResult(target, kill_after_s, next(iter(states), ""), 0, 0, status, 0, problems)
+    status = states.get(run_id)
+    if status != "CrashedRecovered":
         problems.append(f"predecessor sealed {status}, expected CrashedRecovered")
+    on_disk, lost = _check_durable(base_dir, instance_id, run_id, reported, problems)
+    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems)
 
-    on_disk = 0
-    lost = reported
-    path = layout.run_file_path(base_dir, instance_id, run_id)
+
+def _boot_until_sealed(config, base_dir: Path, instance_id: str, problems: list[str]):  # noqa: ANN001
+    """Boot (and close); a predecessor still held by an orphan of the killed trader (a recovery
+    worker finishing its seal) is skipped by that boot, so boot again until no file is Running.
+    Returns {run_id: status} of the predecessors this trial's boots recovered (status as str),
+    or for a boot-kill trial a compact label of those statuses."""
+    from nes.backend import layout
+    from nes.backend.lmdb import read_manifest
+    from nes.kernel import open_run
+    from nes.manifest import RunStatus
+
+    before = {p.name for p in layout.list_run_files(base_dir, instance_id)}
+    recovered: dict[str, str] = {}
+    ours: set[str] = set()
+    deadline = time.monotonic() + EXIT_DEADLINE_S
+    while True:
+        try:
+            with open_run(config) as session:
+                ours.add(session.path.name)
+                recovered.update({r.run_id: str(r.status) for r in session.recovery.recovered})
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"boot failed: {type(exc).__name__}: {exc}")
+            return recovered
+        running = []
+        for path in layout.list_run_files(base_dir, instance_id):
+            try:
+                if read_manifest(path).status is RunStatus.Running:
+                    running.append(path.name)
+            except Exception:  # noqa: BLE001 - an unreadable file is the sweep's business
+                continue
+        if not running:
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"files still Running after repeated boots: {running}")
+            break
+        time.sleep(0.1)
+    if any(status == str(RunStatus.Quarantined) for status in recovered.values()):
+        problems.append(f"a predecessor was Quarantined: {recovered}")
+    new_files = {p.name for p in layout.list_run_files(base_dir, instance_id)} - before - ours
+    if len(new_files) > 1:
+        problems.append(f"the killed trader left more than one run file: {sorted(new_files)}")
+    return recovered
+
+
+def _check_durable(base_dir: Path, instance_id: str, run_id: str, reported: int, problems: list[str]) -> tuple[int, int]:
+    """Every seq <= `reported` is on disk, contiguous, hash-valid, with its own payload."""
+    from nes.backend import layout
+    from nes.backend.base import ScanDirection
+    from nes.backend.lmdb import LmdbBackend
+
     try:
-        backend = LmdbBackend.open_sealed_file(path)
+        backend = LmdbBackend.open_sealed_file(layout.run_file_path(base_dir, instance_id, run_id))
         try:
             on_disk = backend.high_watermark()
             entries = backend.scan_range(1, on_disk, ScanDirection.Forward)  # hash-checked, gap-checked
             manifest = backend.manifest()
         finally:
             backend.close()
-        if [e.seq for e in entries] != list(range(1, on_disk + 1)):
-            problems.append("entries are not contiguous from 1")
-        bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq]
-        if bad:
-            problems.append(f"payloads do not match their seq at {bad[:5]}")
-        if manifest.high_watermark != on_disk:
-            problems.append(f"manifest high_watermark {manifest.high_watermark} != last seq {on_disk}")
-        lost = max(0, reported - on_disk)
     except Exception as exc:  # noqa: BLE001 - a trial reports, it does not crash the driver
         problems.append(f"reading the recovered run failed: {type(exc).__name__}: {exc}")
-    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems)
+        return 0, reported
+    if [e.seq for e in entries] != list(range(1, on_disk + 1)):
+        problems.append("entries are not contiguous from 1")
+    bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq]
+    if bad:
+        problems.append(f"payloads do not match their seq at {bad[:5]}")
+    if manifest.high_watermark != on_disk:
+        problems.append(f"manifest high_watermark {manifest.high_watermark} != last seq {on_disk}")
+    return on_disk, max(0, reported - on_disk)
 
 
 def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
@@ -210,10 +277,12 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
         "seed": seed,
         "trader_kills": sum(r.target == "trader" for r in results),
         "writer_kills": sum(r.target == "writer" for r in results),
+        "boot_kills": sum(r.target == "boot" for r in results),
         "lost_durable_entries": sum(r.lost_durable_entries for r in results),
         "statuses": dict(Counter(r.status for r in results)),
         "failed_trials": sum(not r.ok for r in results),
         "max_reported_durable": max((r.reported_durable for r in results), default=0),
+        "dir": str(base_dir),
     }
 
 

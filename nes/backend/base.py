@@ -31,6 +31,8 @@ from nes.snapshot import SnapshotAnchor, validate_new_anchor
 __all__ = [
     "IndexKind",
     "IndexKey",
+    "MAX_INDEX_KEY_BYTES",
+    "index_key_problem",
     "AppendEntry",
     "EncodedEntry",
     "PreparedBatch",
@@ -50,6 +52,22 @@ class IndexKind(enum.Enum):
 class IndexKey(NamedTuple):
     kind: IndexKind
     key: str
+
+
+MAX_INDEX_KEY_BYTES = 511  # LMDB's key size limit; both backends enforce it so they agree
+
+
+def index_key_problem(key: object) -> str | None:
+    """Why `key` cannot be an order-id index key (None if it can)."""
+    if not isinstance(key, str):
+        return f"index key must be a str, got {type(key).__name__}"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        return f"index key is not valid UTF-8 text: {exc}"
+    if not 1 <= size <= MAX_INDEX_KEY_BYTES:
+        return f"index key must be 1..{MAX_INDEX_KEY_BYTES} UTF-8 bytes, got {size}"
+    return None
 
 
 class AppendEntry(NamedTuple):
@@ -196,6 +214,10 @@ class RunStoreBase:
         for offset, item in enumerate(entries):
             if item.seq != expected + offset:
                 raise OutOfOrder(run.high_watermark, item.seq)
+            for _, key in item.index_keys:
+                problem = index_key_problem(key)
+                if problem is not None:
+                    raise Backend(f"seq {item.seq}: {problem}")
         return self.append_prepared(
             PreparedBatch(
                 expected,

@@ -171,14 +171,16 @@ class _RunFile:
             raise Corrupted(f"decode manifest: {exc}") from exc
 
     def last_seq(self) -> int:
+        """The largest well-formed (8-byte) entry key; malformed keys never block adoption (a
+        scan that reaches one reports it Corrupted)."""
         with self.env.begin(db=self.entries) as txn:
             cursor = txn.cursor()
             if not cursor.last():
                 return 0
-            try:
-                return layout.key_seq(cursor.key())
-            except ValueError as exc:
-                raise Corrupted(f"entries table: {exc}") from exc
+            for key in cursor.iterprev(keys=True, values=False):
+                if len(key) == 8:
+                    return layout.key_seq(key)
+            return 0
 
     def max_ts_init(self) -> int:
         """Largest ts_init on disk (the recovery path's end_ts_init); one pass over the values.
