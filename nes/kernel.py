@@ -65,6 +65,8 @@ __all__ = [
 log = logging.getLogger("nes.kernel")
 
 
+ABANDON_HUNG_WRITER_S = 1.0
+
 # ---- errors -----------------------------------------------------------------------------------
 class BootError(Exception):
     """The boot sequence could not open a new run; nothing was opened."""
@@ -301,10 +303,11 @@ class EventStoreSession:
             if self._backend is not None:
                 self._backend.close()
 
-    def abandon(self) -> None:
-        """Stop without sealing, as a crash would (the next boot recovers the run)."""
+    def abandon(self, wait_s: float | None = None) -> None:
+        """Stop without sealing, as a crash would (the next boot recovers the run); a writer
+        still running after `wait_s` (default: the writer's close timeout) is killed."""
         if not self.closed:
-            self.writer.abandon()
+            self.writer.abandon(wait_s)
             self._abandoned = True
             if self._backend is not None:
                 self._backend.close()
@@ -373,7 +376,7 @@ class EventStoreLifecycle:
             raise RunStartedHalted(f"writer halted before RunStarted was durable: {exc.reason}") from exc
         if not durable:
             reason = writer.halt_reason
-            session.abandon()
+            session.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # a hung writer must not stretch the boot
             if reason is not None:
                 raise RunStartedHalted(f"writer halted before RunStarted was durable: {reason}")
             raise RunStartedTimeout(f"RunStarted not durable within {config.run_started_timeout_s}s")

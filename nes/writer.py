@@ -508,12 +508,13 @@ class EventStoreWriter:
             raise Backend(f"close failed: {ack.error if isinstance(ack, CloseAck) else ack}")
         return ack.high_watermark
 
-    def abandon(self) -> None:
+    def abandon(self, wait_s: float | None = None) -> None:
         """Stop without sealing (what a crash leaves): the sidecar commits everything pushed,
-        then exits; the run stays Running for the next boot's recovery sweep."""
+        then exits; the run stays Running for the next boot's recovery sweep. A sidecar still
+        running after `wait_s` (default `close_timeout_s`) is killed."""
         if not self._closed:
             self._closed = True
-            self._shutdown()
+            self._shutdown(wait_s)
 
     def __enter__(self) -> EventStoreWriter:
         return self
@@ -561,19 +562,19 @@ class EventStoreWriter:
             detail += f", writer exit code {code}"
         except subprocess.TimeoutExpired:
             detail += ", writer still running"
-        self._writer_exited.set()
-        if not self._stopping:
+        if not self._stopping:  # halt first: a waiter woken by the exit must see the reason
             self._halt(WriterDied(self._ring.durable_high_watermark, detail))
+        self._writer_exited.set()
         self._acks.put(None)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, wait_s: float | None = None) -> None:
         """Tell the sidecar we are done (EOF), wait for it, release the ring and channel."""
         self._stopping = True
         if self._channel is not None:
             self._channel.shutdown_write()
             assert self._proc is not None
             try:
-                self._proc.wait(timeout=self.config.close_timeout_s)
+                self._proc.wait(timeout=self.config.close_timeout_s if wait_s is None else wait_s)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()

@@ -155,21 +155,37 @@ class Ring:
     @classmethod
     def attach(cls, names: RingNames) -> Ring:
         """Attach to an existing ring as its consumer."""
+        shm = None
+        sems: list[posix_ipc.Semaphore] = []
         try:
             shm = posix_ipc.SharedMemory(names.segment)
-            sems = [posix_ipc.Semaphore(name) for name in names.semaphores()]
-        except posix_ipc.Error as exc:
+            for name in names.semaphores():
+                sems.append(posix_ipc.Semaphore(name))
+            if shm.size < layout.HEADER_BYTES:
+                raise RingError(f"segment {names.segment} is too small to be a ring")
+        except (posix_ipc.Error, RingError) as exc:
+            # release what was opened: a failed attach must not leak the fd or semaphore handles
+            if shm is not None:
+                shm.close_fd()
+            for sem in sems:
+                sem.close()
+            if isinstance(exc, RingError):
+                raise
             raise RingError(f"cannot attach ring {names.segment}: {exc}") from exc
-        if shm.size < layout.HEADER_BYTES:
-            shm.close_fd()
-            raise RingError(f"segment {names.segment} is too small to be a ring")
         ring = cls(names, shm, sems)
         capacity = ring._capacity_field.value
-        if ring._magic.value != layout.MAGIC or layout.HEADER_BYTES + capacity > ring.segment_bytes or capacity % layout.ALIGN:
+        max_record = ring._max_record_field.value
+        if (
+            ring._magic.value != layout.MAGIC
+            or layout.HEADER_BYTES + capacity > ring.segment_bytes
+            or capacity % layout.ALIGN
+            or max_record <= 0
+            or capacity < layout.min_capacity(max_record)
+        ):
             ring.close()
             raise RingError(f"segment {names.segment} is not an nes ring")
         ring.capacity = capacity
-        ring.max_record = ring._max_record_field.value
+        ring.max_record = max_record
         return ring
 
     def unlink_names(self) -> None:
@@ -324,7 +340,13 @@ class Ring:
             _drain(self._data_sem)
 
     def wake_consumer(self) -> None:
-        self._data_sem.release()
+        """Wake a sleeping consumer (safe to call from another thread, also after close)."""
+        if self._mm is None:
+            return
+        try:
+            self._data_sem.release()
+        except posix_ipc.ExistentialError:
+            pass  # closed concurrently: nobody is waiting any more
 
     def publish_durable(self, high_watermark: int) -> None:
         if high_watermark == self._durable.value:

@@ -629,3 +629,39 @@ def test_consumer_sigkilled_then_owner_closes_leaves_nothing():
             proc.join()
         ring.close()
     assert shm_entries(token) == set()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_failed_attach_does_not_leak_the_segment_descriptor():
+    names = RingNames.fresh()
+    shm = posix_ipc.SharedMemory(names.segment, posix_ipc.O_CREX, mode=0o600, size=layout.HEADER_BYTES + 4096)
+    try:  # the segment exists but its semaphores do not
+        before = _open_fds()
+        for _ in range(5):
+            with pytest.raises(RingError):
+                Ring.attach(names)
+        assert _open_fds() == before
+    finally:
+        shm.close_fd()
+        shm.unlink()
+
+
+@pytest.mark.parametrize("capacity,max_record", [(0, 8), (64, 256), (4096, 0)])
+def test_attach_rejects_a_header_with_impossible_geometry(capacity, max_record):
+    names = RingNames.fresh()
+    shm = posix_ipc.SharedMemory(names.segment, posix_ipc.O_CREX, mode=0o600, size=layout.HEADER_BYTES + 4096)
+    sems = [posix_ipc.Semaphore(n, posix_ipc.O_CREX, mode=0o600) for n in names.semaphores()]
+    try:
+        with open(os.path.join(DEV_SHM, names.segment.lstrip("/")), "r+b") as f:
+            f.write(layout.MAGIC.to_bytes(8, "little") + capacity.to_bytes(8, "little") + max_record.to_bytes(8, "little"))
+        with pytest.raises(RingError):
+            Ring.attach(names)
+    finally:
+        shm.close_fd()
+        shm.unlink()
+        for s in sems:
+            s.unlink()
+            s.close()
