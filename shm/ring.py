@@ -8,13 +8,17 @@ Contract:
   exceeds `max_record`, and the ring stays usable either way.
 - Wake-ups use three POSIX semaphores, each posted only when its sleeper raised its waiting flag:
   data (consumer sleeps when empty), space (producer sleeps when full), durable (producer threads
-  sleep in `wait_durable_at_least`). Between "raise flag" and "check condition" each side issues
-  a full memory barrier (an uncontended lock round trip, a locked instruction on x86-64), so the
-  store-load reordering that could lose a wake-up cannot happen; every sleep is still bounded by
-  `SAFETY_WAIT_S` as a second line of defence.
+  sleep in `wait_durable_at_least`). A sleeper raises its flag, issues a full memory barrier (an
+  uncontended lock round trip: a locked instruction on x86-64), then re-checks its condition.
+  The consumer side also fences between its store (tail, durable) and its flag load. The
+  producer's `try_push` does not (it would add ~0.25 us to every push), so x86 store-load
+  reordering can, rarely, make it miss a consumer that is just going to sleep: that wake-up is
+  late, never lost, because the consumer polls every `CONSUMER_POLL_S` while it sleeps. Producer
+  sleeps are bounded by `SAFETY_WAIT_S`.
 - Names are unguessable (`/nes-<24 hex>-…`), created O_EXCL with mode 0600. The creator owns them
-  and unlinks them as soon as the consumer is attached (`unlink_names`); the consumer also unlinks
-  (idempotently) when it exits, so nothing stays in /dev/shm whichever side dies.
+  and unlinks them as soon as the consumer is attached (`unlink_names`); the writer process also
+  calls `unlink_names` (idempotent) when it exits, so nothing stays in /dev/shm whichever side
+  dies.
 - Memory ordering relies on x86-64 total store order (records are written before `head`, popped
   bytes are copied before `tail`); that is the platform nes supports.
 """
@@ -32,9 +36,10 @@ import posix_ipc
 
 from shm import layout
 
-__all__ = ["Ring", "RingNames", "RecordTooLarge", "RingError", "SAFETY_WAIT_S"]
+__all__ = ["Ring", "RingNames", "RecordTooLarge", "RingError", "SAFETY_WAIT_S", "CONSUMER_POLL_S"]
 
 SAFETY_WAIT_S = 0.05
+CONSUMER_POLL_S = 0.005  # bounds a wake-up made late by the producer's unfenced flag load
 _RECORD = layout.RECORD_HEADER
 _HDR = _RECORD.size
 
@@ -263,11 +268,14 @@ class Ring:
         return True
 
     def wait_for_space(self, timeout_s: float) -> None:
-        """Sleep until the consumer frees space (or `timeout_s`); the caller retries the push."""
+        """Sleep until the consumer frees space (or `timeout_s`, at most `SAFETY_WAIT_S`); the
+        caller retries the push."""
+        tail = self._tail.value
         self._producer_waiting.value = 1
         _full_fence()
         try:
-            if self._tail.value == self._head.value:
+            _drain(self._space_sem)  # posts for space we already saw
+            if self._tail.value != tail:
                 return
             _timed_acquire(self._space_sem, min(timeout_s, SAFETY_WAIT_S))
         finally:
@@ -330,7 +338,7 @@ class Ring:
                 return True
             deadline = time.monotonic() + timeout_s
             while True:
-                woke = _timed_acquire(self._data_sem, min(deadline - time.monotonic(), SAFETY_WAIT_S))
+                woke = _timed_acquire(self._data_sem, min(deadline - time.monotonic(), CONSUMER_POLL_S))
                 if woke or self._head.value != self._tail.value:
                     return True
                 if time.monotonic() >= deadline:

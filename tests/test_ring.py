@@ -1,7 +1,7 @@
 """The SPSC shared-memory ring (shm.ring) over real POSIX shared memory and real processes.
 
 Synchronisation in these tests is by events, pipes, joins and observable ring flags, never sleeps.
-Wake-up tests raise `SAFETY_WAIT_S` so that only the semaphore can wake a sleeper in time.
+Wake-up tests raise `SAFETY_WAIT_S` and `CONSUMER_POLL_S` so that only the semaphore can wake a sleeper in time.
 """
 
 from __future__ import annotations
@@ -386,6 +386,7 @@ def test_child_producer_and_parent_consumer_200k_records_with_matching_checksum(
 def semaphore_only_wakeups(monkeypatch):
     """Make the safety poll so long that only a semaphore post can wake a sleeper within 1 s."""
     monkeypatch.setattr(ring_mod, "SAFETY_WAIT_S", 30.0)
+    monkeypatch.setattr(ring_mod, "CONSUMER_POLL_S", 30.0)
 
 
 def run_in_thread(fn):
