@@ -21,7 +21,6 @@ sidecar process share it; `run_sidecar` is the process loop around it.
 from __future__ import annotations
 
 import os
-import queue
 import struct
 import threading
 import time
@@ -61,78 +60,25 @@ HALT_CODES: dict[str, int] = {
 }
 
 
-def should_flush(
-    pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float, commit_in_flight: bool = False
-) -> bool:
-    """The batcher's flush rule (pure): the batch is full, or its oldest entry is due, or nothing
-    more is waiting and no commit is in flight (while one is, the batch keeps growing: group
-    commit)."""
+def should_flush(pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float) -> bool:
+    """The batcher's flush rule (pure): the batch is full, nothing more is waiting, or its oldest
+    entry is due. (While a commit's fsync runs, new entries pile up in the ring: the next batch
+    is whatever waited, which is group commit.)"""
     if pending == 0:
         return False
-    return pending >= max_batch_entries or now >= deadline or (ring_drained and not commit_in_flight)
-
-
-class _CommitThread:
-    """Commits batches in order on its own thread, so the next batch is decoded and hashed while
-    LMDB writes and fsyncs the previous one (py-lmdb releases the GIL in commit). At most
-    `MAX_IN_FLIGHT` batches wait: memory stays bounded and the ring backs up instead."""
-
-    MAX_IN_FLIGHT = 2
-
-    def __init__(self, core: WriterCore, on_durable: Callable[[int], None], on_failure: Callable[[], None]) -> None:
-        self._core = core
-        self._on_durable = on_durable
-        self._on_failure = on_failure
-        self._queue: queue.Queue[PreparedBatch | None] = queue.Queue(self.MAX_IN_FLIGHT)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="nes-writer-commit", daemon=True)
-        self._thread.start()
-
-    def submit(self, batch: PreparedBatch) -> None:
-        self.check()
-        self._queue.put(batch)
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def drain(self) -> None:
-        """Wait until every submitted batch is committed (or failed)."""
-        self._queue.join()
-        self.check()
-
-    @property
-    def in_flight(self) -> bool:
-        return self._queue.unfinished_tasks > 0
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        core = self._core
-        while True:
-            batch = self._queue.get()
-            try:
-                if batch is None:
-                    return
-                if self.error is None:  # after a failure nothing more is committed
-                    core.durable_high_watermark = core.backend.append_prepared(batch)
-                    self._on_durable(core.durable_high_watermark)
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread as a halt
-                self.error = err
-                self._on_failure()
-            finally:
-                self._queue.task_done()
+    return pending >= max_batch_entries or ring_drained or now >= deadline
 
 
 class WriterCore:
     """Record -> batch -> commit, over one backend that holds the open run.
 
-    Synchronous by default (`flush` returns after the commit). `start_pipeline` moves commits to
-    a `_CommitThread`; then `flush` hands the batch over and `sync` waits for it."""
+    Commits are synchronous, on the thread that decodes and hashes. (A commit thread does not
+    pay here: py-lmdb releases and re-takes the GIL around every put of a `putmulti`, so a
+    second thread turns each batch into a GIL hand-off storm; measured slower in
+    tools/bench_pipeline.py.) `on_durable` is called with the new high-watermark after each
+    commit."""
 
-    def __init__(self, backend: RunStoreBase) -> None:
+    def __init__(self, backend: RunStoreBase, on_durable: Callable[[int], None] | None = None) -> None:
         self.backend = backend
         self.durable_high_watermark = backend.high_watermark()
         self._next_seq = self.durable_high_watermark + 1
@@ -140,23 +86,11 @@ class WriterCore:
         self._items: list[tuple[bytes, bytes]] = []
         self._index_rows: list[tuple[IndexKind, str, int]] = []
         self._max_ts_init = b"\x00" * 8  # big-endian u64 bytes order like the numbers
-        self._committer: _CommitThread | None = None
-
-    def start_pipeline(self, on_durable: Callable[[int], None], on_failure: Callable[[], None]) -> None:
-        self._committer = _CommitThread(self, on_durable, on_failure)
-
-    def stop_pipeline(self) -> None:
-        if self._committer is not None:
-            self._committer.stop()
-            self._committer = None
+        self._on_durable = on_durable
 
     @property
     def pending(self) -> int:
         return len(self._items)
-
-    @property
-    def commit_in_flight(self) -> bool:
-        return self._committer is not None and self._committer.in_flight
 
     def add_entry(self, record: bytes) -> None:
         self.add_entries((record,))
@@ -199,38 +133,21 @@ class WriterCore:
         return batch
 
     def flush(self) -> int:
-        """Commit the pending batch (one transaction) or hand it to the commit thread; returns
-        the durable high-watermark known now."""
+        """Commit the pending batch in one transaction; returns the durable high-watermark."""
         if self._items:
-            batch = self._take_batch()
-            if self._committer is not None:
-                self._committer.submit(batch)
-            else:
-                self.durable_high_watermark = self.backend.append_prepared(batch)
-        else:
-            self.flush_check()
-        return self.durable_high_watermark
-
-    def flush_check(self) -> None:
-        """Raise the commit thread's failure, if any (it stops committing after one)."""
-        if self._committer is not None:
-            self._committer.check()
-
-    def sync(self) -> int:
-        """Commit everything added so far and wait for it; returns the durable high-watermark."""
-        self.flush()
-        if self._committer is not None:
-            self._committer.drain()
+            self.durable_high_watermark = self.backend.append_prepared(self._take_batch())
+            if self._on_durable is not None:
+                self._on_durable(self.durable_high_watermark)
         return self.durable_high_watermark
 
     def record_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
-        self.sync()
+        self.flush()
         anchor = SnapshotAnchor(self.durable_high_watermark, blob_ref, content_hash)
         self.backend.record_snapshot_anchor(anchor)
         return anchor
 
     def close(self) -> int:
-        self.sync()
+        self.flush()
         self.backend.seal(RunStatus.Ended)
         return self.durable_high_watermark
 
@@ -279,7 +196,7 @@ def run_sidecar(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """The writer process loop. Returns the process exit code (0 clean, 3 halted)."""
-    core = WriterCore(backend)
+    core = WriterCore(backend, on_durable=ring.publish_durable)
     trader_gone = threading.Event()
 
     def watch_trader() -> None:
@@ -297,13 +214,8 @@ def run_sidecar(
         except OSError:
             trader_gone.set()  # nobody to tell; keep committing what was pushed
 
-    def committed(high_watermark: int) -> None:
-        ring.publish_durable(high_watermark)
-        ring.wake_consumer()  # a batch may be waiting for the commit thread to be free
-
     send(Ready(core.durable_high_watermark, os.getpid()))
     threading.Thread(target=watch_trader, name="nes-writer-lifeline", daemon=True).start()
-    core.start_pipeline(committed, ring.wake_consumer)
     deadline = 0.0
     try:
         while True:
@@ -318,11 +230,9 @@ def run_sidecar(
                     entries = []
                 if kind == KIND_ANCHOR:
                     request = decode_anchor_request(data)
-                    anchor = core.record_anchor(request.blob_ref, request.content_hash)
-                    send(AnchorAck(anchor=anchor))
+                    send(AnchorAck(anchor=core.record_anchor(request.blob_ref, request.content_hash)))
                 elif kind == KIND_CLOSE:
-                    ring.publish_durable(core.close())
-                    send(CloseAck(high_watermark=core.durable_high_watermark))
+                    send(CloseAck(high_watermark=core.close()))
                     return 0
                 else:
                     raise RecordError(f"unknown ring record kind {kind}")
@@ -330,20 +240,14 @@ def run_sidecar(
                 deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
             drained = not records
             now = clock()
-            if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
+            if should_flush(core.pending, max_batch_entries, drained, now, deadline):
                 core.flush()
-            else:
-                core.flush_check()
             if drained:
                 if trader_gone.is_set():
-                    # Pushed before the trader died: everything left has been popped above.
-                    core.sync()
-                    return 0
-                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S)
+                    return 0  # everything pushed before the trader died is committed above
+                ring.wait_for_data(IDLE_WAIT_S)
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
         reason = core.halt_reason(err)
         ring.set_halt(HALT_CODES[type(reason).__name__])
         send(Halt(reason))
         return 3
-    finally:
-        core.stop_pipeline()

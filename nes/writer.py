@@ -75,7 +75,7 @@ RUN_ENDED_TYPE = "RunEnded"
 
 DEFAULT_RING_BYTES = 16 << 20
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
-DEFAULT_MAX_BATCH_ENTRIES = 1000
+DEFAULT_MAX_BATCH_ENTRIES = 2048
 DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 
@@ -124,7 +124,7 @@ class RecordTooLarge(InvalidDraft):
 # ---- configuration ----------------------------------------------------------------------------
 class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Writer settings. Defaults suit a trading process: 16 MiB ring (~50k 300-byte entries),
-    1 MiB max entry, group commit of up to 1000 entries or 5 ms, halt after 250 ms of full ring."""
+    1 MiB max entry, group commit of up to 2048 entries or 5 ms, halt after 250 ms of full ring."""
 
     ring_bytes: int = DEFAULT_RING_BYTES
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES

@@ -72,7 +72,6 @@ def _mpqueue_writer(base: str, run: RunManifest, inbox: mp.Queue, done: mp.Queue
     backend = LmdbBackend(base)
     backend.open_run(run)
     core = WriterCore(backend)
-    core.start_pipeline(lambda hwm: None, lambda: None)
     deadline = 0.0
     while True:
         try:
@@ -80,15 +79,14 @@ def _mpqueue_writer(base: str, run: RunManifest, inbox: mp.Queue, done: mp.Queue
         except queue.Empty:
             record = None
         if record == b"":
-            done.put(core.sync())
-            core.stop_pipeline()
+            done.put(core.flush())
             backend.close()
             return
         if record is not None:
             if core.pending == 0:
                 deadline = time.monotonic() + 0.005
             core.add_entry(record)
-        if should_flush(core.pending, 1000, record is None, time.monotonic(), deadline, core.commit_in_flight):
+        if should_flush(core.pending, 1000, record is None, time.monotonic(), deadline):
             core.flush()
 
 
