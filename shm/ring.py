@@ -39,7 +39,7 @@ from shm import layout
 __all__ = ["Ring", "RingNames", "RecordTooLarge", "RingError", "SAFETY_WAIT_S", "CONSUMER_POLL_S"]
 
 SAFETY_WAIT_S = 0.05
-CONSUMER_POLL_S = 0.005  # bounds a wake-up made late by the producer's unfenced flag load
+CONSUMER_POLL_S = 0.02  # bounds a wake-up made late by the producer's unfenced flag load
 _RECORD = layout.RECORD_HEADER
 _HDR = _RECORD.size
 

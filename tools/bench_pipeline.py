@@ -8,8 +8,10 @@ Figures, with baselines measured in the same run (ratios survive a noisy machine
   here) and the same pipeline with `multiprocessing.Queue` in place of the ring
   (`mpqueue_entries_per_s`);
 - submit latency p50/p99/p99.9/p99.99 and submit -> durable latency p50/p99 at 50k entries/s
-  offered (paced in a busy loop);
-- writer RSS at start and after the long run (5M entries; 500k with --quick), idle writer CPU.
+  offered (bursts of 50 every millisecond);
+- writer memory at start and after the long run (5M entries; 500k with --quick): private RSS
+  (`writer_rss_*`, what must stay flat) beside total and file-backed RSS (LMDB page cache);
+- idle writer CPU; the latency of one small fsynced raw commit (the floor under durability).
 The last line of output is one JSON object.
 """
 
@@ -22,6 +24,7 @@ import queue
 import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +69,38 @@ def raw_lmdb(base: Path, count: int, batch: int) -> float:
     elapsed = time.perf_counter() - start
     env.close()
     return count / elapsed
+
+
+def raw_commit_latency(base: Path, commits: int, batch: int) -> tuple[float, float]:
+    """p50/p99 (ms) of one small fsynced py-lmdb commit: the floor under submit -> durable."""
+    value = b"h" * 32 + DRAFT.record(1, 1)[4:-2]
+    env = lmdb.open(str(base / "raw-latency.lmdb"), subdir=False, map_size=1 << 32, max_dbs=2, sync=True, metasync=True)
+    db = env.open_db(b"entries")
+    pack = struct.Struct(">Q").pack
+    times: list[float] = []
+    seq = 0
+    for _ in range(commits):
+        items = [(pack(seq + i + 1), value) for i in range(batch)]
+        seq += batch
+        start = time.perf_counter()
+        with env.begin(write=True, db=db) as txn:
+            txn.cursor().putmulti(items, append=True)
+        times.append((time.perf_counter() - start) * 1e3)
+    env.close()
+    times.sort()
+    return percentile(times, 0.5), percentile(times, 0.99)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """Writer memory from /proc: private (anon) RSS is what must stay flat; file-backed RSS is
+    the LMDB map's page cache (reclaimable) and shmem is the ring."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields
 
 
 def _mpqueue_writer(base: str, run: RunManifest, inbox: mp.Queue, done: mp.Queue) -> None:
@@ -119,38 +154,39 @@ def throughput(writer: EventStoreWriter, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def paced(writer: EventStoreWriter, rate: float, seconds: float) -> dict[str, float]:
-    """Submit at `rate` entries/s; time each submit and, for every 50th entry, submit -> durable."""
-    interval = 1.0 / rate
-    count = int(rate * seconds)
+def paced(writer: EventStoreWriter, rate: float, seconds: float, burst: int = 50) -> dict[str, float]:
+    """Offer `rate` entries/s in bursts of `burst` (sleeping between bursts, as a trader waiting
+    for market data would); time each submit, and for the last entry of every burst the time
+    until a waiting thread sees it durable (`wait_durable`, the trader's own API)."""
+    interval = burst / rate
+    bursts = int(rate * seconds / burst)
     submit = writer.submit
-    ring = writer._ring
     now = time.perf_counter
     submit_us: list[float] = []
-    pending: list[tuple[int, float]] = []  # (seq, submitted at), ascending
     durable_ms: list[float] = []
+    submitted: queue.Queue[tuple[int, float] | None] = queue.Queue()
+
+    def watch() -> None:
+        while (item := submitted.get()) is not None:
+            seq, at = item
+            assert writer.wait_durable(seq, 30.0)
+            durable_ms.append((now() - at) * 1e3)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     next_at = now()
-    for i in range(count):
-        while True:  # pace, and observe durability while waiting for the slot
-            t = now()
-            if pending:
-                hwm = ring.durable_high_watermark
-                while pending and pending[0][0] <= hwm:
-                    durable_ms.append((t - pending.pop(0)[1]) * 1e3)
-            if t >= next_at:
-                break
-        t0 = now()
-        seq = submit(DRAFT)
-        t1 = now()
-        submit_us.append((t1 - t0) * 1e6)
-        if i % 50 == 0:
-            pending.append((seq, t0))
+    for _ in range(bursts):
+        delay = next_at - now()
+        if delay > 0:
+            time.sleep(delay)
+        for _ in range(burst):
+            t0 = now()
+            seq = submit(DRAFT)
+            submit_us.append((now() - t0) * 1e6)
+        submitted.put((seq, t0))
         next_at += interval
-    while pending:
-        t = now()
-        hwm = ring.durable_high_watermark
-        while pending and pending[0][0] <= hwm:
-            durable_ms.append((t - pending.pop(0)[1]) * 1e3)
+    submitted.put(None)
+    watcher.join()
     submit_us.sort()
     durable_ms.sort()
     return {
@@ -186,6 +222,8 @@ def main() -> int:
         base = Path(tmp)
         raw = raw_lmdb(base, throughput_count, 1000)
         print(f"raw py-lmdb putmulti batch 1000 fsync: {raw:,.0f} entries/s")
+        raw_p50, raw_p99 = raw_commit_latency(base, 1000, 50)
+        print(f"raw fsynced commit of 50 entries: p50 {raw_p50:.3f} ms, p99 {raw_p99:.3f} ms")
         mpq = mpqueue_pipeline(base, min(throughput_count, 300_000))
         print(f"multiprocessing.Queue pipeline:        {mpq:,.0f} entries/s")
 
@@ -193,7 +231,7 @@ def main() -> int:
         try:
             pid = writer.writer_pid
             idle = idle_cpu_percent(pid, 2.0)
-            rss_start = psutil.Process(pid).memory_info().rss / 2**20
+            mem_start = memory_mb(pid)
             ring_rate = throughput(writer, throughput_count)
             print(f"shm ring pipeline:                     {ring_rate:,.0f} entries/s durable")
             latency = paced(writer, 50_000, paced_seconds)
@@ -201,8 +239,8 @@ def main() -> int:
             done = throughput_count + int(50_000 * paced_seconds)
             if long_count > done:
                 throughput(writer, long_count - done)
-            rss_end = psutil.Process(pid).memory_info().rss / 2**20
-            print(f"writer RSS {rss_start:.1f} MiB at start, {rss_end:.1f} MiB after {max(long_count, done):,} entries")
+            mem_end = memory_mb(pid)
+            print(f"writer memory (MiB) at start {mem_start}, after {max(long_count, done):,} entries {mem_end}")
             writer.close()
         finally:
             if not writer._closed:
@@ -215,8 +253,13 @@ def main() -> int:
         "ring_vs_raw_lmdb": round(ring_rate / raw, 3),
         "ring_vs_mpqueue": round(ring_rate / mpq, 3),
         **{k: round(v, 3) for k, v in latency.items()},
-        "writer_rss_start_mb": round(rss_start, 1),
-        "writer_rss_end_mb": round(rss_end, 1),
+        "raw_commit_p50_ms": round(raw_p50, 3),
+        "raw_commit_p99_ms": round(raw_p99, 3),
+        "writer_rss_start_mb": round(mem_start["RssAnon"], 1),
+        "writer_rss_end_mb": round(mem_end["RssAnon"], 1),
+        "writer_vmrss_start_mb": round(mem_start["VmRSS"], 1),
+        "writer_vmrss_end_mb": round(mem_end["VmRSS"], 1),
+        "writer_rss_file_end_mb": round(mem_end["RssFile"], 1),
         "writer_rss_entries": max(long_count, done),
         "writer_idle_cpu_percent": round(idle, 3),
         "quick": args.quick,
