@@ -104,29 +104,25 @@ class _RunFile:
 
     def _open_dbs(self, writable: bool) -> None:
         env = self.env
+
+        def open_all(**opts: object) -> None:
+            self.entries = env.open_db(layout.DB_ENTRIES, **opts)
+            self.manifest_db = env.open_db(layout.DB_MANIFEST, **opts)
+            self.anchors = env.open_db(layout.DB_ANCHORS, **opts)
+            self.meta = env.open_db(layout.DB_META, **opts)
+            self.indexes = {
+                kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
+            }
+
         try:
-            if writable:
+            if writable:  # creates what is missing, in one write transaction
                 with env.begin(write=True) as txn:
-                    self.entries = env.open_db(layout.DB_ENTRIES, txn=txn)
-                    self.manifest_db = env.open_db(layout.DB_MANIFEST, txn=txn)
-                    self.anchors = env.open_db(layout.DB_ANCHORS, txn=txn)
-                    self.meta = env.open_db(layout.DB_META, txn=txn)
-                    self.indexes = {
-                        kind: env.open_db(name, txn=txn, dupsort=True, dupfixed=True)
-                        for kind, name in layout.INDEX_DBS.items()
-                    }
-            else:
+                    open_all(txn=txn)
+            else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
-                    if txn.get(layout.DB_META) is None:  # named dbs are keys of the main db
+                    if txn.get(layout.DB_META) is None:
                         raise Corrupted("missing store format marker; the run file must be regenerated")
-                self.entries = env.open_db(layout.DB_ENTRIES, create=False)
-                self.manifest_db = env.open_db(layout.DB_MANIFEST, create=False)
-                self.anchors = env.open_db(layout.DB_ANCHORS, create=False)
-                self.meta = env.open_db(layout.DB_META, create=False)
-                self.indexes = {
-                    kind: env.open_db(name, create=False, dupsort=True, dupfixed=True)
-                    for kind, name in layout.INDEX_DBS.items()
-                }
+                open_all(create=False)
         except EventStoreError:
             raise
         except lmdb.Error as exc:
