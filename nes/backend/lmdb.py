@@ -20,9 +20,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import lmdb
 import msgspec
@@ -33,13 +33,13 @@ from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, Eve
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
-__all__ = ["LmdbBackend", "read_manifest", "DEFAULT_MAP_SIZE"]
+__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "DEFAULT_MAP_SIZE"]
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are written
 _DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
 
 
-def _classify(exc: BaseException, what: str) -> EventStoreError:
+def classify_lmdb_error(exc: BaseException, what: str) -> EventStoreError:
     """Map an LMDB / OS failure to the closed error set."""
     if isinstance(exc, EventStoreError):
         return exc
@@ -50,6 +50,27 @@ def _classify(exc: BaseException, what: str) -> EventStoreError:
                         lmdb.VersionMismatchError, lmdb.IncompatibleError)):
         return Corrupted(text)
     return Backend(text)
+
+
+T = TypeVar("T")
+
+
+def durable_write(env: lmdb.Environment, path: Path, body: Callable[[lmdb.Transaction], T]) -> T:
+    """Run `body(txn)` in one write transaction (fsynced on commit, as the env is opened);
+    when the map is full, double it and retry: a run never fails on map size while the disk
+    has room. Failures come out in the closed error set."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                return body(txn)
+        except lmdb.MapFullError:
+            current = env.info()["map_size"]
+            try:
+                env.set_mapsize(current * 2)
+            except lmdb.Error as exc:
+                raise classify_lmdb_error(exc, f"grow map of {path} to {current * 2} bytes") from exc
+        except Exception as exc:  # noqa: BLE001 - mapped into the closed error set
+            raise classify_lmdb_error(exc, f"commit to {path}") from exc
 
 
 class _RunFile:
@@ -77,7 +98,7 @@ class _RunFile:
                 )
         except lmdb.Error as exc:
             self.close()
-            raise _classify(exc, f"open {path}") from exc
+            raise classify_lmdb_error(exc, f"open {path}") from exc
         try:
             self._open_dbs(writable)
         except BaseException:
@@ -92,7 +113,7 @@ class _RunFile:
         except FileExistsError:
             raise Backend(f"run file already exists: {path}") from None
         except OSError as exc:
-            raise _classify(exc, f"create {path}") from exc
+            raise classify_lmdb_error(exc, f"create {path}") from exc
         os.close(fd)
         try:
             run_file = cls(path, writable=True, map_size=map_size)
@@ -307,25 +328,8 @@ class LmdbBackend(RunStoreBase):
         return sorted(manifests, key=lambda m: (m.start_ts_init, m.run_id))
 
     # -- writes -------------------------------------------------------------------------------
-    def _write(self, run_file: _RunFile, body: Any) -> None:
-        """Run `body(txn)` in one write transaction; grow the map and retry when it is full."""
-        while True:
-            try:
-                with run_file.env.begin(write=True) as txn:
-                    body(txn)
-                return
-            except lmdb.MapFullError:
-                self._grow(run_file)
-            except Exception as exc:  # noqa: BLE001 - mapped into the closed error set
-                raise _classify(exc, f"commit to {run_file.path}") from exc
-
-    @staticmethod
-    def _grow(run_file: _RunFile) -> None:
-        current = run_file.env.info()["map_size"]
-        try:
-            run_file.env.set_mapsize(current * 2)
-        except lmdb.Error as exc:
-            raise _classify(exc, f"grow map of {run_file.path} to {current * 2} bytes") from exc
+    def _write(self, run_file: _RunFile, body: Callable[[lmdb.Transaction], object]) -> None:
+        durable_write(run_file.env, run_file.path, body)
 
     def _commit(self, batch: PreparedBatch) -> None:
         run_file = self._f()
