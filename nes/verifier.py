@@ -44,8 +44,10 @@ from nes.backend.layout import (
     MANIFEST_KEY,
     MAX_DBS,
     U32,
+    marker_sidecar_path,
 )
 from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame
+from nes.markers.verifier import MarkerVerifyReport
 from nes.manifest import RunStatus, decode_manifest
 from nes.snapshot import decode_anchor
 
@@ -230,21 +232,37 @@ class VerifyReport(msgspec.Struct, frozen=True):
     high_watermark: int  # durable: the last key of `entries`
     entries_scanned: int
     findings: list[Finding] = []
+    # The data-marker sidecar `<run_id>.markers.lmdb`, when one lies beside the run file.
+    markers: MarkerVerifyReport | None = None
 
     def is_clean(self) -> bool:
-        return not self.findings
+        return not self.findings and (self.markers is None or self.markers.is_clean())
 
     def summary_line(self) -> str:
         common = (
             f"run_id={self.run_id or 'unknown'} status={self.status} "
             f"high_watermark={self.high_watermark} entries_scanned={self.entries_scanned}"
         )
+        markers = self.markers
+        if markers is not None:
+            state = "clean" if markers.is_clean() else "corrupt"
+            common += (
+                f" markers={state} marker_run_id={markers.run_id or 'unknown'} marker_status={markers.status}"
+                f" marker_snapshots_scanned={markers.snapshots_scanned} marker_hifi_scanned={markers.hifi_scanned}"
+                f" marker_gaps_scanned={markers.gaps_scanned}"
+                f" marker_dict_entries_scanned={markers.dict_entries_scanned}"
+            )
         if self.is_clean():
             return f"clean {common}"
-        return f"corrupt {common} findings={len(self.findings)} {QUARANTINE_NOT_PERFORMED}"
+        marker_findings = 0 if markers is None else len(markers.findings)
+        counts = f"findings={len(self.findings) + marker_findings}"
+        if markers is not None:
+            counts += f" marker_findings={marker_findings}"
+        return f"corrupt {common} {counts} {QUARANTINE_NOT_PERFORMED}"
 
     def lines(self) -> list[str]:
-        return [self.summary_line(), *(f"- {f.describe()}" for f in self.findings)]
+        marker_lines = [] if self.markers is None else self.markers.describe()
+        return [self.summary_line(), *(f"- {f.describe()}" for f in self.findings), *(f"- {m}" for m in marker_lines)]
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()
@@ -443,6 +461,17 @@ class Verifier:
         self.path = Path(path)
 
     def verify(self) -> VerifyReport:
+        """The run file's report, plus its data-marker sidecar's when one lies beside it."""
+        report = self._verify_run_file()
+        marker_path = marker_sidecar_path(self.path)
+        if not marker_path.exists():
+            return report
+        from nes.markers.verifier import verify_marker_file
+
+        markers = verify_marker_file(marker_path, entry_high_watermark=report.high_watermark)
+        return msgspec.structs.replace(report, markers=markers)
+
+    def _verify_run_file(self) -> VerifyReport:
         path = str(self.path)
         try:
             env = _open_env(self.path)

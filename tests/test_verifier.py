@@ -368,3 +368,58 @@ def test_damaged_last_entry_reports_only_the_hash_mismatch(tmp_path: Path) -> No
     path = make_run_file(tmp_path / "run.lmdb", entries=10)
     flip_byte_in_payload(path, 10)
     assert Verifier(path).verify().findings == [HashMismatch(10)]
+
+
+# ---- the data-marker sidecar beside the run file ---------------------------------------------------
+def _write_marker_sidecar(run_file: Path, snapshots: int) -> Path:
+    from nes.markers import DataCursorSnapshot, MarkerManifest, MarkerStore, StreamCursor
+
+    sidecar = layout.marker_sidecar_path(run_file)
+    with MarkerStore(sidecar) as store:
+        store.open_run(MarkerManifest(run_id=RUN_ID))
+        for seq in range(1, snapshots + 1):
+            store.append_snapshot(DataCursorSnapshot(seq, seq, 100 + seq, (StreamCursor(0, 100 + seq, seq),)))
+        store.seal(RunStatus.Ended)
+    return sidecar
+
+
+def test_binary_missing_marker_sidecar_reports_absent_without_error(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / f"{RUN_ID}.lmdb", entries=5)
+    done = run_cli("verify", str(path))
+    assert (done.returncode, done.stdout, done.stderr) == (0, clean_line(5) + "\n", "")
+
+
+def test_binary_clean_marker_sidecar_reports_clean_without_error(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / f"{RUN_ID}.lmdb", entries=5)
+    _write_marker_sidecar(path, snapshots=3)
+    done = run_cli("verify", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == (
+        f"{clean_line(5)} markers=clean marker_run_id={RUN_ID} marker_status=Ended "
+        "marker_snapshots_scanned=3 marker_hifi_scanned=0 marker_gaps_scanned=0 marker_dict_entries_scanned=0\n"
+    )
+
+
+def test_binary_marker_hash_mismatch_exits_corrupt_without_quarantine(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / f"{RUN_ID}.lmdb", entries=5)
+    sidecar = _write_marker_sidecar(path, snapshots=3)
+    import lmdb
+
+    env = lmdb.open(str(sidecar), subdir=False, max_dbs=16)
+    try:
+        with env.begin(write=True) as txn:
+            db = env.open_db(b"snapshots", txn=txn, create=False)
+            key = (2).to_bytes(8, "big")
+            value = bytearray(txn.get(key, db=db))
+            value[0] ^= 0xFF  # the stored hash in front of the record
+            txn.put(key, bytes(value), db=db)
+    finally:
+        env.close()
+    before = sidecar.read_bytes()
+    done = run_cli("verify", str(path))
+    assert done.returncode == 1
+    first, *rest = done.stdout.splitlines()
+    assert first.startswith(f"corrupt run_id={RUN_ID} status=Ended high_watermark=5 entries_scanned=5 markers=corrupt")
+    assert first.endswith("findings=1 marker_findings=1 quarantine=not-performed")
+    assert rest == ["- marker hash mismatch snapshot marker_seq=2"]
+    assert sidecar.read_bytes() == before

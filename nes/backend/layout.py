@@ -64,6 +64,13 @@ def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
 
 
+def marker_sidecar_path(run_file: str | Path) -> Path:
+    """The data-marker sidecar beside a run file: `<run_id>.lmdb` -> `<run_id>.markers.lmdb`."""
+    run_file = Path(run_file)
+    stem = run_file.name[: -len(RUN_FILE_SUFFIX)] if run_file.name.endswith(RUN_FILE_SUFFIX) else run_file.name
+    return run_file.with_name(stem + MARKER_FILE_SUFFIX)
+
+
 def instance_dir(base_dir: str | Path, instance_id: str) -> Path:
     return Path(base_dir) / validate_path_id(instance_id, "instance_id")
 

@@ -150,9 +150,7 @@ def decode_marker_manifest(raw: bytes) -> MarkerManifest:
 
 def marker_file_path(base_dir: str | os.PathLike[str], instance_id: str, run_id: str) -> Path:
     """`<base>/<instance_id>/<run_id>.markers.lmdb`, beside the run file `<run_id>.lmdb`."""
-    validate_path_id(instance_id, "instance_id")
-    validate_path_id(run_id, "run_id")
-    return Path(base_dir) / instance_id / f"{run_id}{layout.MARKER_FILE_SUFFIX}"
+    return layout.marker_sidecar_path(layout.run_file_path(base_dir, instance_id, run_id))
 
 
 def _record_key(kind: MarkerRecordKind, record: Any) -> bytes:
