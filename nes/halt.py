@@ -33,13 +33,21 @@ class _Halt(msgspec.Struct, frozen=True, tag=True):
 
 
 class BackpressureStall(_Halt, frozen=True, tag=True):
+    """Raised by the trader: the ring stayed full past the threshold. The writer was not
+    failing, only slow, so the entries accepted before the halt (seqs up to
+    `accepted_high_watermark`) are still in the ring and the writer goes on committing them:
+    `durable_high_watermark` is what was durable at the halt, a lower bound; `wait_durable`
+    (or the file, after the next boot's recovery) tells which of the accepted ones landed."""
+
     stalled_for_s: float
     threshold_s: float
+    accepted_high_watermark: int
 
     def __str__(self) -> str:
         return (
             f"backpressure stall: ring full for {self.stalled_for_s * 1e3:.1f} ms "
-            f"(threshold {self.threshold_s * 1e3:.1f} ms); durable up to seq {self.durable_high_watermark}"
+            f"(threshold {self.threshold_s * 1e3:.1f} ms); durable up to seq {self.durable_high_watermark}, "
+            f"accepted up to seq {self.accepted_high_watermark} (still being committed)"
         )
 
 

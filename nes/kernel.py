@@ -45,7 +45,7 @@ from nes.recovery import (
     decide_recovery_status,
 )
 from nes.snapshot import SnapshotAnchor
-from nes.writer import EntryDraft, EventStoreWriter, WriterHalted
+from nes.writer import EntryDraft, EventStoreWriter, SubmitError, WriterHalted
 
 __all__ = [
     "BootError",
@@ -174,6 +174,8 @@ def _sweep_worker(
             if remaining <= 0:
                 proc.kill()
                 proc.wait()
+                if current is None and len(states) == len(files):
+                    return states, None  # every file was reported; only the exit was slow
                 failed = current or files[len(states)]
                 return states, RunFileState(failed, error=f"recovery worker timed out after {timeout_s}s")
             if not selector.select(remaining):
@@ -182,7 +184,9 @@ def _sweep_worker(
             if not chunk:
                 code = proc.wait()
                 if current is None:
-                    return states, (None if code == 0 else RunFileState(files[len(states)], error=f"recovery worker exit {code}"))
+                    if code == 0 or len(states) == len(files):
+                        return states, None
+                    return states, RunFileState(files[len(states)], error=f"recovery worker exit {code}")
                 return states, RunFileState(current, error=f"recovery worker died on this file (exit {code})")
             buffer += chunk
             while b"\n" in buffer:
@@ -299,6 +303,10 @@ class EventStoreSession:
         except WriterHalted:
             self._abandoned = True
             return None
+        except BaseException:
+            self.writer.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # never leave the sidecar behind
+            self._abandoned = True
+            raise
         finally:
             if self._backend is not None:
                 self._backend.close()
@@ -372,8 +380,13 @@ class EventStoreLifecycle:
             seq = writer.submit(started)
             durable = writer.wait_durable(seq, config.run_started_timeout_s)
         except WriterHalted as exc:
-            session.abandon()
+            session.abandon(wait_s=ABANDON_HUNG_WRITER_S)
             raise RunStartedHalted(f"writer halted before RunStarted was durable: {exc.reason}") from exc
+        except BaseException as exc:
+            session.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # nothing of a failed boot stays alive
+            if isinstance(exc, SubmitError):
+                raise BootError(f"RunStarted was refused: {exc}") from exc
+            raise
         if not durable:
             reason = writer.halt_reason
             session.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # a hung writer must not stretch the boot

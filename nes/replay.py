@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from nes.entry import EventStoreEntry
-from nes.errors import Backend, EventStoreError
+from nes.errors import Backend, Corrupted
 from nes.manifest import RunStatus
 from nes.reader import EventStoreReader
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
@@ -30,13 +30,12 @@ __all__ = [
 ]
 
 
-class SnapshotHashMismatch(EventStoreError):
-    def __init__(self, blob_ref: str, expected: str, actual: str) -> None:
-        super().__init__(blob_ref, expected, actual)
-        self.blob_ref, self.expected, self.actual = blob_ref, expected, actual
+class SnapshotHashMismatch(Corrupted):
+    """The snapshot blob is not the one the anchor names: a `Corrupted` restore source."""
 
-    def __str__(self) -> str:
-        return f"snapshot {self.blob_ref} content hash {self.actual} does not match anchor {self.expected}"
+    def __init__(self, blob_ref: str, expected: str, actual: str) -> None:
+        super().__init__(f"snapshot {blob_ref} content hash {actual} does not match anchor {expected}")
+        self.blob_ref, self.expected, self.actual = blob_ref, expected, actual
 
 
 class ReplayReport(msgspec.Struct, frozen=True):

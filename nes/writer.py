@@ -20,6 +20,7 @@ Contract:
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import socket
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
+import posix_ipc
 
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
@@ -70,6 +72,8 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
 ]
 
+log = logging.getLogger("nes.writer")
+
 RUN_ENDED_TOPIC = "run.lifecycle.RunEnded"
 RUN_ENDED_TYPE = "RunEnded"
 
@@ -78,6 +82,7 @@ DEFAULT_MAX_RECORD_BYTES = 1 << 20
 DEFAULT_MAX_BATCH_ENTRIES = 2048
 DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
+MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -259,6 +264,7 @@ class EventStoreWriter:
         self._control_thread: threading.Thread | None = None
         self._writer_exited = threading.Event()
         self._stopping = False  # set before we end the sidecar ourselves: its EOF is expected
+        self._final_high_watermark = durable_high_watermark  # kept when the ring is released
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
@@ -290,7 +296,12 @@ class EventStoreWriter:
 
         config = config or WriterConfig()
         ring = Ring.create(config.ring_bytes, config.max_record_bytes)
-        ours, theirs = socket.socketpair()
+        try:
+            ours, theirs = socket.socketpair()
+        except BaseException:
+            ring.close()
+            raise
+        proc: subprocess.Popen[bytes] | None = None
         try:
             args = msgspec.json.encode(
                 {
@@ -311,6 +322,9 @@ class EventStoreWriter:
             proc.stdin.write(args)
             proc.stdin.close()
         except BaseException:
+            if proc is not None:  # started but could not be given its arguments
+                proc.kill()
+                proc.wait()
             ours.close()
             ring.close()
             raise
@@ -363,7 +377,8 @@ class EventStoreWriter:
         """The durable high-watermark: every seq at or below it is committed and fsynced."""
         if self._core is not None:
             return self._core.durable_high_watermark
-        return self._ring.durable_high_watermark
+        ring = self._ring
+        return self._final_high_watermark if ring is None else ring.durable_high_watermark
 
     @property
     def next_seq(self) -> int:
@@ -378,14 +393,19 @@ class EventStoreWriter:
         if self._core is not None:
             return self._core.durable_high_watermark >= seq
         deadline = time.monotonic() + timeout
-        ring = self._ring
         while True:
-            if ring.durable_high_watermark >= seq:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._writer_exited.is_set():
-                return ring.durable_high_watermark >= seq
-            ring.wait_durable_at_least(seq, min(remaining, 0.05))
+            ring = self._ring
+            if ring is None:  # released: its last durable high-watermark is final
+                return self._final_high_watermark >= seq
+            try:
+                if ring.durable_high_watermark >= seq:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._writer_exited.is_set():
+                    return ring.durable_high_watermark >= seq
+                ring.wait_durable_at_least(seq, min(remaining, 0.05))
+            except (AttributeError, posix_ipc.Error):
+                continue  # another thread released the ring meanwhile: re-read the final value
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
@@ -428,7 +448,7 @@ class EventStoreWriter:
         while True:
             elapsed = time.monotonic() - start
             if elapsed >= threshold:
-                self._halt(BackpressureStall(ring.durable_high_watermark, elapsed, threshold))
+                self._halt(BackpressureStall(ring.durable_high_watermark, elapsed, threshold, self._next_seq - 1))
                 raise HaltSignaled(elapsed, threshold)
             if self._halted:
                 raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
@@ -444,6 +464,9 @@ class EventStoreWriter:
             raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
         if self._closed:
             raise WriterClosed()
+        for value, what, limit in ((blob_ref, "blob_ref", MAX_BLOB_REF_BYTES), (content_hash, "content_hash", 256)):
+            if not 1 <= len(_utf8(value, what)) <= limit:
+                raise InvalidDraft(f"{what} must be 1..{limit} UTF-8 bytes")
         core = self._core
         if core is not None:
             try:
@@ -453,6 +476,10 @@ class EventStoreWriter:
                 self._halt(reason)
                 raise
         record = encode_anchor_request(blob_ref, content_hash)
+        if len(record) > self.config.max_record_bytes:
+            raise RecordTooLarge(
+                f"anchor record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
+            )
         if not self._ring.try_push(KIND_ANCHOR, record):
             self._push_when_space(KIND_ANCHOR, record)
         ack = self._await_ack(self.config.ack_timeout_s, "snapshot anchor")
@@ -466,8 +493,9 @@ class EventStoreWriter:
             ack = self._acks.get(timeout=timeout_s)
         except queue.Empty:
             elapsed = time.monotonic() - start
-            self._halt(BackpressureStall(self.high_watermark, elapsed, timeout_s))
-            raise Backend(f"{what} ack stalled for {elapsed * 1e3:.1f} ms, timeout {timeout_s * 1e3:.1f} ms") from None
+            detail = f"{what} ack stalled for {elapsed * 1e3:.1f} ms, timeout {timeout_s * 1e3:.1f} ms"
+            self._halt(BackendError(self.high_watermark, detail))
+            raise Backend(detail) from None
         if ack is None:
             raise WriterHalted(self._halt_reason or WriterDied(self.high_watermark, "control channel closed"))
         return ack
@@ -480,6 +508,7 @@ class EventStoreWriter:
         if self._closed:
             raise WriterClosed()
         if self._halted:
+            self._closed = True
             self._shutdown()
             raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
         if run_ended is None:
@@ -535,37 +564,45 @@ class EventStoreWriter:
             self._halted = True
             fire = type(reason) not in self._fired
             self._fired.add(type(reason))
-        if first:
+        if first and self._notify_w >= 0:
             os.write(self._notify_w, b"H")
         if fire:
-            self._halt_hook(reason)
+            try:
+                self._halt_hook(reason)
+            except Exception:  # noqa: BLE001 - a failing hook must not take the writer's threads down
+                log.exception("halt hook raised on %s", reason)
 
     def _control_loop(self) -> None:
         assert self._channel is not None and self._proc is not None
         detail = "control channel EOF"
-        while True:
-            try:
-                message = self._channel.recv()
-            except (OSError, ControlProtocolError) as exc:
-                message, detail = None, f"control channel failed: {exc}"
-            if message is None:
-                break
-            if isinstance(message, Halt):
-                self._halt(message.reason)
-            elif isinstance(message, CloseAck):
-                self._stopping = True  # the sidecar exits right after a close ack
-                self._acks.put(message)
-            elif isinstance(message, AnchorAck):
-                self._acks.put(message)
+        sidecar_halted = False
         try:
-            code = self._proc.wait(timeout=5.0)
-            detail += f", writer exit code {code}"
-        except subprocess.TimeoutExpired:
-            detail += ", writer still running"
-        if not self._stopping:  # halt first: a waiter woken by the exit must see the reason
-            self._halt(WriterDied(self._ring.durable_high_watermark, detail))
-        self._writer_exited.set()
-        self._acks.put(None)
+            while True:
+                try:
+                    message = self._channel.recv()
+                except (OSError, ControlProtocolError) as exc:
+                    message, detail = None, f"control channel failed: {exc}"
+                    self._proc.kill()  # a sidecar we cannot understand must not go on committing
+                if message is None:
+                    break
+                if isinstance(message, Halt):
+                    sidecar_halted = True  # it exits next; that exit is not a death
+                    self._halt(message.reason)
+                elif isinstance(message, CloseAck):
+                    self._stopping = True  # the sidecar exits right after a close ack
+                    self._acks.put(message)
+                elif isinstance(message, AnchorAck):
+                    self._acks.put(message)
+            try:
+                code = self._proc.wait(timeout=5.0)
+                detail += f", writer exit code {code}"
+            except subprocess.TimeoutExpired:
+                detail += ", writer still running"
+            if not self._stopping and not sidecar_halted:  # halt first: a woken waiter must see it
+                self._halt(WriterDied(self._ring.durable_high_watermark, detail))
+        finally:
+            self._writer_exited.set()
+            self._acks.put(None)
 
     def _shutdown(self, wait_s: float | None = None) -> None:
         """Tell the sidecar we are done (EOF), wait for it, release the ring and channel."""
@@ -578,20 +615,24 @@ class EventStoreWriter:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-            if self._control_thread is not None:
+            if self._control_thread is not None and self._control_thread is not threading.current_thread():
                 self._control_thread.join(timeout=10.0)
             self._channel.close()
             self._channel = None
         self._release()
 
     def _release(self) -> None:
-        if self._ring is not None:
-            self._ring.close()
+        """Idempotent: the ring is closed once (its last durable high-watermark kept) and the
+        notify pipe's fds are closed once (never a number some later open reused)."""
+        ring = self._ring
+        if ring is not None:
+            self._final_high_watermark = ring.durable_high_watermark
+            self._ring = None  # first: a concurrent wait_durable then reads the final value
+            ring.close()
         for fd in (self._notify_r, self._notify_w):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self._notify_r = self._notify_w = -1
 
 
 def _open_error(reason: HaltReason) -> EventStoreError:

@@ -501,6 +501,7 @@ def test_index_key_outside_lmdb_key_size_is_refused_by_both_backends(backend, ke
     assert backend.high_watermark() == 0
     backend.append_batch([with_keys(build_entry(1), (CID, "k" * 511))])
     assert backend.lookup(CID, "k" * 511) == 1
+    assert backend.lookup_all(CID, key) == []  # a key that can never be stored is simply absent
 
 
 def test_memory_and_lmdb_agree_on_lookups(tmp_path: Path) -> None:
@@ -669,6 +670,19 @@ def test_lmdb_missing_format_marker_must_be_regenerated(tmp_path: Path) -> None:
         LmdbBackend.open_sealed_file(path)
     with LmdbBackend(tmp_path) as b, pytest.raises(Corrupted, match="regenerated"):
         b.open_run(manifest())  # R1 for an existing file
+
+
+def test_lmdb_manifest_with_invalid_utf8_is_corrupted_not_a_crash(tmp_path: Path) -> None:
+    import msgspec
+
+    path = write_run(tmp_path, 2)
+    broken = msgspec.msgpack.encode({"run_id": "x"}).replace(b"x", b"\xff")  # a str of invalid UTF-8
+    with RawFile(path) as raw, raw.env.begin(write=True) as txn:
+        txn.put(layout.MANIFEST_KEY, broken, db=raw.manifest)
+    with pytest.raises(Corrupted, match="decode manifest"):
+        read_manifest(path)
+    with LmdbBackend(tmp_path) as b:
+        assert b.list_runs(INSTANCE_ID) == []  # skipped, not a crash
 
 
 def test_lmdb_missing_meta_db_must_be_regenerated(tmp_path: Path) -> None:

@@ -554,3 +554,20 @@ def test_recovery_worker_timeout_skips_the_file_and_boot_succeeds(tmp_path, capl
     with open_run(make_config(tmp_path)) as session:
         assert session.recovery.parent_run_id == crashed.stem
     assert read_manifest(crashed).status is RunStatus.CrashedRecovered
+
+
+def test_runstarted_refused_is_a_boot_error_and_leaves_no_writer_behind(tmp_path: Path) -> None:
+    """A RunStarted that cannot be submitted (here: larger than max_record_bytes) fails the boot
+    with BootError; the sidecar it started is stopped (the autouse fixture checks) and the new
+    run is left Running for the next boot, which seals it as an empty crash."""
+    from nes.kernel import BootError
+    from nes.writer import WriterConfig
+
+    config = make_config(tmp_path, writer=WriterConfig(ring_bytes=1 << 16, max_record_bytes=4096))
+    components = RegisteredComponents(strategies={f"strategy-{i}": "x" * 40 for i in range(200)})
+    with pytest.raises(BootError, match="RunStarted was refused"):
+        EventStoreLifecycle(config).open(components)
+    [left] = run_files(tmp_path)
+    assert read_manifest(left).status is RunStatus.Running
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert [(r.status, r.high_watermark) for r in outcome.recovered] == [(RunStatus.CrashedRecovered, 0)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import uuid
 
 import pytest
@@ -164,10 +166,13 @@ def test_backend_disk_error_halts_once_and_refuses_later_submits():
     with pytest.raises(WriterHalted):
         writer.submit(draft(2))
     assert writer.halted and len(hook.reasons) == 1
+    assert os.read(writer.control_fd, 16) == b"H"  # what an event loop watching the fd sees
     with pytest.raises(WriterHalted):
         writer.close()
     assert backend.manifest().status is RunStatus.Running  # a halted run is not sealed
-    assert writer.control_fd >= 0
+    assert writer.control_fd == -1  # released with the writer, exactly once
+    with pytest.raises(WriterClosed):
+        writer.close()
 
 
 def test_submit_after_close_is_closed():
@@ -224,3 +229,14 @@ def test_entry_record_round_trip_and_strictness():
     with pytest.raises(RecordError):
         decode_entry_record(record + b"\x00")
 
+
+
+def test_snapshot_anchor_references_are_bounded():
+    writer = EventStoreWriter.in_process(open_memory())
+    writer.submit(draft(1))
+    with pytest.raises(InvalidDraft, match="blob_ref must be 1..4096"):
+        writer.record_snapshot_anchor("b" * 4097, "blake3:" + "0" * 64)
+    with pytest.raises(InvalidDraft, match="content_hash"):
+        writer.record_snapshot_anchor("snap-1", "")
+    anchor = writer.record_snapshot_anchor("snap-1", "blake3:" + "0" * 64)
+    assert anchor.high_watermark == 1 and not writer.halted

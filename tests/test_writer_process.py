@@ -121,6 +121,7 @@ def test_spawned_writer_commits_anchors_seals_and_leaves_no_shm(tmp_path: Path) 
 
 def test_sigkill_writer_mid_stream_halts_with_writer_died_and_loses_nothing_durable(tmp_path: Path) -> None:
     writer, halts = spawn(tmp_path)
+    token = ring_token(writer)
     try:
         for _ in range(20000):
             writer.submit(DRAFT)
@@ -140,7 +141,7 @@ def test_sigkill_writer_mid_stream_halts_with_writer_died_and_loses_nothing_dura
         assert_entries_intact(backend, durable)
     finally:
         backend.close()
-    assert shm_names(ring_token(writer)) == []
+    assert shm_names(token) == []
 
 
 def test_sigkill_trader_writer_commits_everything_pushed_and_leaves_run_running(tmp_path: Path) -> None:
@@ -182,6 +183,7 @@ def test_sigstop_writer_halts_with_backpressure_stall_and_accepted_entries_commi
                 accepted = writer.submit(DRAFT)
         assert stalled.value.stalled_for_s >= 0.25
         assert len(halts) == 1 and isinstance(halts[0], BackpressureStall)
+        assert halts[0].accepted_high_watermark == accepted  # in the ring, still being committed
         with pytest.raises(WriterHalted):
             writer.submit(DRAFT)
         assert 0 < accepted < 100000
@@ -217,7 +219,7 @@ def test_disk_full_halts_with_backend_disk_and_an_exact_high_watermark(tmp_path:
         wait_halted(writer)
     finally:
         writer.abandon()
-    assert isinstance(halts[0], BackendDisk), halts
+    assert len(halts) == 1 and isinstance(halts[0], BackendDisk), halts  # its exit is no second halt
     durable = halts[0].durable_high_watermark
     assert durable > 0
     backend = adopt(tmp_path)
@@ -241,3 +243,24 @@ def test_invalid_drafts_are_refused_before_the_ring_and_it_stays_usable(tmp_path
     assert writer.submit(DRAFT) == 1  # refused drafts consumed no seq
     assert writer.close() == 2
     assert halts == []
+
+
+def test_a_failing_halt_hook_that_abandons_the_writer_leaves_it_consistent(tmp_path: Path) -> None:
+    calls: list = []
+    writer: EventStoreWriter | None = None
+
+    def hook(reason) -> None:  # noqa: ANN001
+        calls.append(reason)
+        writer.abandon()  # from the control thread itself
+        raise RuntimeError("hook bug")
+
+    writer = EventStoreWriter.spawn(tmp_path, make_manifest(), None, hook)
+    assert writer.submit(DRAFT) == 1
+    assert writer.wait_durable(1, 10.0)
+    os.kill(writer.writer_pid, signal.SIGKILL)
+    assert writer._writer_exited.wait(15.0)  # the control thread finished despite the hook
+    assert len(calls) == 1 and isinstance(calls[0], WriterDied)
+    with pytest.raises(WriterClosed):
+        writer.submit(DRAFT)
+    assert writer.high_watermark == 1 and writer.wait_durable(1, 0.1)
+    assert writer.control_fd == -1

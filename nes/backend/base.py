@@ -273,6 +273,8 @@ class RunStoreBase:
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
         """Every seq that carried (kind, key), ascending: an improvement on the crate's first-only."""
         self._require_run()
+        if index_key_problem(key) is not None:
+            return []  # such a key can never have been stored (both backends refuse it)
         return self._index_seqs(kind, key)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:

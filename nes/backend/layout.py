@@ -17,6 +17,7 @@ The reader, verifier and retention planner all open files through these names.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -62,6 +63,31 @@ def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
     validate_path_id(instance_id, "instance_id")
     validate_path_id(run_id, "run_id")
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty, 0600, failing if it exists (FileExistsError); missing parent
+    directories are created 0700. The new directory entries are fsynced (file's directory and
+    every directory created), so a file whose contents LMDB later fsyncs cannot vanish with a
+    power loss."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE))
+    for directory in {path.parent, *(created.parent for created in missing)}:
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def marker_sidecar_path(run_file: str | Path) -> Path:

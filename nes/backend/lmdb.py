@@ -107,14 +107,12 @@ class _RunFile:
 
     @classmethod
     def create(cls, path: Path, map_size: int) -> _RunFile:
-        path.parent.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, layout.FILE_MODE)
+            layout.create_private_file(path)
         except FileExistsError:
             raise Backend(f"run file already exists: {path}") from None
         except OSError as exc:
             raise classify_lmdb_error(exc, f"create {path}") from exc
-        os.close(fd)
         try:
             run_file = cls(path, writable=True, map_size=map_size)
         except BaseException:
@@ -184,7 +182,7 @@ class _RunFile:
             raise Corrupted(f"run file has no manifest: {self.path}")
         try:
             return decode_manifest(raw)
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
             raise Corrupted(f"decode manifest: {exc}") from exc
 
     def last_seq(self) -> int:
@@ -404,7 +402,7 @@ class LmdbBackend(RunStoreBase):
             raw = cursor.value()
         try:
             return decode_anchor(raw)
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
             raise Corrupted(f"decode snapshot anchor: {exc}") from exc
 
 

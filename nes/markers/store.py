@@ -251,8 +251,7 @@ class MarkerStore:
         existed = self._path.exists()
         try:
             if not existed:
-                self._path.parent.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
-                os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, layout.FILE_MODE))
+                layout.create_private_file(self._path)
             # Lock before LMDB touches the file: a refused second writer must not write to it.
             self._lock()
             self._env = lmdb.open(
