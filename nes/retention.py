@@ -23,6 +23,7 @@ import msgspec
 
 from nes.backend import layout
 from nes.config import Bounded, Full, RetentionMode, SnapshotAnchored
+from nes.isolation import WorkerCrash, run_json_worker
 from nes.manifest import RunStatus, decode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor
 
@@ -98,6 +99,9 @@ def plan_retention(mode: RetentionMode, runs: list[RetentionRun]) -> RetentionPl
     raise TypeError(f"unknown retention mode {mode!r}")
 
 
+DEFAULT_READ_TIMEOUT_S = 30.0
+
+
 # ---- LMDB run files (read-only) -------------------------------------------------------------------
 def _last_key(txn: lmdb.Transaction, db: lmdb._Database) -> tuple[bytes, bytes] | None:
     cursor = txn.cursor(db)
@@ -139,14 +143,18 @@ def read_retention_run(path: Path) -> RetentionRun:
     )
 
 
-def plan_lmdb_retention(base_dir: str | Path, instance_id: str, mode: RetentionMode) -> RetentionPlan:
-    """Plan over `<base>/<instance_id>/*.lmdb`; unreadable files are listed in `skipped`."""
+def plan_lmdb_retention(
+    base_dir: str | Path, instance_id: str, mode: RetentionMode, timeout_s: float = DEFAULT_READ_TIMEOUT_S
+) -> RetentionPlan:
+    """Plan over `<base>/<instance_id>/*.lmdb`. Each file is read by a `workers.retention`
+    child (a damaged file can crash only that child); unreadable files are listed in `skipped`
+    and are never reclaimed."""
     runs: list[RetentionRun] = []
     skipped: list[str] = []
     for path in layout.list_run_files(base_dir, instance_id):
         try:
-            runs.append(read_retention_run(path))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, never reclaimed
-            skipped.append(f"{path.name}: {type(exc).__name__}: {exc}")
+            runs.append(run_json_worker("workers.retention", [str(path)], timeout_s, RetentionRun))
+        except WorkerCrash as crash:
+            skipped.append(f"{path.name}: {crash.status}")
     plan = plan_retention(mode, runs)
     return msgspec.structs.replace(plan, skipped=skipped)

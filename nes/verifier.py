@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import bisect
 import os
-import signal
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -47,6 +44,7 @@ from nes.backend.layout import (
     marker_sidecar_path,
 )
 from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame
+from nes.isolation import WorkerCrash, run_json_worker
 from nes.markers.verifier import MarkerVerifyReport
 from nes.manifest import RunStatus, decode_manifest
 from nes.snapshot import decode_anchor
@@ -566,30 +564,6 @@ def scan_tail(path: str | os.PathLike[str]) -> TailScan:
 
 
 # ---- the worker boundary ------------------------------------------------------------------------
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Make `workers` importable even when nes is used from a source tree, not installed.
-    if (_PROJECT_ROOT / "workers" / "__init__.py").is_file():
-        existing = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = str(_PROJECT_ROOT) + (os.pathsep + existing if existing else "")
-    return env
-
-
-def _describe_exit(returncode: int, stderr: bytes) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-returncode} ({name})"
-    last = stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:] if stderr else []
-    suffix = f": {last[0][:200]}" if last else ""
-    return f"exited with status {returncode} without a report{suffix}".replace('"', "'")
-
-
 def verify_in_worker(path: str | os.PathLike[str], timeout_s: float) -> VerifyReport | WorkerFailure:
     """Verify in a `python -m workers.verify` child; a crash or timeout is a WorkerFailure.
 
@@ -599,22 +573,6 @@ def verify_in_worker(path: str | os.PathLike[str], timeout_s: float) -> VerifyRe
     if not os.path.isfile(path_str):
         raise VerifyOpenError(f"run file not found: {path_str}")
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "workers.verify", path_str],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            env=_worker_env(),
-            check=False,
-        )
-    except subprocess.TimeoutExpired:  # run() has killed and reaped the child
-        return WorkerFailure(path_str, f"timed out after {timeout_s:g}s")
-    if done.returncode == 0:
-        line = done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else []
-        if line:
-            try:
-                return msgspec.json.decode(line[0], type=VerifyReport)
-            except _DECODE_ERRORS as exc:
-                return WorkerFailure(path_str, f"unreadable report: {exc}".replace('"', "'"))
-        return WorkerFailure(path_str, "exited with status 0 without a report")
-    return WorkerFailure(path_str, _describe_exit(done.returncode, done.stderr))
+        return run_json_worker("workers.verify", [path_str], timeout_s, VerifyReport)
+    except WorkerCrash as crash:
+        return WorkerFailure(path_str, crash.status)

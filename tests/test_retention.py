@@ -266,3 +266,17 @@ def test_lmdb_planner_reads_empty_run_as_not_a_restore_point(tmp_path: Path) -> 
 def test_lmdb_planner_refuses_bad_instance_id(tmp_path: Path, bad_instance: str) -> None:
     with pytest.raises(ValueError):
         plan_lmdb_retention(tmp_path, bad_instance, Full())
+
+
+def test_lmdb_planner_survives_a_file_that_crashes_its_reader(tmp_path: Path) -> None:
+    """A truncated run file makes LMDB fault (SIGBUS) in whatever process maps it: the planner
+    reads every file in a worker, so only that worker dies and the file is skipped."""
+    make_run_file(tmp_path, 1, Ended, 4, anchor_at(3))
+    damaged = make_run_file(tmp_path, 2, Ended, 2000, anchor_at(2000))
+    make_run_file(tmp_path, 3, Ended, 5, anchor_at(5))
+    with open(damaged, "r+b") as handle:
+        handle.truncate(damaged.stat().st_size // 2)
+    plan = plan_lmdb_retention(tmp_path, INSTANCE_ID, SnapshotAnchored())
+    assert [line.split(":")[0] for line in plan.skipped] == [f"{rid(2)}.lmdb"]
+    assert plan.runs_considered == [rid(1), rid(3)]
+    assert plan.restore_point == rid(3) and plan.candidates == [rid(1)]
