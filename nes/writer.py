@@ -417,7 +417,7 @@ class EventStoreWriter:
         if ts_publish <= self._last_ts_publish:
             ts_publish = self._last_ts_publish + 1
         seq = self._next_seq
-        record = draft.record(seq, ts_publish)
+        record = draft._template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
         if len(record) > self.config.max_record_bytes:
             raise RecordTooLarge(
                 f"entry record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"

@@ -119,6 +119,8 @@ class Ring:
         self._durable_waiting = u64.from_buffer(mm, layout.OFF_DURABLE_WAITING)
         self.capacity = 0
         self.max_record = 0
+        self._producer_head = 0  # the producer's own copy of `head` (it is its only writer)
+        self._tail_seen = 0  # the producer's last read of `tail` (refreshed when space looks short)
 
     # -- lifetime -----------------------------------------------------------------------------
     @classmethod
@@ -191,6 +193,7 @@ class Ring:
             raise RingError(f"segment {names.segment} is not an nes ring")
         ring.capacity = capacity
         ring.max_record = max_record
+        ring._producer_head, ring._tail_seen = ring._head.value, ring._tail.value  # if it ever produces
         return ring
 
     def unlink_names(self) -> None:
@@ -237,7 +240,11 @@ class Ring:
 
     # -- producer -----------------------------------------------------------------------------
     def try_push(self, kind: int, data: bytes) -> bool:
-        """Publish one record; False if the ring has no room for it right now."""
+        """Publish one record; False if the ring has no room for it right now.
+
+        The producer keeps its own copy of `head` (it is the only writer) and a cached `tail`
+        it refreshes only when the cached free space looks too small, so a steady-state push
+        reads one shared field (`consumer_waiting`) and writes one (`head`)."""
         n = len(data)
         if n > self.max_record:
             raise RecordTooLarge(n, self.max_record)
@@ -245,24 +252,26 @@ class Ring:
             raise ValueError(f"record kind must be in 0..{layout.WRAP_KIND - 1}, got {kind}")
         size = _HDR + ((n + 7) & ~7)
         capacity = self.capacity
-        head = self._head.value
-        free = capacity - (head - self._tail.value)
+        head = self._producer_head
         pos = head % capacity
         to_end = capacity - pos
+        needed = size + to_end if size > to_end else size
+        if needed > capacity - (head - self._tail_seen):
+            self._tail_seen = self._tail.value
+            if needed > capacity - (head - self._tail_seen):
+                return False
         mm = self._mm
         base = layout.HEADER_BYTES
         if size > to_end:
-            if to_end + size > free:
-                return False
             _RECORD.pack_into(mm, base + pos, 0, layout.WRAP_KIND)
             head += to_end
             pos = 0
-        elif size > free:
-            return False
         start = base + pos
         _RECORD.pack_into(mm, start, n, kind)
         mm[start + _HDR : start + _HDR + n] = data
-        self._head.value = head + size
+        head += size
+        self._head.value = head
+        self._producer_head = head
         if self._consumer_waiting.value:
             self._data_sem.release()
         return True
