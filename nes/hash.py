@@ -40,12 +40,12 @@ class EntryHash(bytes):
         return f"EntryHash({self.hex()})"
 
 
-_DOMAIN_STATE = blake3(HASH_DOMAIN)  # copied per entry: cheaper than re-absorbing the domain
+DOMAIN_HASH_STATE = blake3(HASH_DOMAIN)  # copied per entry: cheaper than re-absorbing the domain
 
 
 def hash_frame(frame: bytes | memoryview) -> bytes:
     """BLAKE3 over the domain string then the canonical frame: 32 raw bytes."""
-    hasher = _DOMAIN_STATE.copy()
+    hasher = DOMAIN_HASH_STATE.copy()
     hasher.update(frame)
     return hasher.digest()
 

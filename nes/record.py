@@ -5,6 +5,7 @@ writer's READY high-watermark + 1) and ts_publish, and writes the entry's canoni
 (nes.codec) so the writer only hashes and stores it: it never re-encodes an entry.
 
     kind  record body
+    FRAME    canonical frame (an entry without index keys: the body is stored as it is)
     ENTRY    u32 LE frame_len | canonical frame | u16 LE key_count | key_count x (u8 kind, u32 LE len, UTF-8 id)
     ANCHOR   msgspec msgpack AnchorRequest(blob_ref, content_hash)
     CLOSE    empty: commit everything before it, seal the run Ended, ack, exit
@@ -27,6 +28,8 @@ from nes.headers import Headers
 
 __all__ = [
     "KIND_ENTRY",
+    "KIND_FRAME",
+    "ENTRY_KINDS",
     "KIND_ANCHOR",
     "KIND_CLOSE",
     "RecordError",
@@ -42,6 +45,8 @@ __all__ = [
 KIND_ENTRY = 1
 KIND_ANCHOR = 2
 KIND_CLOSE = 3
+KIND_FRAME = 4
+ENTRY_KINDS = (KIND_ENTRY, KIND_FRAME)
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
@@ -77,15 +82,16 @@ def _encode_keys(index_keys: Sequence[IndexKey]) -> bytes:
 
 
 class EntryTemplate(NamedTuple):
-    """An ENTRY record minus the (seq, ts_init, ts_publish, len(topic)) block at the frame's
-    front: everything a draft knows before submit. `record()` adds the block."""
+    """A FRAME or ENTRY record minus the (seq, ts_init, ts_publish, len(topic)) block at the
+    frame's front: everything a draft knows before submit. `record()` adds the block."""
 
-    frame_len: bytes  # u32 LE
+    kind: int  # KIND_FRAME without index keys, else KIND_ENTRY
+    prefix: bytes  # ENTRY: u32 LE frame_len; FRAME: nothing
     topic_len: int
-    tail: bytes  # rest of the frame, then the index-key trailer
+    tail: bytes  # rest of the frame, then (ENTRY) the index-key trailer
 
     def record(self, seq: int, ts_init: int, ts_publish: int) -> bytes:
-        return b"".join((self.frame_len, _FRAME_HEAD.pack(seq, ts_init, ts_publish, self.topic_len), self.tail))
+        return b"".join((self.prefix, _FRAME_HEAD.pack(seq, ts_init, ts_publish, self.topic_len), self.tail))
 
 
 def entry_template(
@@ -103,7 +109,10 @@ def entry_template(
             b"\x00" if caus is None else b"\x01" + caus.bytes,
         )
     )
-    return EntryTemplate(_U32.pack(_FRAME_HEAD.size + len(frame_tail)), len(topic), frame_tail + _encode_keys(index_keys))
+    if not index_keys:
+        return EntryTemplate(KIND_FRAME, b"", len(topic), frame_tail)
+    frame_len = _U32.pack(_FRAME_HEAD.size + len(frame_tail))
+    return EntryTemplate(KIND_ENTRY, frame_len, len(topic), frame_tail + _encode_keys(index_keys))
 
 
 def encode_entry_record(
@@ -116,7 +125,12 @@ def encode_entry_record(
     headers: Headers,
     index_keys: Sequence[IndexKey],
 ) -> bytes:
-    return entry_template(topic, payload_type, payload, headers, index_keys).record(seq, ts_init, ts_publish)
+    """The ENTRY record (with its index-key trailer, even when there are no keys)."""
+    template = entry_template(topic, payload_type, payload, headers, index_keys)
+    if template.kind == KIND_FRAME:
+        frame_len = _U32.pack(_FRAME_HEAD.size + len(template.tail))
+        template = EntryTemplate(KIND_ENTRY, frame_len, template.topic_len, template.tail + _NO_KEYS)
+    return template.record(seq, ts_init, ts_publish)
 
 
 def decode_entry_record(record: bytes | memoryview) -> tuple[int, bytes, tuple[IndexKey, ...]]:

@@ -21,6 +21,7 @@ sidecar process share it; `run_sidecar` is the process loop around it.
 from __future__ import annotations
 
 import os
+import queue
 import struct
 import threading
 import time
@@ -31,22 +32,21 @@ from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
 from nes.codec import MIN_FRAME_LEN
 from nes.control import AnchorAck, ControlChannel, CloseAck, Halt, Ready
 from nes.halt import BackendCorrupted, HaltReason, from_backend_error
-from nes.hash import hash_frame
+from nes.hash import DOMAIN_HASH_STATE
 from nes.manifest import RunStatus
 from nes.record import (
     KIND_ANCHOR,
     KIND_CLOSE,
+    ENTRY_KINDS,
     KIND_ENTRY,
+    KIND_FRAME,
     RecordError,
     decode_anchor_request,
     decode_entry_record,
 )
 from nes.snapshot import SnapshotAnchor
 
-_U32_LE = struct.Struct("<I")
 _U64_BE = struct.Struct(">Q")
-_NO_KEYS = b"\x00\x00"
-_MIN_RECORD = 4 + MIN_FRAME_LEN + 2  # frame length, frame, key count
 
 __all__ = ["WriterCore", "should_flush", "run_sidecar", "ConsumerRing", "HALT_CODES"]
 
@@ -60,23 +60,72 @@ HALT_CODES: dict[str, int] = {
 }
 
 
-def should_flush(pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float) -> bool:
-    """The batcher's flush rule (pure): the batch is full, nothing more is waiting, or its oldest
-    entry is due. (While a commit's fsync runs, new entries pile up in the ring: the next batch
-    is whatever waited, which is group commit.)"""
+def should_flush(
+    pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float, commit_in_flight: bool = False
+) -> bool:
+    """The batcher's flush rule (pure): the batch is full, or its oldest entry is due, or nothing
+    more is waiting and no commit is in flight. While a commit's fsync runs, the batch keeps
+    growing (group commit): flushing it would only wait for that commit."""
     if pending == 0:
         return False
-    return pending >= max_batch_entries or ring_drained or now >= deadline
+    return pending >= max_batch_entries or now >= deadline or (ring_drained and not commit_in_flight)
+
+
+class _CommitThread:
+    """Runs staged commits, one at a time, on its own thread.
+
+    The caller stages a batch (LMDB puts, on its thread) only after the previous commit has
+    finished (`wait_idle`), so at most one write transaction exists and commits land in order.
+    The commit itself (pwrite + fsync, GIL released by py-lmdb) then overlaps with decoding and
+    hashing the next batch. Puts stay on the caller's thread on purpose: py-lmdb drops and
+    re-takes the GIL around every put of a `putmulti`, which would stall a second thread."""
+
+    def __init__(self, on_done: Callable[[int], None], on_failure: Callable[[], None]) -> None:
+        self._on_done = on_done
+        self._on_failure = on_failure
+        self._queue: queue.SimpleQueue[Callable[[], int] | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nes-writer-commit", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def submit(self, commit: Callable[[], int]) -> None:
+        self._idle.clear()
+        self._queue.put(commit)
+
+    def wait_idle(self) -> None:
+        """Wait for the commit in flight; raise its failure (after one, nothing more commits)."""
+        self._idle.wait()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (commit := self._queue.get()) is not None:
+            try:
+                self._on_done(commit())
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread as a halt
+                self.error = err
+                self._on_failure()
+            finally:
+                self._idle.set()
 
 
 class WriterCore:
     """Record -> batch -> commit, over one backend that holds the open run.
 
-    Commits are synchronous, on the thread that decodes and hashes. (A commit thread does not
-    pay here: py-lmdb releases and re-takes the GIL around every put of a `putmulti`, so a
-    second thread turns each batch into a GIL hand-off storm; measured slower in
-    tools/bench_pipeline.py.) `on_durable` is called with the new high-watermark after each
-    commit."""
+    Commits are synchronous unless `start_pipeline` was called; then each batch is staged on
+    this thread and committed on a `_CommitThread` while the next batch is decoded and hashed.
+    `on_durable` is called with the new high-watermark after each commit, on the committing
+    thread."""
 
     def __init__(self, backend: RunStoreBase, on_durable: Callable[[int], None] | None = None) -> None:
         self.backend = backend
@@ -87,40 +136,57 @@ class WriterCore:
         self._index_rows: list[tuple[IndexKind, str, int]] = []
         self._max_ts_init = b"\x00" * 8  # big-endian u64 bytes order like the numbers
         self._on_durable = on_durable
+        self._committer: _CommitThread | None = None
+
+    def start_pipeline(self, on_failure: Callable[[], None]) -> None:
+        """Commit on a separate thread from now on; `on_failure` is called there on a failure."""
+        self._committer = _CommitThread(self._committed, on_failure)
+
+    def stop_pipeline(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()
+            self._committer = None
 
     @property
     def pending(self) -> int:
         return len(self._items)
 
-    def add_entry(self, record: bytes) -> None:
-        self.add_entries((record,))
+    @property
+    def commit_in_flight(self) -> bool:
+        return self._committer is not None and self._committer.busy
 
-    def add_entries(self, records: Iterable[bytes]) -> None:
-        """For each ENTRY record: check its seq is next, hash its frame, batch `hash || frame`.
-        One tight loop per popped run of records (this is the writer's hot path)."""
+    def add_entry(self, record: bytes) -> None:
+        """One ENTRY record (with its index-key trailer)."""
+        self.add_entries([(KIND_ENTRY, record)])
+
+    def add_entries(self, records: Iterable[tuple[int, bytes]]) -> None:
+        """For each FRAME / ENTRY record: check its seq is next, hash its frame, batch
+        `hash || frame`. One tight loop per popped run of records (the writer's hot path)."""
         items_append = self._items.append
         seq = self._next_seq
         max_ts_init = self._max_ts_init
         pack = _U64_BE.pack
+        domain_copy = DOMAIN_HASH_STATE.copy
         try:
-            for record in records:
-                end = len(record)
-                if end >= _MIN_RECORD and record[-2:] == _NO_KEYS and _U32_LE.unpack_from(record)[0] == end - 6:
-                    frame = record[4:-2]  # the common case: no index keys
+            for kind, record in records:
+                if kind == KIND_FRAME:
+                    frame = record  # stored as it came: no parsing, no copy
                     keys: tuple[IndexKey, ...] = ()
                 else:
                     _, frame, keys = decode_entry_record(record)
-                    if len(frame) < MIN_FRAME_LEN:
-                        raise RecordError(f"entry frame of {len(frame)} bytes is too short")
+                if len(frame) < MIN_FRAME_LEN:
+                    raise RecordError(f"entry frame of {len(frame)} bytes is too short")
                 key = frame[:8]
                 if key != pack(seq):
                     raise RecordError(f"producer sent seq {_U64_BE.unpack(key)[0]}, expected {seq}")
-                items_append((key, hash_frame(frame) + frame))
+                hasher = domain_copy()  # hash_frame, inlined
+                hasher.update(frame)
+                items_append((key, hasher.digest() + frame))
                 ts_init = frame[8:16]  # big-endian: bytes order like the numbers
                 if ts_init > max_ts_init:
                     max_ts_init = ts_init
-                for kind, index_key in keys:
-                    self._index_rows.append((kind, index_key, seq))
+                for index_kind, index_key in keys:
+                    self._index_rows.append((index_kind, index_key, seq))
                 seq += 1
         finally:
             self._next_seq = seq
@@ -132,22 +198,45 @@ class WriterCore:
         self._items, self._index_rows = [], []
         return batch
 
+    def _committed(self, high_watermark: int) -> None:
+        self.durable_high_watermark = high_watermark
+        if self._on_durable is not None:
+            self._on_durable(high_watermark)
+
     def flush(self) -> int:
-        """Commit the pending batch in one transaction; returns the durable high-watermark."""
+        """Commit the pending batch in one transaction (pipelined: once the commit in flight
+        is done, stage it and hand its commit over); returns the durable high-watermark."""
+        committer = self._committer
+        if committer is not None:
+            committer.wait_idle()  # also raises the failure of the commit before
         if self._items:
-            self.durable_high_watermark = self.backend.append_prepared(self._take_batch())
-            if self._on_durable is not None:
-                self._on_durable(self.durable_high_watermark)
+            batch = self._take_batch()
+            if committer is None:
+                self._committed(self.backend.append_prepared(batch))
+            else:
+                committer.submit(self.backend.begin_append(batch))
         return self.durable_high_watermark
 
-    def record_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+    def sync(self) -> int:
+        """Everything added so far committed; returns the durable high-watermark."""
         self.flush()
+        if self._committer is not None:
+            self._committer.wait_idle()
+        return self.durable_high_watermark
+
+    def check(self) -> None:
+        """Raise the failure of a pipelined commit, if there was one."""
+        if self._committer is not None and self._committer.error is not None:
+            raise self._committer.error
+
+    def record_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+        self.sync()
         anchor = SnapshotAnchor(self.durable_high_watermark, blob_ref, content_hash)
         self.backend.record_snapshot_anchor(anchor)
         return anchor
 
     def close(self) -> int:
-        self.flush()
+        self.sync()
         self.backend.seal(RunStatus.Ended)
         return self.durable_high_watermark
 
@@ -172,7 +261,7 @@ IDLE_WAIT_S = 1.0  # an idle writer wakes this often at most (it is woken on dat
 
 def _add(
     core: WriterCore,
-    entries: list[bytes],
+    entries: list[tuple[int, bytes]],
     deadline: float,
     max_batch_entries: int,
     max_batch_latency_s: float,
@@ -196,7 +285,11 @@ def run_sidecar(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """The writer process loop. Returns the process exit code (0 clean, 3 halted)."""
-    core = WriterCore(backend, on_durable=ring.publish_durable)
+    def committed(high_watermark: int) -> None:
+        ring.publish_durable(high_watermark)
+        ring.wake_consumer()  # a batch may be waiting for the commit in flight to finish
+
+    core = WriterCore(backend, on_durable=committed)
     trader_gone = threading.Event()
 
     def watch_trader() -> None:
@@ -216,14 +309,15 @@ def run_sidecar(
 
     send(Ready(core.durable_high_watermark, os.getpid()))
     threading.Thread(target=watch_trader, name="nes-writer-lifeline", daemon=True).start()
+    core.start_pipeline(on_failure=ring.wake_consumer)
     deadline = 0.0
     try:
         while True:
             records = ring.pop(max(1, max_batch_entries - core.pending))
-            entries: list[bytes] = []
+            entries: list[tuple[int, bytes]] = []
             for kind, data in records:
-                if kind == KIND_ENTRY:
-                    entries.append(data)
+                if kind in ENTRY_KINDS:
+                    entries.append((kind, data))
                     continue
                 if entries:  # control records apply after the entries before them
                     deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
@@ -240,14 +334,19 @@ def run_sidecar(
                 deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
             drained = not records
             now = clock()
-            if should_flush(core.pending, max_batch_entries, drained, now, deadline):
+            if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
                 core.flush()
+            else:
+                core.check()
             if drained:
                 if trader_gone.is_set():
-                    return 0  # everything pushed before the trader died is committed above
-                ring.wait_for_data(IDLE_WAIT_S)
+                    core.sync()
+                    return 0  # everything pushed before the trader died is committed
+                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S)
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
         reason = core.halt_reason(err)
         ring.set_halt(HALT_CODES[type(reason).__name__])
         send(Halt(reason))
         return 3
+    finally:
+        core.stop_pipeline()

@@ -49,7 +49,7 @@ from nes.halt import (
 )
 from nes.headers import Headers
 from nes.manifest import RunManifest
-from nes.record import KIND_ANCHOR, KIND_CLOSE, KIND_ENTRY, MAX_INDEX_KEYS, encode_anchor_request, entry_template
+from nes.record import KIND_ANCHOR, KIND_CLOSE, MAX_INDEX_KEYS, encode_anchor_request, entry_template
 from nes.sidecar import WriterCore
 from nes.snapshot import SnapshotAnchor
 
@@ -219,8 +219,13 @@ class EntryDraft:
     ) -> EntryDraft:
         return cls(topic, payload_type, payload, ts_init, headers, ())
 
+    @property
+    def record_kind(self) -> int:
+        """The ring record kind of `record()`: FRAME without index keys, else ENTRY."""
+        return self._template.kind
+
     def record(self, seq: int, ts_publish: int) -> bytes:
-        """The ENTRY ring record for this draft at (seq, ts_publish)."""
+        """The ring record for this draft at (seq, ts_publish) (kind: `record_kind`)."""
         return self._template.record(seq, self.ts_init, ts_publish)
 
     def __repr__(self) -> str:
@@ -417,23 +422,24 @@ class EventStoreWriter:
         if ts_publish <= self._last_ts_publish:
             ts_publish = self._last_ts_publish + 1
         seq = self._next_seq
-        record = draft._template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
+        template = draft._template
+        record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
         if len(record) > self.config.max_record_bytes:
             raise RecordTooLarge(
                 f"entry record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
             )
         core = self._core
         if core is not None:
-            self._commit_in_process(core, record)
-        elif not self._ring.try_push(KIND_ENTRY, record):
-            self._push_when_space(KIND_ENTRY, record)
+            self._commit_in_process(core, template.kind, record)
+        elif not self._ring.try_push(template.kind, record):
+            self._push_when_space(template.kind, record)
         self._next_seq = seq + 1
         self._last_ts_publish = ts_publish
         return seq
 
-    def _commit_in_process(self, core: WriterCore, record: bytes) -> None:
+    def _commit_in_process(self, core: WriterCore, kind: int, record: bytes) -> None:
         try:
-            core.add_entry(record)
+            core.add_entries([(kind, record)])
             core.flush()
         except Exception as err:  # noqa: BLE001 - a failed commit is a halt with its reason
             reason = core.halt_reason(err)

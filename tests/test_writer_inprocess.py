@@ -150,8 +150,11 @@ class FailingBackend(MemoryBackend):
         super().__init__()
         self.error = error
 
-    def _commit(self, batch):  # noqa: ANN001
-        raise self.error
+    def _stage(self, batch):  # noqa: ANN001
+        def fail() -> None:
+            raise self.error  # at commit, where a real disk fills up
+
+        return fail
 
 
 def test_backend_disk_error_halts_once_and_refuses_later_submits():

@@ -57,7 +57,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 # ---- baselines ------------------------------------------------------------------------------------
 def raw_lmdb(base: Path, count: int, batch: int) -> float:
     """py-lmdb putmulti(append=True) of the bytes the writer stores (hash || frame), fsync on."""
-    value = b"h" * 32 + DRAFT.record(1, 1)[4:-2]
+    value = b"h" * 32 + DRAFT.record(1, 1)  # a FRAME record: the canonical frame itself
     env = lmdb.open(str(base / "raw.lmdb"), subdir=False, map_size=1 << 34, max_dbs=2, sync=True, metasync=True)
     db = env.open_db(b"entries")
     pack = struct.Struct(">Q").pack
@@ -73,7 +73,7 @@ def raw_lmdb(base: Path, count: int, batch: int) -> float:
 
 def raw_commit_latency(base: Path, commits: int, batch: int) -> tuple[float, float]:
     """p50/p99 (ms) of one small fsynced py-lmdb commit: the floor under submit -> durable."""
-    value = b"h" * 32 + DRAFT.record(1, 1)[4:-2]
+    value = b"h" * 32 + DRAFT.record(1, 1)  # a FRAME record: the canonical frame itself
     env = lmdb.open(str(base / "raw-latency.lmdb"), subdir=False, map_size=1 << 32, max_dbs=2, sync=True, metasync=True)
     db = env.open_db(b"entries")
     pack = struct.Struct(">Q").pack
@@ -120,7 +120,7 @@ def _mpqueue_writer(base: str, run: RunManifest, inbox: mp.Queue, done: mp.Queue
         if record is not None:
             if core.pending == 0:
                 deadline = time.monotonic() + 0.005
-            core.add_entry(record)
+            core.add_entries([(DRAFT.record_kind, record)])
         if should_flush(core.pending, 1000, record is None, time.monotonic(), deadline):
             core.flush()
 

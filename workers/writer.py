@@ -20,6 +20,9 @@ from nes.sidecar import run_sidecar
 from shm.ring import Ring, RingNames
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     base_dir: str
     manifest: RunManifest
@@ -37,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A file-size limit must surface as EFBIG (a BackendDisk halt), not kill the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # The commit thread must get the GIL back soon after an fsync returns, not after the
+    # default 5 ms switch interval behind the decode/hash loop.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     channel = ControlChannel.from_fd(ns.control_fd)
     args = msgspec.json.decode(sys.stdin.buffer.read(), type=WriterArgs)
 
-    backend = LmdbBackend(args.base_dir)
+    backend = LmdbBackend(args.base_dir, exclusive=True)  # commits run on the sidecar's commit thread
     try:
         try:
             backend.open_run(args.manifest)

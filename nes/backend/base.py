@@ -7,7 +7,7 @@ committed. Hashes are not checked on append (a tampered entry is accepted) and a
 every read. A sealed run refuses appends and anchors with `Closed`; "no run open" is `Backend`.
 
 `RunStoreBase` implements those rules once; a backend supplies the storage primitives
-(`_commit`, `_get_value`, `_iter_values`, index and anchor access). Entries travel to storage as
+(`_stage`, `_get_value`, `_iter_values`, index and anchor access). Entries travel to storage as
 `EncodedEntry` (seq, `entry_hash || canonical frame`, index keys) so the writer sidecar can
 append bytes it never decoded; every append path ends in one `PreparedBatch` (storage-ready key
 and value bytes), which the writer sidecar builds directly on its hot path.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
@@ -153,8 +153,8 @@ class RunStoreBase:
     _run: _Run | None = None
 
     # ---- storage primitives (subclass) -------------------------------------------------
-    def _commit(self, batch: PreparedBatch) -> None:
-        """Store the whole batch atomically (all or nothing)."""
+    def _stage(self, batch: PreparedBatch) -> Callable[[], None]:
+        """Prepare the whole batch; the returned callable stores it atomically (all or nothing)."""
         raise NotImplementedError
 
     def _get_value(self, seq: int) -> bytes | None:
@@ -229,15 +229,27 @@ class RunStoreBase:
 
     def append_prepared(self, batch: PreparedBatch) -> int:
         """Commit a storage-ready batch in one transaction; returns the new high-watermark."""
+        return self.begin_append(batch)()
+
+    def begin_append(self, batch: PreparedBatch) -> Callable[[], int]:
+        """Check and stage `batch`; the returned `commit()` makes it durable and returns the new
+        high-watermark. `commit` may run on another thread (the LMDB backend does its fsync
+        there with the GIL released, while the writer hashes the next batch); nothing else may
+        touch the run between the two calls."""
         run = self._require_writable()
-        if not batch.items:
-            return run.high_watermark
-        if batch.first_seq != run.high_watermark + 1:
+        if batch.items and batch.first_seq != run.high_watermark + 1:
             raise OutOfOrder(run.high_watermark, batch.first_seq)
-        self._commit(batch)
-        run.high_watermark = batch.first_seq + len(batch.items) - 1
-        run.max_ts_init = max(run.max_ts_init, batch.max_ts_init)
-        return run.high_watermark
+        staged = self._stage(batch) if batch.items else None
+
+        def commit() -> int:
+            if staged is None:
+                return run.high_watermark
+            staged()
+            run.high_watermark = batch.first_seq + len(batch.items) - 1
+            run.max_ts_init = max(run.max_ts_init, batch.max_ts_init)
+            return run.high_watermark
+
+        return commit
 
     def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]:
         run = self._require_run()

@@ -76,7 +76,7 @@ def durable_write(env: lmdb.Environment, path: Path, body: Callable[[lmdb.Transa
 class _RunFile:
     """An open LMDB environment with its named databases (one owner: the backend or a reader)."""
 
-    def __init__(self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False) -> None:
         self.path = path
         self._lock_fd: int | None = None
         if not path.is_file():
@@ -90,6 +90,7 @@ class _RunFile:
                 self.env = lmdb.open(
                     str(path), subdir=False, map_size=map_size, max_dbs=layout.MAX_DBS, sync=True,
                     metasync=True, mode=layout.FILE_MODE, meminit=False, readahead=False, create=False,
+                    lock=not exclusive,
                 )
             else:
                 self.env = lmdb.open(
@@ -106,7 +107,7 @@ class _RunFile:
             raise
 
     @classmethod
-    def create(cls, path: Path, map_size: int) -> _RunFile:
+    def create(cls, path: Path, map_size: int, exclusive: bool) -> _RunFile:
         try:
             layout.create_private_file(path)
         except FileExistsError:
@@ -114,7 +115,7 @@ class _RunFile:
         except OSError as exc:
             raise classify_lmdb_error(exc, f"create {path}") from exc
         try:
-            run_file = cls(path, writable=True, map_size=map_size)
+            run_file = cls(path, writable=True, map_size=map_size, exclusive=exclusive)
         except BaseException:
             path.unlink(missing_ok=True)
             Path(f"{path}-lock").unlink(missing_ok=True)
@@ -222,11 +223,18 @@ def read_manifest(path: str | os.PathLike[str]) -> RunManifest:
 class LmdbBackend(RunStoreBase):
     """Runs stored as `<base_dir>/<instance_id>/<run_id>.lmdb`."""
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self, base_dir: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False
+    ) -> None:
+        """`exclusive=True` (the writer sidecar) opens a writable run without LMDB's lock file:
+        this process is then the file's only user while the run is open (the flock keeps other
+        writers out; nobody reads a Running run concurrently), and a staged batch may be
+        committed on another thread than the one that staged it (`begin_append`)."""
         if map_size < 1 << 16:
             raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
         self.base_dir = Path(base_dir)
         self._initial_map_size = map_size
+        self._exclusive = exclusive
         self._file: _RunFile | None = None
         self._run = None
 
@@ -264,7 +272,7 @@ class LmdbBackend(RunStoreBase):
             self._adopt(path)
             return
         fresh = normalized_for_open(manifest)
-        run_file = _RunFile.create(path, self._initial_map_size)
+        run_file = _RunFile.create(path, self._initial_map_size, self._exclusive)
         try:
             self._write(run_file, lambda txn: (
                 txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta),
@@ -277,7 +285,9 @@ class LmdbBackend(RunStoreBase):
         self._run = _Run(fresh, 0, 0, read_only=False)
 
     def _adopt(self, path: Path) -> None:
-        run_file = _RunFile(path, writable=True, map_size=max(self._initial_map_size, path.stat().st_size * 2))
+        run_file = _RunFile(
+            path, writable=True, map_size=max(self._initial_map_size, path.stat().st_size * 2), exclusive=self._exclusive
+        )
         try:
             run_file.check_format()
             stored = run_file.read_manifest()
@@ -329,19 +339,52 @@ class LmdbBackend(RunStoreBase):
     def _write(self, run_file: _RunFile, body: Callable[[lmdb.Transaction], object]) -> None:
         durable_write(run_file.env, run_file.path, body)
 
-    def _commit(self, batch: PreparedBatch) -> None:
+    def _stage(self, batch: PreparedBatch) -> Callable[[], None]:
+        """Put the batch in a write transaction now; the returned callable commits it (fsync;
+        py-lmdb releases the GIL meanwhile). A full map, at put or at commit, doubles the map
+        and redoes the batch."""
         run_file = self._f()
-        entries_db = run_file.entries
-        indexes = run_file.indexes
 
-        def body(txn: lmdb.Transaction) -> None:
-            _, added = txn.cursor(db=entries_db).putmulti(batch.items, append=True)
-            if added != len(batch.items):
-                raise Backend(f"appended {added} of {len(batch.items)} entries")
-            for kind, key, seq in batch.index_rows:
-                txn.put(key.encode("utf-8"), layout.seq_key(seq), db=indexes[kind], dupdata=True)
+        def put() -> lmdb.Transaction:
+            while True:
+                txn = run_file.env.begin(write=True)
+                try:
+                    _, added = txn.cursor(db=run_file.entries).putmulti(batch.items, append=True)
+                    if added != len(batch.items):
+                        raise Backend(f"appended {added} of {len(batch.items)} entries")
+                    for kind, key, seq in batch.index_rows:
+                        txn.put(key.encode("utf-8"), layout.seq_key(seq), db=run_file.indexes[kind], dupdata=True)
+                    return txn
+                except lmdb.MapFullError:
+                    txn.abort()
+                    self._grow(run_file)
+                except BaseException as exc:
+                    txn.abort()
+                    raise classify_lmdb_error(exc, f"stage batch in {run_file.path}") from exc
 
-        self._write(run_file, body)
+        txn = put()
+
+        def commit() -> None:
+            nonlocal txn
+            while True:
+                try:
+                    txn.commit()
+                    return
+                except lmdb.MapFullError:  # LMDB aborted it; nothing landed
+                    self._grow(run_file)
+                    txn = put()
+                except Exception as exc:  # noqa: BLE001 - LMDB aborted the transaction: nothing landed
+                    raise classify_lmdb_error(exc, f"commit to {run_file.path}") from exc
+
+        return commit
+
+    @staticmethod
+    def _grow(run_file: _RunFile) -> None:
+        current = run_file.env.info()["map_size"]
+        try:
+            run_file.env.set_mapsize(current * 2)
+        except lmdb.Error as exc:
+            raise classify_lmdb_error(exc, f"grow map of {run_file.path} to {current * 2} bytes") from exc
 
     def _store_anchor(self, anchor: SnapshotAnchor) -> None:
         run_file = self._f()

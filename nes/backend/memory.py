@@ -7,7 +7,7 @@ when `open_run` is called again is a `CrashedPredecessor` and stays readable and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open
 from nes.errors import CrashedPredecessor
@@ -32,12 +32,15 @@ class MemoryBackend(RunStoreBase):
         self._anchor = None
         self._run = _Run(normalized_for_open(manifest), 0, 0, read_only=False)
 
-    def _commit(self, batch: PreparedBatch) -> None:
-        for kind, key, seq in batch.index_rows:
-            seqs = self._index[kind].setdefault(key, [])
-            if not seqs or seqs[-1] != seq:
-                seqs.append(seq)
-        self._values.extend(value for _, value in batch.items)
+    def _stage(self, batch: PreparedBatch) -> Callable[[], None]:
+        def store() -> None:
+            for kind, key, seq in batch.index_rows:
+                seqs = self._index[kind].setdefault(key, [])
+                if not seqs or seqs[-1] != seq:
+                    seqs.append(seq)
+            self._values.extend(value for _, value in batch.items)
+
+        return store
 
     def _get_value(self, seq: int) -> bytes | None:
         return self._values[seq - 1] if 0 < seq <= len(self._values) else None
