@@ -80,9 +80,9 @@ class _CommitThread:
     hashing the next batch. Puts stay on the caller's thread on purpose: py-lmdb drops and
     re-takes the GIL around every put of a `putmulti`, which would stall a second thread."""
 
-    def __init__(self, on_done: Callable[[int], None], on_failure: Callable[[], None]) -> None:
+    def __init__(self, on_done: Callable[[int], None], wake: Callable[[], None]) -> None:
         self._on_done = on_done
-        self._on_failure = on_failure
+        self._wake = wake
         self._queue: queue.SimpleQueue[Callable[[], int] | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
@@ -111,12 +111,12 @@ class _CommitThread:
     def _run(self) -> None:
         while (commit := self._queue.get()) is not None:
             try:
-                self._on_done(commit())
+                self._on_done(commit())  # durable high-watermark updated and published first
             except BaseException as err:  # noqa: BLE001 - handed to the main thread as a halt
                 self.error = err
-                self._on_failure()
             finally:
                 self._idle.set()
+            self._wake()  # after idle: a woken main thread must see the commit finished
 
 
 class WriterCore:
@@ -138,9 +138,12 @@ class WriterCore:
         self._on_durable = on_durable
         self._committer: _CommitThread | None = None
 
-    def start_pipeline(self, on_failure: Callable[[], None]) -> None:
-        """Commit on a separate thread from now on; `on_failure` is called there on a failure."""
-        self._committer = _CommitThread(self._committed, on_failure)
+    def start_pipeline(self, wake: Callable[[], None]) -> None:
+        """Commit on a separate thread from now on; `wake` is called there after each commit
+        (done or failed). Needs a backend whose staged commits may finish on another thread."""
+        if not self.backend.cross_thread_commit:
+            raise ValueError(f"{type(self.backend).__name__} cannot commit on another thread (open it exclusive)")
+        self._committer = _CommitThread(self._committed, wake)
 
     def stop_pipeline(self) -> None:
         if self._committer is not None:
@@ -229,6 +232,17 @@ class WriterCore:
         if self._committer is not None and self._committer.error is not None:
             raise self._committer.error
 
+    def settle(self, err: BaseException) -> BaseException:
+        """After a failure on this thread: wait for the commit in flight, so the halt states
+        the final durable high-watermark. Returns the error to report: that commit's own
+        failure if it had one (it came first), else `err`."""
+        if self._committer is not None:
+            try:
+                self._committer.wait_idle()
+            except BaseException as commit_err:  # noqa: BLE001 - reported as the halt's cause
+                return commit_err
+        return err
+
     def record_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
         self.sync()
         anchor = SnapshotAnchor(self.durable_high_watermark, blob_ref, content_hash)
@@ -285,11 +299,7 @@ def run_sidecar(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """The writer process loop. Returns the process exit code (0 clean, 3 halted)."""
-    def committed(high_watermark: int) -> None:
-        ring.publish_durable(high_watermark)
-        ring.wake_consumer()  # a batch may be waiting for the commit in flight to finish
-
-    core = WriterCore(backend, on_durable=committed)
+    core = WriterCore(backend, on_durable=ring.publish_durable)
     trader_gone = threading.Event()
 
     def watch_trader() -> None:
@@ -309,7 +319,7 @@ def run_sidecar(
 
     send(Ready(core.durable_high_watermark, os.getpid()))
     threading.Thread(target=watch_trader, name="nes-writer-lifeline", daemon=True).start()
-    core.start_pipeline(on_failure=ring.wake_consumer)
+    core.start_pipeline(wake=ring.wake_consumer)  # a batch may wait for the commit in flight
     deadline = 0.0
     try:
         while True:
@@ -344,7 +354,7 @@ def run_sidecar(
                     return 0  # everything pushed before the trader died is committed
                 ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S)
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
-        reason = core.halt_reason(err)
+        reason = core.halt_reason(core.settle(err))
         ring.set_halt(HALT_CODES[type(reason).__name__])
         send(Halt(reason))
         return 3

@@ -12,7 +12,7 @@ from nes import Headers, IndexKey, IndexKind, MemoryBackend, RunManifest, RunSta
 from nes.errors import Disk
 from nes.halt import BackendDisk, BackendCorrupted, BackendError, from_backend_error, noop_halt
 from nes.errors import Closed, Corrupted
-from nes.record import RecordError, decode_entry_record, encode_entry_record
+from nes.record import KIND_FRAME, RecordError, decode_entry_record, encode_entry_record, entry_template
 from nes.sidecar import WriterCore, should_flush
 from nes.writer import (
     EntryDraft,
@@ -243,3 +243,83 @@ def test_snapshot_anchor_references_are_bounded():
         writer.record_snapshot_anchor("snap-1", "")
     anchor = writer.record_snapshot_anchor("snap-1", "blake3:" + "0" * 64)
     assert anchor.high_watermark == 1 and not writer.halted
+
+
+# ---- the sidecar loop, over a scripted ring ------------------------------------------------------
+class _ScriptedRing:
+    """ConsumerRing over a fixed list of pops; records what the loop publishes, in order."""
+
+    def __init__(self, pops):  # noqa: ANN001
+        self.pops = list(pops)
+        self.events: list[tuple[str, int]] = []
+
+    def pop(self, max_records: int):  # noqa: ANN201
+        return self.pops.pop(0) if self.pops else []
+
+    def wait_for_data(self, timeout_s: float) -> bool:
+        return False
+
+    def wake_consumer(self) -> None:
+        pass
+
+    def publish_durable(self, high_watermark: int) -> None:
+        self.events.append(("durable", high_watermark))
+
+    def set_halt(self, code: int) -> None:
+        self.events.append(("halt", code))
+
+
+def test_a_halt_waits_for_the_commit_in_flight_and_states_its_high_watermark():
+    """A producer bug detected while a batch is still being committed: the halt is sent only
+    after that commit finished, and carries its high-watermark (never a stale one)."""
+    import socket
+    import threading
+
+    from nes.control import ControlChannel, Halt
+    from nes.record import entry_template
+    from nes.sidecar import run_sidecar
+
+    release = threading.Event()
+
+    class SlowCommits(MemoryBackend):
+        def _stage(self, batch):  # noqa: ANN001
+            store = super()._stage(batch)
+
+            def commit() -> None:
+                release.wait(5.0)  # a slow fsync
+                store()
+
+            return commit
+
+    def record(seq: int):  # noqa: ANN202
+        template = entry_template(b"t", b"p", b"x", Headers(), ())
+        return template.kind, template.record(seq, seq, seq)
+
+    backend = SlowCommits()
+    backend.open_run(RunManifest("run-1", "trader-001", 1))
+    ring = _ScriptedRing([[record(1), record(2), record(3)], [record(7)]])  # then a wrong seq
+    ours, theirs = socket.socketpair()
+    threading.Timer(0.2, release.set).start()
+    assert run_sidecar(ring, ControlChannel(ours), backend, max_batch_entries=3, max_batch_latency_s=0.001) == 3
+    peer = ControlChannel(theirs)
+    peer.recv()  # READY
+    halt = peer.recv()
+    assert isinstance(halt, Halt) and isinstance(halt.reason, BackendCorrupted)
+    assert halt.reason.durable_high_watermark == 3 == backend.high_watermark()
+    assert ring.events == [("durable", 3), ("halt", 3)]  # durable published before the halt
+
+
+def test_pipelined_commits_need_a_backend_that_may_commit_on_another_thread(tmp_path):
+    from nes.backend.lmdb import LmdbBackend
+
+    with LmdbBackend(tmp_path) as shared:  # LMDB's lock file ties a write txn to its thread
+        shared.open_run(RunManifest("1-00000000", "trader-001", 1))
+        with pytest.raises(ValueError, match="cannot commit on another thread"):
+            WriterCore(shared).start_pipeline(lambda: None)
+    with LmdbBackend(tmp_path, exclusive=True) as exclusive:
+        exclusive.open_run(RunManifest("1-00000001", "trader-001", 1))
+        core = WriterCore(exclusive)
+        core.start_pipeline(lambda: None)
+        core.add_entries([(KIND_FRAME, entry_template(b"t", b"p", b"x", Headers(), ()).record(1, 1, 1))])
+        assert core.sync() == 1 and exclusive.high_watermark() == 1
+        core.stop_pipeline()

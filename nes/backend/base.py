@@ -151,6 +151,9 @@ class RunStoreBase:
     """Shared contract checks; subclasses provide storage."""
 
     _run: _Run | None = None
+    # May the commit returned by `begin_append` run on another thread than the one that
+    # staged it? (An LMDB env with its lock file ties a write transaction to its thread.)
+    cross_thread_commit = True
 
     # ---- storage primitives (subclass) -------------------------------------------------
     def _stage(self, batch: PreparedBatch) -> Callable[[], None]:
@@ -233,9 +236,9 @@ class RunStoreBase:
 
     def begin_append(self, batch: PreparedBatch) -> Callable[[], int]:
         """Check and stage `batch`; the returned `commit()` makes it durable and returns the new
-        high-watermark. `commit` may run on another thread (the LMDB backend does its fsync
-        there with the GIL released, while the writer hashes the next batch); nothing else may
-        touch the run between the two calls."""
+        high-watermark. Where `cross_thread_commit` holds, `commit` may run on another thread
+        (the writer sidecar fsyncs there, GIL released, while it hashes the next batch);
+        nothing else may touch the run between the two calls."""
         run = self._require_writable()
         if batch.items and batch.first_seq != run.high_watermark + 1:
             raise OutOfOrder(run.high_watermark, batch.first_seq)

@@ -226,15 +226,16 @@ class LmdbBackend(RunStoreBase):
     def __init__(
         self, base_dir: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False
     ) -> None:
-        """`exclusive=True` (the writer sidecar) opens a writable run without LMDB's lock file:
-        this process is then the file's only user while the run is open (the flock keeps other
-        writers out; nobody reads a Running run concurrently), and a staged batch may be
-        committed on another thread than the one that staged it (`begin_append`)."""
+        """`exclusive=True` (the writer sidecar) opens a writable run without LMDB's lock file,
+        so a staged batch may be committed on another thread than the one that staged it
+        (`begin_append`). The flock still keeps other writers out; readers of a Running run
+        (recovery, `list_runs`) open it without the lock file in any case."""
         if map_size < 1 << 16:
             raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
         self.base_dir = Path(base_dir)
         self._initial_map_size = map_size
         self._exclusive = exclusive
+        self.cross_thread_commit = exclusive
         self._file: _RunFile | None = None
         self._run = None
 
