@@ -199,12 +199,13 @@ def test_sigstop_writer_halts_with_backpressure_stall_and_accepted_entries_commi
         backend.close()
 
 
-def test_disk_full_halts_with_backend_disk_and_an_exact_high_watermark(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [2 << 20, (2 << 20) + 1001], ids=["page-aligned", "short-write"])
+def test_disk_full_halts_with_backend_disk_and_an_exact_high_watermark(tmp_path: Path, limit: int) -> None:
     # The limit also caps ftruncate of the ring segment, so the ring stays below it.
     config = WriterConfig(max_batch_entries=100, ring_bytes=1 << 20, max_record_bytes=4096)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, hard))  # inherited by the writer only
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # inherited by the writer only
     try:
         writer, halts = spawn(tmp_path, config)
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -39,17 +40,39 @@ DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are wr
 _DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
 
 
-def classify_lmdb_error(exc: BaseException, what: str) -> EventStoreError:
-    """Map an LMDB / OS failure to the closed error set."""
+def classify_lmdb_error(exc: BaseException, what: str, path: Path | None = None) -> EventStoreError:
+    """Map an LMDB / OS failure to the closed error set.
+
+    LMDB reports a write that came up short as EIO, which is what a full disk or the file-size
+    limit usually produce mid-flush: with `path` known, an EIO while the file is at its size
+    limit or its filesystem is nearly full is `Disk`, not a generic backend error."""
     if isinstance(exc, EventStoreError):
         return exc
     text = f"{what}: {exc}"
     if isinstance(exc, lmdb.DiskError) or is_disk_pressure(exc) or any(t in str(exc) for t in _DISK_TEXTS):
         return Disk(text)
+    if path is not None and _EIO_TEXT in str(exc) and _out_of_room(path):
+        return Disk(f"{text} (no room left for the file)")
     if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.InvalidError,
                         lmdb.VersionMismatchError, lmdb.IncompatibleError)):
         return Corrupted(text)
     return Backend(text)
+
+
+_EIO_TEXT = os.strerror(errno.EIO)
+_NEARLY_FULL_BYTES = 64 << 20  # less free space than this: a short write means the disk is full
+_LIMIT_SLACK_BYTES = 1 << 20  # within this of RLIMIT_FSIZE: a short write means the limit
+
+
+def _out_of_room(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+        fs = os.statvfs(path)
+    except OSError:
+        return False
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    at_limit = soft != resource.RLIM_INFINITY and size + _LIMIT_SLACK_BYTES >= soft
+    return at_limit or fs.f_bavail * fs.f_frsize < _NEARLY_FULL_BYTES
 
 
 T = TypeVar("T")
@@ -70,7 +93,7 @@ def durable_write(env: lmdb.Environment, path: Path, body: Callable[[lmdb.Transa
             except lmdb.Error as exc:
                 raise classify_lmdb_error(exc, f"grow map of {path} to {current * 2} bytes") from exc
         except Exception as exc:  # noqa: BLE001 - mapped into the closed error set
-            raise classify_lmdb_error(exc, f"commit to {path}") from exc
+            raise classify_lmdb_error(exc, f"commit to {path}", path) from exc
 
 
 class _RunFile:
@@ -361,7 +384,7 @@ class LmdbBackend(RunStoreBase):
                     self._grow(run_file)
                 except BaseException as exc:
                     txn.abort()
-                    raise classify_lmdb_error(exc, f"stage batch in {run_file.path}") from exc
+                    raise classify_lmdb_error(exc, f"stage batch in {run_file.path}", run_file.path) from exc
 
         txn = put()
 
@@ -375,7 +398,7 @@ class LmdbBackend(RunStoreBase):
                     self._grow(run_file)
                     txn = put()
                 except Exception as exc:  # noqa: BLE001 - LMDB aborted the transaction: nothing landed
-                    raise classify_lmdb_error(exc, f"commit to {run_file.path}") from exc
+                    raise classify_lmdb_error(exc, f"commit to {run_file.path}", run_file.path) from exc
 
         return commit
 
