@@ -30,6 +30,10 @@ __all__ = [
     "HASH_LEN",
     "FRAME_FIXED_LEN",
     "FrameError",
+    "FRAME_HEAD",
+    "MIN_FRAME_LEN",
+    "frame_head",
+    "encode_frame_tail",
     "encode_frame",
     "decode_frame",
     "frame_seq",
@@ -43,7 +47,7 @@ MIN_FRAME_LEN = FRAME_FIXED_LEN + 3 * 8 + 2  # + three length prefixes + two hea
 U64_MAX = (1 << 64) - 1
 
 _U64 = struct.Struct(">Q")
-_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic)
+FRAME_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic)
 _NONE = b"\x00"
 _SOME = b"\x01"
 
@@ -60,6 +64,36 @@ def _header_bytes(value: uuid.UUID | None) -> bytes:
     return _NONE if value is None else _SOME + value.bytes
 
 
+def frame_head(seq: int, ts_init: int, ts_publish: int, topic_len: int) -> bytes:
+    """The frame's fixed front: seq, ts_init, ts_publish and len(topic), u64 BE each."""
+    try:
+        return FRAME_HEAD.pack(seq, ts_init, ts_publish, topic_len)
+    except struct.error as exc:
+        raise ValueError(f"seq, ts_init and ts_publish must fit in u64: {exc}") from None
+
+
+def encode_frame_tail(
+    topic: bytes,
+    payload_type: bytes,
+    payload: bytes,
+    correlation_id: uuid.UUID | None,
+    causation_id: uuid.UUID | None,
+) -> bytes:
+    """Everything after `frame_head`: known before a seq is assigned (the writer client
+    pre-encodes it once per draft)."""
+    return b"".join(
+        (
+            topic,
+            _U64.pack(len(payload_type)),
+            payload_type,
+            _U64.pack(len(payload)),
+            payload,
+            _header_bytes(correlation_id),
+            _header_bytes(causation_id),
+        )
+    )
+
+
 def encode_frame(
     seq: int,
     ts_init: int,
@@ -71,21 +105,9 @@ def encode_frame(
     causation_id: uuid.UUID | None,
 ) -> bytes:
     """Encode the canonical frame; `topic` and `payload_type` are already UTF-8."""
-    try:
-        return b"".join(
-            (
-                _HEAD.pack(seq, ts_init, ts_publish, len(topic)),
-                topic,
-                _U64.pack(len(payload_type)),
-                payload_type,
-                _U64.pack(len(payload)),
-                payload,
-                _header_bytes(correlation_id),
-                _header_bytes(causation_id),
-            )
-        )
-    except struct.error as exc:
-        raise ValueError(f"seq, ts_init and ts_publish must fit in u64: {exc}") from None
+    return frame_head(seq, ts_init, ts_publish, len(topic)) + encode_frame_tail(
+        topic, payload_type, payload, correlation_id, causation_id
+    )
 
 
 def frame_seq(frame: bytes | memoryview) -> int:
@@ -119,7 +141,7 @@ def decode_frame(
     end = len(buf)
     if end - start < 32:
         raise FrameError(f"frame of {end - start} bytes is shorter than its fixed fields")
-    seq, ts_init, ts_publish, n = _HEAD.unpack_from(buf, start)
+    seq, ts_init, ts_publish, n = FRAME_HEAD.unpack_from(buf, start)
     topic_start = start + 32
     topic_end = topic_start + n
     if topic_end + 8 > end:

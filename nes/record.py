@@ -23,7 +23,7 @@ from typing import NamedTuple
 import msgspec
 
 from nes.backend.base import IndexKey, IndexKind
-from nes.codec import frame_seq
+from nes.codec import FRAME_HEAD, encode_frame_tail, frame_seq
 from nes.headers import Headers
 
 __all__ = [
@@ -50,8 +50,6 @@ ENTRY_KINDS = (KIND_ENTRY, KIND_FRAME)
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
-_U64 = struct.Struct(">Q")
-_FRAME_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic): nes.codec's front
 _KEY_HEAD = struct.Struct("<BI")
 _KIND_CODE = {IndexKind.ClientOrderId: 1, IndexKind.VenueOrderId: 2}
 _CODE_KIND = {code: kind for kind, code in _KIND_CODE.items()}
@@ -91,27 +89,16 @@ class EntryTemplate(NamedTuple):
     tail: bytes  # rest of the frame, then (ENTRY) the index-key trailer
 
     def record(self, seq: int, ts_init: int, ts_publish: int) -> bytes:
-        return b"".join((self.prefix, _FRAME_HEAD.pack(seq, ts_init, ts_publish, self.topic_len), self.tail))
+        return b"".join((self.prefix, FRAME_HEAD.pack(seq, ts_init, ts_publish, self.topic_len), self.tail))
 
 
 def entry_template(
     topic: bytes, payload_type: bytes, payload: bytes, headers: Headers, index_keys: Sequence[IndexKey]
 ) -> EntryTemplate:
-    corr, caus = headers.correlation_id, headers.causation_id
-    frame_tail = b"".join(
-        (
-            topic,
-            _U64.pack(len(payload_type)),
-            payload_type,
-            _U64.pack(len(payload)),
-            payload,
-            b"\x00" if corr is None else b"\x01" + corr.bytes,
-            b"\x00" if caus is None else b"\x01" + caus.bytes,
-        )
-    )
+    frame_tail = encode_frame_tail(topic, payload_type, payload, headers.correlation_id, headers.causation_id)
     if not index_keys:
         return EntryTemplate(KIND_FRAME, b"", len(topic), frame_tail)
-    frame_len = _U32.pack(_FRAME_HEAD.size + len(frame_tail))
+    frame_len = _U32.pack(FRAME_HEAD.size + len(frame_tail))
     return EntryTemplate(KIND_ENTRY, frame_len, len(topic), frame_tail + _encode_keys(index_keys))
 
 
@@ -128,7 +115,7 @@ def encode_entry_record(
     """The ENTRY record (with its index-key trailer, even when there are no keys)."""
     template = entry_template(topic, payload_type, payload, headers, index_keys)
     if template.kind == KIND_FRAME:
-        frame_len = _U32.pack(_FRAME_HEAD.size + len(template.tail))
+        frame_len = _U32.pack(FRAME_HEAD.size + len(template.tail))
         template = EntryTemplate(KIND_ENTRY, frame_len, template.topic_len, template.tail + _NO_KEYS)
     return template.record(seq, ts_init, ts_publish)
 
