@@ -104,7 +104,6 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
     session = lifecycle.open(components)
     capture = BusCaptureAdapter(session.writer)
     live = DemoCache(balance=1_000_000.0)
-    snapshot_dir = base_dir / DEMO_INSTANCE_ID / "snapshots"
     anchor = None
     ts = time.time_ns()
     started = time.perf_counter()

@@ -46,7 +46,7 @@ from nes.backend.layout import (
 from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.markers.verifier import MarkerVerifyReport
-from nes.manifest import RunStatus, decode_manifest
+from nes.manifest import decode_manifest
 from nes.snapshot import decode_anchor
 
 if TYPE_CHECKING:

@@ -41,6 +41,7 @@ from nes.errors import Backend, Corrupted, Disk, EventStoreError
 from nes.halt import (
     BackendCorrupted,
     BackendDisk,
+    BackendError,
     BackpressureStall,
     HaltCallback,
     HaltReason,

@@ -36,7 +36,7 @@ from nes.backend.base import AppendEntry, EncodedEntry, IndexKind, PreparedBatch
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.backend.memory import MemoryBackend
 from nes.entry import EventStoreEntry
-from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, Gap, HashMismatch, OutOfOrder
+from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Gap, HashMismatch, OutOfOrder
 from nes.headers import Headers
 from nes.manifest import RunStatus
 from nes.snapshot import SnapshotAnchor

@@ -265,3 +265,23 @@ def test_a_failing_halt_hook_that_abandons_the_writer_leaves_it_consistent(tmp_p
         writer.submit(DRAFT)
     assert writer.high_watermark == 1 and writer.wait_durable(1, 0.1)
     assert writer.control_fd == -1
+
+
+def test_an_anchor_ack_that_never_comes_halts_with_backend_error(tmp_path: Path) -> None:
+    from nes.errors import Backend
+    from nes.halt import BackendError
+
+    writer, halts = spawn(tmp_path, WriterConfig(ack_timeout_s=0.3, close_timeout_s=5.0))
+    pid = writer.writer_pid
+    assert writer.wait_durable(writer.submit(DRAFT), 10.0)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Backend, match="snapshot anchor ack stalled"):
+            writer.record_snapshot_anchor("snap-1", "blake3:" + "0" * 64)
+        assert len(halts) == 1 and isinstance(halts[0], BackendError)
+        assert halts[0].durable_high_watermark == 1
+        with pytest.raises(WriterHalted):
+            writer.submit(DRAFT)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        writer.abandon()

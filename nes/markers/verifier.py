@@ -38,7 +38,6 @@ from nes.markers.model import (
     MarkerRecordKind,
     StoredMarkerRecord,
     StreamCursor,
-    StreamDictEntry,
 )
 from nes.markers.store import MarkerStore, decode_stored, record_hash
 
