@@ -7,7 +7,8 @@ Contract (boot, in this order; nothing is opened if an earlier step fails):
    CrashedRecovered). A file that cannot be opened, or that crashes or hangs its worker, is
    skipped with a logged error and retried next boot: one bad file never blocks a boot.
 2. The parent run: the newest run recovered as CrashedRecovered, unless `replay_from_run_id`
-   names a sealed, non-Quarantined run (a missing or Quarantined one refuses the boot).
+   names a sealed, non-Quarantined run that verifies clean in a verifier worker (a missing,
+   Quarantined or corrupt one refuses the boot).
 3. Open the new run (Running, parent link), start the writer sidecar, submit `RunStarted`
    (payload: the registered components) and wait until it is durable
    (`RunStartedTimeout` otherwise, `RunStartedHalted` if the writer halts meanwhile).
@@ -231,6 +232,16 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
     return RecoveryOutcome(recovered, parent)
 
 
+def _preflight_replay_source(base_dir: Path, instance_id: str, run_id: str, timeout_s: float) -> None:
+    """A configured replay source was sealed long ago: prove it intact (verifier worker) before
+    the new run links to it. A corrupt file, or one that crashes the verifier, refuses the boot."""
+    from nes.verifier import verify_in_worker
+
+    verdict = verify_in_worker(layout.run_file_path(base_dir, instance_id, run_id), timeout_s)
+    if not verdict.is_clean():
+        raise ReplaySourceError(f"replay_from_run_id {run_id} failed verification: {verdict.summary_line()}")
+
+
 # ---- session ------------------------------------------------------------------------------------
 class EventStoreLifecycleOptions(msgspec.Struct, frozen=True):
     """`in_process=True` runs the writer in the caller (no ring, no sidecar): deterministic,
@@ -351,6 +362,8 @@ class EventStoreLifecycle:
         base_dir = Path(config.base_dir)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
+        if config.replay_from_run_id is not None:
+            _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
         components = components or RegisteredComponents()
         start_ts = self._clock_ns()
         manifest = RunManifest(

@@ -317,6 +317,19 @@ def test_quarantined_replay_source_refuses_boot_and_opens_no_run(tmp_path):
     assert read_manifest(bad).status is RunStatus.Quarantined  # the sweep still sealed it
 
 
+def test_corrupt_sealed_replay_source_fails_preflight_and_opens_no_run(tmp_path):
+    """Sealed Ended long ago, damaged since: the sweep does not rescan sealed runs, so the
+    preflight verifier is what refuses to replay it."""
+    source = leave_running(tmp_path, 3, end=True)
+    recover_predecessors(tmp_path, INSTANCE)  # sealed Ended while intact
+    flip_payload_byte(source, 2)
+    before = run_files(tmp_path)
+    with pytest.raises(ReplaySourceError, match="failed verification: corrupt .*findings=1"):
+        open_run(make_config(tmp_path, replay_from_run_id=source.stem))
+    assert run_files(tmp_path) == before
+    assert read_manifest(source).status is RunStatus.Ended  # read-only: not quarantined by us
+
+
 def test_unopenable_run_file_is_skipped_with_logged_error_and_boot_succeeds(tmp_path, caplog):
     crashed = leave_running(tmp_path, 2)
     garbage = tmp_path / INSTANCE / "1600000000000000000-0badf00d.lmdb"
