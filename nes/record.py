@@ -29,7 +29,6 @@ from nes.headers import Headers
 __all__ = [
     "KIND_ENTRY",
     "KIND_FRAME",
-    "ENTRY_KINDS",
     "KIND_ANCHOR",
     "KIND_CLOSE",
     "RecordError",
@@ -46,7 +45,6 @@ KIND_ENTRY = 1
 KIND_ANCHOR = 2
 KIND_CLOSE = 3
 KIND_FRAME = 4
-ENTRY_KINDS = (KIND_ENTRY, KIND_FRAME)
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")

@@ -25,7 +25,7 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
@@ -37,7 +37,6 @@ from nes.manifest import RunStatus
 from nes.record import (
     KIND_ANCHOR,
     KIND_CLOSE,
-    ENTRY_KINDS,
     KIND_ENTRY,
     KIND_FRAME,
     RecordError,
@@ -162,21 +161,27 @@ class WriterCore:
         """One ENTRY record (with its index-key trailer)."""
         self.add_entries([(KIND_ENTRY, record)])
 
-    def add_entries(self, records: Iterable[tuple[int, bytes]]) -> None:
-        """For each FRAME / ENTRY record: check its seq is next, hash its frame, batch
-        `hash || frame`. One tight loop per popped run of records (the writer's hot path)."""
+    def add_entries(self, records: Sequence[tuple[int, bytes]], start: int = 0) -> int:
+        """Add `records[start:]` up to the first one that is not FRAME / ENTRY: for each, check
+        its seq is next, hash its frame, batch `hash || frame`. Returns the index it stopped at.
+        One tight loop over the popped records (the writer's hot path)."""
         items_append = self._items.append
         seq = self._next_seq
         max_ts_init = self._max_ts_init
         pack = _U64_BE.pack
         domain_copy = DOMAIN_HASH_STATE.copy
+        index = start
+        end = len(records)
         try:
-            for kind, record in records:
+            while index < end:
+                kind, record = records[index]
                 if kind == KIND_FRAME:
                     frame = record  # stored as it came: no parsing, no copy
                     keys: tuple[IndexKey, ...] = ()
-                else:
+                elif kind == KIND_ENTRY:
                     _, frame, keys = decode_entry_record(record)
+                else:
+                    break  # a control record: the caller applies it after these entries
                 if len(frame) < MIN_FRAME_LEN:
                     raise RecordError(f"entry frame of {len(frame)} bytes is too short")
                 key = frame[:8]
@@ -191,9 +196,11 @@ class WriterCore:
                 for index_kind, index_key in keys:
                     self._index_rows.append((index_kind, index_key, seq))
                 seq += 1
+                index += 1
         finally:
             self._next_seq = seq
             self._max_ts_init = max_ts_init
+        return index
 
     def _take_batch(self) -> PreparedBatch:
         batch = PreparedBatch(self._first_seq, self._items, self._index_rows, _U64_BE.unpack(self._max_ts_init)[0])
@@ -273,23 +280,6 @@ class ConsumerRing(Protocol):
 IDLE_WAIT_S = 1.0  # an idle writer wakes this often at most (it is woken on data or trader EOF)
 
 
-def _add(
-    core: WriterCore,
-    entries: list[tuple[int, bytes]],
-    deadline: float,
-    max_batch_entries: int,
-    max_batch_latency_s: float,
-    clock: Callable[[], float],
-) -> float:
-    """Add popped entries (never more than the batch has room for); returns the batch deadline."""
-    if core.pending == 0:
-        deadline = clock() + max_batch_latency_s
-    core.add_entries(entries)
-    if core.pending >= max_batch_entries:
-        core.flush()
-    return deadline
-
-
 def run_sidecar(
     ring: ConsumerRing,
     channel: ControlChannel,
@@ -323,15 +313,18 @@ def run_sidecar(
     deadline = 0.0
     try:
         while True:
-            records = ring.pop(max(1, max_batch_entries - core.pending))
-            entries: list[tuple[int, bytes]] = []
-            for kind, data in records:
-                if kind in ENTRY_KINDS:
-                    entries.append((kind, data))
-                    continue
-                if entries:  # control records apply after the entries before them
-                    deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
-                    entries = []
+            records = ring.pop(max(1, max_batch_entries - core.pending))  # never more than fits
+            index = 0
+            while index < len(records):
+                if core.pending == 0:
+                    deadline = clock() + max_batch_latency_s
+                index = core.add_entries(records, index)
+                if core.pending >= max_batch_entries:
+                    core.flush()
+                if index == len(records):
+                    break
+                kind, data = records[index]  # a control record, after the entries before it
+                index += 1
                 if kind == KIND_ANCHOR:
                     request = decode_anchor_request(data)
                     send(AnchorAck(anchor=core.record_anchor(request.blob_ref, request.content_hash)))
@@ -340,8 +333,6 @@ def run_sidecar(
                     return 0
                 else:
                     raise RecordError(f"unknown ring record kind {kind}")
-            if entries:
-                deadline = _add(core, entries, deadline, max_batch_entries, max_batch_latency_s, clock)
             drained = not records
             now = clock()
             if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
