@@ -80,7 +80,11 @@ def _cmd_retention_plan(ns: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f'error mode={ns.mode} error="{exc}"', file=sys.stderr)
         return EXIT_ERROR
-    plan = plan_lmdb_retention(ns.base_dir, ns.instance, mode)
+    try:
+        plan = plan_lmdb_retention(ns.base_dir, ns.instance, mode)
+    except (ValueError, TypeError, OSError) as exc:  # e.g. an instance id that is not a path component
+        print(f'error base_dir={ns.base_dir} instance={ns.instance} error="{exc}"', file=sys.stderr)
+        return EXIT_ERROR
     print(msgspec.json.encode(plan).decode())
     return EXIT_CLEAN
 

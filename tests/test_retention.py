@@ -280,3 +280,24 @@ def test_lmdb_planner_survives_a_file_that_crashes_its_reader(tmp_path: Path) ->
     assert [line.split(":")[0] for line in plan.skipped] == [f"{rid(2)}.lmdb"]
     assert plan.runs_considered == [rid(1), rid(3)]
     assert plan.restore_point == rid(3) and plan.candidates == [rid(1)]
+
+
+def test_retention_plan_command_prints_the_plan_and_refuses_bad_input(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    make_run_file(tmp_path, 1, Ended, 4, anchor_at(3))
+    make_run_file(tmp_path, 2, Ended, 5, anchor_at(5))
+
+    def nes(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nes.cli", *args], capture_output=True, text=True, timeout=60)
+
+    done = nes("retention", "plan", "--base-dir", str(tmp_path), "--instance", INSTANCE_ID, "--mode", "snapshot-anchored")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["restore_point"] == rid(2) and plan["candidates"] == [rid(1)]
+    bad_id = nes("retention", "plan", "--base-dir", str(tmp_path), "--instance", "../x", "--mode", "full")
+    assert bad_id.returncode == 2 and "invalid instance_id" in bad_id.stderr and bad_id.stdout == ""
+    bad_mode = nes("retention", "plan", "--base-dir", str(tmp_path), "--instance", INSTANCE_ID, "--mode", "sometimes")
+    assert bad_mode.returncode == 2 and bad_mode.stdout == ""
