@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Union
 
 import lmdb
 import msgspec
-from blake3 import blake3
 
 from nes.backend.layout import (
     DB_ANCHORS,
@@ -43,7 +42,8 @@ from nes.backend.layout import (
     U32,
     marker_sidecar_path,
 )
-from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame
+from nes.codec import HASH_LEN, FrameError, decode_frame
+from nes.hash import DOMAIN_HASH_STATE
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.markers.verifier import MarkerVerifyReport
 from nes.manifest import decode_manifest
@@ -321,7 +321,7 @@ def _scan_entries_range(txn: lmdb.Transaction, db: object, first: int, last: int
     unpack_head = _SEQ_TS.unpack_from
     hash_len = HASH_LEN
     min_len = _MIN_VALUE_LEN
-    seeded = blake3(HASH_DOMAIN)
+    seeded = DOMAIN_HASH_STATE
     stop = (1 << 64) if last is None else last
     with txn.cursor(db) as cursor:
         positioned = cursor.first() if first <= 1 else cursor.set_range(_U64.pack(first))
