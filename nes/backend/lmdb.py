@@ -87,13 +87,19 @@ def durable_write(env: lmdb.Environment, path: Path, body: Callable[[lmdb.Transa
             with env.begin(write=True) as txn:
                 return body(txn)
         except lmdb.MapFullError:
-            current = env.info()["map_size"]
-            try:
-                env.set_mapsize(current * 2)
-            except lmdb.Error as exc:
-                raise classify_lmdb_error(exc, f"grow map of {path} to {current * 2} bytes") from exc
+            grow_map(env, path)
         except Exception as exc:  # noqa: BLE001 - mapped into the closed error set
             raise classify_lmdb_error(exc, f"commit to {path}", path) from exc
+
+
+def grow_map(env: lmdb.Environment, path: Path) -> None:
+    """Double the map (no transaction of this process may be open): the disk, not the map
+    size, is what limits a run."""
+    current = env.info()["map_size"]
+    try:
+        env.set_mapsize(current * 2)
+    except lmdb.Error as exc:
+        raise classify_lmdb_error(exc, f"grow map of {path} to {current * 2} bytes") from exc
 
 
 class _RunFile:
@@ -381,7 +387,7 @@ class LmdbBackend(RunStoreBase):
                     return txn
                 except lmdb.MapFullError:
                     txn.abort()
-                    self._grow(run_file)
+                    grow_map(run_file.env, run_file.path)
                 except BaseException as exc:
                     txn.abort()
                     raise classify_lmdb_error(exc, f"stage batch in {run_file.path}", run_file.path) from exc
@@ -395,20 +401,13 @@ class LmdbBackend(RunStoreBase):
                     txn.commit()
                     return
                 except lmdb.MapFullError:  # LMDB aborted it; nothing landed
-                    self._grow(run_file)
+                    grow_map(run_file.env, run_file.path)
                     txn = put()
                 except Exception as exc:  # noqa: BLE001 - LMDB aborted the transaction: nothing landed
                     raise classify_lmdb_error(exc, f"commit to {run_file.path}", run_file.path) from exc
 
         return commit
 
-    @staticmethod
-    def _grow(run_file: _RunFile) -> None:
-        current = run_file.env.info()["map_size"]
-        try:
-            run_file.env.set_mapsize(current * 2)
-        except lmdb.Error as exc:
-            raise classify_lmdb_error(exc, f"grow map of {run_file.path} to {current * 2} bytes") from exc
 
     def _store_anchor(self, anchor: SnapshotAnchor) -> None:
         run_file = self._f()
