@@ -111,7 +111,7 @@ def _last_key(txn: lmdb.Transaction, db: lmdb._Database) -> tuple[bytes, bytes] 
 def read_retention_run(path: Path) -> RetentionRun:
     """Read one run file read-only. Raises on any open/decode failure of the manifest or the
     entries; an unreadable anchor only makes `anchor_valid` False."""
-    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=layout.MAX_DBS)
+    env = layout.open_read_only(path)
     try:
         with env.begin() as txn:
             raw = txn.get(layout.MANIFEST_KEY, db=env.open_db(layout.DB_MANIFEST, txn=txn, create=False))

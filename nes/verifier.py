@@ -38,9 +38,9 @@ from nes.backend.layout import (
     FORMAT_VERSION,
     INDEX_DBS,
     MANIFEST_KEY,
-    MAX_DBS,
     U32,
     marker_sidecar_path,
+    open_read_only,
 )
 from nes.codec import HASH_LEN, FrameError, decode_frame
 from nes.hash import DOMAIN_HASH_STATE
@@ -447,9 +447,7 @@ def _check_format(txn: lmdb.Transaction, env: lmdb.Environment) -> str | None:
 def _open_env(path: Path) -> lmdb.Environment:
     if not os.path.isfile(path):  # before lmdb, which would create a missing file
         raise VerifyOpenError(f"run file not found: {path}")
-    return lmdb.open(
-        str(path), subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS, create=False, readahead=True
-    )
+    return open_read_only(path, readahead=True)  # one sequential pass
 
 
 class Verifier:

@@ -21,6 +21,8 @@ import os
 import struct
 from pathlib import Path
 
+import lmdb
+
 from nes.backend.base import IndexKind
 from nes.ids import validate_path_id
 
@@ -43,6 +45,15 @@ DIR_MODE = 0o700
 
 U64 = struct.Struct(">Q")
 U32 = struct.Struct(">I")
+
+
+def open_read_only(path: str | Path, *, readahead: bool = False) -> lmdb.Environment:
+    """A run file opened read-only and without LMDB's lock file: a reader never writes, never
+    creates a missing file and never registers with (or waits on) a writer. `readahead` suits
+    a full sequential scan."""
+    return lmdb.open(
+        str(path), subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS, create=False, readahead=readahead
+    )
 
 
 def seq_key(seq: int) -> bytes:

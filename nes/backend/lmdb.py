@@ -122,10 +122,7 @@ class _RunFile:
                     lock=not exclusive,
                 )
             else:
-                self.env = lmdb.open(
-                    str(path), subdir=False, readonly=True, lock=False, max_dbs=layout.MAX_DBS, create=False,
-                    readahead=False,
-                )
+                self.env = layout.open_read_only(path)
         except lmdb.Error as exc:
             self.close()
             raise classify_lmdb_error(exc, f"open {path}") from exc
