@@ -1,4 +1,4 @@
-"""Reading untrusted files in a worker process.
+"""Worker processes: reading untrusted files out of process, and starting `workers.*` children.
 
 Contract: a corrupted LMDB file can crash the process that maps it (SIGBUS on a truncated map,
 a segfault on a damaged page). Everything that opens a run file it did not just write itself
@@ -34,6 +34,8 @@ class WorkerCrash(Exception):
 
 
 def worker_env() -> dict[str, str]:
+    """The environment of every `python -m workers.<name>` child (writer, recovery, verify,
+    retention)."""
     env = dict(os.environ)
     # Make `workers` importable even when nes is used from a source tree, not installed.
     if (_PROJECT_ROOT / "workers" / "__init__.py").is_file():

@@ -36,6 +36,7 @@ from nes.config import EventStoreConfig
 from nes.errors import CrashedPredecessor, EventStoreError
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
+from nes.isolation import worker_env
 from nes.manifest import RegisteredComponents, RunManifest, RunStatus
 from nes.recovery import (
     RUN_STARTED_TOPIC,
@@ -160,6 +161,7 @@ def _sweep_worker(
         [sys.executable, "-m", "workers.recover", base_dir, instance_id, *files],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        env=worker_env(),
     )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

@@ -49,6 +49,7 @@ from nes.halt import (
     noop_halt,
 )
 from nes.headers import Headers
+from nes.isolation import worker_env
 from nes.manifest import RunManifest
 from nes.record import KIND_ANCHOR, KIND_CLOSE, MAX_INDEX_KEYS, encode_anchor_request, entry_template
 from nes.sidecar import WriterCore
@@ -323,6 +324,7 @@ class EventStoreWriter:
                 stdin=subprocess.PIPE,
                 pass_fds=(theirs.fileno(),),
                 close_fds=True,
+                env=worker_env(),
             )
             assert proc.stdin is not None
             proc.stdin.write(args)
