@@ -10,6 +10,8 @@ Contract:
   `max_batch_latency_s` (`should_flush`, a pure rule). One write transaction per batch.
 - The durable high-watermark is published (ring header) only after the commit returned.
 - ANCHOR and CLOSE records first commit everything before them. Close seals the run Ended.
+- Idle: until `idle_linger_s` after the last record it popped, the writer polls the ring (short
+  naps, no flag raised, so submits make no syscall); after that it parks on the data semaphore.
 - Any backend failure becomes one `Halt(reason)` on the control channel; the writer then stops
   committing and exits. Trader gone (control EOF): drain and commit what was pushed, exit, and
   leave the run Running for the next boot's recovery sweep.
@@ -271,7 +273,7 @@ class ConsumerRing(Protocol):
     """What the sidecar needs from the consumer side of the shm ring."""
 
     def pop(self, max_records: int) -> list[tuple[int, bytes]]: ...
-    def wait_for_data(self, timeout_s: float) -> bool: ...
+    def wait_for_data(self, timeout_s: float, linger_s: float = 0.0) -> bool: ...
     def wake_consumer(self) -> None: ...
     def publish_durable(self, high_watermark: int) -> None: ...
     def set_halt(self, code: int) -> None: ...
@@ -286,6 +288,7 @@ def run_sidecar(
     backend: RunStoreBase,
     max_batch_entries: int,
     max_batch_latency_s: float,
+    idle_linger_s: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """The writer process loop. Returns the process exit code (0 clean, 3 halted)."""
@@ -311,6 +314,7 @@ def run_sidecar(
     threading.Thread(target=watch_trader, name="nes-writer-lifeline", daemon=True).start()
     core.start_pipeline(wake=ring.wake_consumer)  # a batch may wait for the commit in flight
     deadline = 0.0
+    linger_until = 0.0  # keep polling (no park) until `idle_linger_s` after the last record
     try:
         while True:
             records = ring.pop(max(1, max_batch_entries - core.pending))  # never more than fits
@@ -335,6 +339,8 @@ def run_sidecar(
                     raise RecordError(f"unknown ring record kind {kind}")
             drained = not records
             now = clock()
+            if not drained:
+                linger_until = now + idle_linger_s
             if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
                 core.flush()
             else:
@@ -343,7 +349,7 @@ def run_sidecar(
                 if trader_gone.is_set():
                     core.sync()
                     return 0  # everything pushed before the trader died is committed
-                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S)
+                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S, max(0.0, linger_until - now))
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
         reason = core.halt_reason(core.settle(err))
         ring.set_halt(HALT_CODES[type(reason).__name__])

@@ -14,7 +14,7 @@ single, untorn stores on x86-64.
 | 128    | tail                   | consumer  | total bytes ever consumed (monotonic)               |
 | 192    | durable_high_watermark | consumer  | last seq committed and fsynced                      |
 | 256    | halt_code              | consumer  | 0 running, else the sidecar's halt code             |
-| 320    | consumer_waiting       | consumer  | 1 while the consumer sleeps on the data semaphore   |
+| 320    | consumer_waiting       | consumer  | park number while it sleeps on the data semaphore   |
 | 384    | producer_waiting       | producer  | 1 while the producer sleeps on the space semaphore  |
 | 448    | durable_waiting        | producer  | 1 while a producer thread sleeps on durability      |
 | 512    | data[capacity]         | producer  | records                                             |

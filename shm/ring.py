@@ -15,6 +15,13 @@ Contract:
   reordering can, rarely, make it miss a consumer that is just going to sleep: that wake-up is
   late, never lost, because the consumer polls every `CONSUMER_POLL_S` while it sleeps. Producer
   sleeps are bounded by `SAFETY_WAIT_S`.
+- The consumer's flag holds a park number (a new one per park), and the producer posts once per
+  park, not on every push made while the parked consumer is being woken.
+- Idle strategy (consumer): `wait_for_data(timeout_s, linger_s)` lingers for `linger_s` first,
+  napping `CONSUMER_NAP_S` at a time without raising its flag, and only then parks. A trader that
+  submits in bursts (every millisecond, say) then never pays for waking a parked process (a
+  futex wake and a cross-CPU interrupt: several microseconds inside `try_push`), and a writer
+  with nothing to do still parks after the linger and burns no CPU.
 - Names are unguessable (`/nes-<24 hex>-…`), created O_EXCL with mode 0600. The creator owns them
   and unlinks them as soon as the consumer is attached (`unlink_names`); the writer process also
   calls `unlink_names` (idempotent) when it exits, so nothing stays in /dev/shm whichever side
@@ -36,10 +43,19 @@ import posix_ipc
 
 from shm import layout
 
-__all__ = ["Ring", "RingNames", "RecordTooLarge", "RingError", "SAFETY_WAIT_S", "CONSUMER_POLL_S"]
+__all__ = [
+    "Ring",
+    "RingNames",
+    "RecordTooLarge",
+    "RingError",
+    "SAFETY_WAIT_S",
+    "CONSUMER_POLL_S",
+    "CONSUMER_NAP_S",
+]
 
 SAFETY_WAIT_S = 0.05
 CONSUMER_POLL_S = 0.02  # bounds a wake-up made late by the producer's unfenced flag load
+CONSUMER_NAP_S = 0.00005
 _RECORD = layout.RECORD_HEADER
 _HDR = _RECORD.size
 
@@ -121,6 +137,8 @@ class Ring:
         self.max_record = 0
         self._producer_head = 0  # the producer's own copy of `head` (it is its only writer)
         self._tail_seen = 0  # the producer's last read of `tail` (refreshed when space looks short)
+        self._park_posted = 0  # the producer: the consumer park it last posted for
+        self._parks = 0  # the consumer: how many times it parked (its flag holds the current one)
 
     # -- lifetime -----------------------------------------------------------------------------
     @classmethod
@@ -272,7 +290,9 @@ class Ring:
         head += size
         self._head.value = head
         self._producer_head = head
-        if self._consumer_waiting.value:
+        park = self._consumer_waiting.value
+        if park and park != self._park_posted:
+            self._park_posted = park
             self._data_sem.release()
         return True
 
@@ -336,19 +356,27 @@ class Ring:
             self._space_sem.release()
         return out
 
-    def wait_for_data(self, timeout_s: float) -> bool:
-        """Sleep until a record is published or `wake_consumer` is called (bounded)."""
-        if self._head.value != self._tail.value:
+    def wait_for_data(self, timeout_s: float, linger_s: float = 0.0) -> bool:
+        """Sleep until a record is published or `wake_consumer` is called (bounded): linger for
+        `linger_s` first, then park (see the module's idle strategy)."""
+        head, tail = self._head, self._tail
+        if head.value != tail.value:
             return True
-        self._consumer_waiting.value = 1
+        deadline = time.monotonic() + timeout_s
+        linger_until = min(deadline, time.monotonic() + linger_s)
+        data_sem = self._data_sem
+        while time.monotonic() < linger_until:
+            if _timed_acquire(data_sem, CONSUMER_NAP_S) or head.value != tail.value:
+                return True  # a wake_consumer post, or data
+        self._parks += 1
+        self._consumer_waiting.value = self._parks
         _full_fence()
         try:
-            if self._head.value != self._tail.value:
+            if head.value != tail.value:
                 return True
-            deadline = time.monotonic() + timeout_s
             while True:
-                woke = _timed_acquire(self._data_sem, min(deadline - time.monotonic(), CONSUMER_POLL_S))
-                if woke or self._head.value != self._tail.value:
+                woke = _timed_acquire(data_sem, min(deadline - time.monotonic(), CONSUMER_POLL_S))
+                if woke or head.value != tail.value:
                     return True
                 if time.monotonic() >= deadline:
                     return False

@@ -406,7 +406,7 @@ def test_wait_for_data_wakes_promptly_on_push(ring, semaphore_only_wakeups):
     consumer = Ring.attach(ring.names)
     try:
         t, result = run_in_thread(lambda: consumer.wait_for_data(5.0))
-        spin_until(lambda: ring._consumer_waiting.value == 1)
+        spin_until(lambda: ring._consumer_waiting.value != 0)
         assert ring.try_push(1, b"wake")
         t.join(5.0)
         assert not t.is_alive()
@@ -436,7 +436,7 @@ def test_wake_consumer_wakes_a_sleeping_consumer(ring, semaphore_only_wakeups):
     consumer = Ring.attach(ring.names)
     try:
         t, result = run_in_thread(lambda: consumer.wait_for_data(5.0))
-        spin_until(lambda: ring._consumer_waiting.value == 1)
+        spin_until(lambda: ring._consumer_waiting.value != 0)
         ring.wake_consumer()
         t.join(5.0)
         assert not t.is_alive()
@@ -452,7 +452,7 @@ def test_set_halt_wakes_sleeping_consumer_and_is_visible_to_producer(ring, semap
     consumer = Ring.attach(ring.names)
     try:
         t, result = run_in_thread(lambda: consumer.wait_for_data(5.0))
-        spin_until(lambda: ring._consumer_waiting.value == 1)
+        spin_until(lambda: ring._consumer_waiting.value != 0)
         consumer.set_halt(5)
         t.join(5.0)
         assert not t.is_alive()
@@ -474,6 +474,65 @@ def test_wait_durable_at_least_wakes_on_publish_durable(ring, semaphore_only_wak
         assert ring.durable_high_watermark == 10
     finally:
         consumer.close()
+
+
+def test_producer_posts_once_per_park_not_once_per_push(ring):
+    """While a parked consumer is being woken, further pushes make no syscall: the flag holds a
+    park number and the producer posts once for each."""
+    consumer = Ring.attach(ring.names)
+    try:
+        consumer._consumer_waiting.value = 7  # as a consumer that parked for the 7th time
+        for i in range(5):
+            assert ring.try_push(1, bytes([i]))
+        assert consumer._data_sem.value == 1
+        consumer._consumer_waiting.value = 8  # woke up, drained, parked again
+        assert ring.try_push(1, b"again")
+        assert consumer._data_sem.value == 2
+        consumer._consumer_waiting.value = 0  # awake: no posts at all
+        assert ring.try_push(1, b"awake")
+        assert consumer._data_sem.value == 2
+    finally:
+        consumer.close()
+
+
+def test_lingering_consumer_sees_a_push_without_a_post(ring, semaphore_only_wakeups):
+    consumer = Ring.attach(ring.names)
+    try:
+        t, result = run_in_thread(lambda: consumer.wait_for_data(5.0, linger_s=1.0))
+        assert ring.try_push(1, b"during linger")
+        t.join(5.0)
+        assert not t.is_alive()
+        assert result["value"] is True and result["elapsed"] < 1.0
+        assert consumer._parks == 0 and ring._consumer_waiting.value == 0  # never raised its flag
+        assert consumer._data_sem.value == 0  # so the producer never posted
+        assert consumer.pop(10) == [(1, b"during linger")]
+    finally:
+        consumer.close()
+
+
+def test_wake_consumer_ends_a_linger(ring, semaphore_only_wakeups):
+    consumer = Ring.attach(ring.names)
+    try:
+        t, result = run_in_thread(lambda: consumer.wait_for_data(5.0, linger_s=1.0))
+        ring.wake_consumer()
+        t.join(5.0)
+        assert result["value"] is True and result["elapsed"] < 1.0
+    finally:
+        consumer.close()
+
+
+def test_consumer_parks_after_its_linger(ring):
+    t0 = time.monotonic()
+    assert ring.wait_for_data(0.3, linger_s=0.05) is False
+    assert 0.29 <= time.monotonic() - t0 < 1.5
+    assert ring._parks == 1 and ring._consumer_waiting.value == 0
+
+
+def test_linger_never_outlasts_the_timeout(ring):
+    t0 = time.monotonic()
+    assert ring.wait_for_data(0.05, linger_s=1.0) is False
+    assert time.monotonic() - t0 < 0.5
+    assert ring._parks == 1  # the (empty) park after the clipped linger
 
 
 def test_wait_durable_at_least_ignores_lower_watermark_and_times_out(ring):
@@ -521,7 +580,7 @@ def test_cross_process_wakeups_are_not_lost_in_ping_pong():
         for i in range(2000):
             payload = i.to_bytes(8, "little")
             # push only after the consumer has gone to sleep, so every record needs a wake-up
-            spin_until(lambda: ring._consumer_waiting.value == 1 and ring.used_bytes() == 0, 10.0)
+            spin_until(lambda: ring._consumer_waiting.value != 0 and ring.used_bytes() == 0, 10.0)
             assert time.monotonic() - t0 < 30.0, f"only {i} wake-ups in 30 s"
             assert ring.try_push(3, payload)
             ring_child.checksum_update(h, 3, payload)

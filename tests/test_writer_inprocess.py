@@ -256,7 +256,7 @@ class _ScriptedRing:
     def pop(self, max_records: int):  # noqa: ANN201
         return self.pops.pop(0) if self.pops else []
 
-    def wait_for_data(self, timeout_s: float) -> bool:
+    def wait_for_data(self, timeout_s: float, linger_s: float = 0.0) -> bool:
         return False
 
     def wake_consumer(self) -> None:

@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -285,3 +286,38 @@ def test_an_anchor_ack_that_never_comes_halts_with_backend_error(tmp_path: Path)
     finally:
         os.kill(pid, signal.SIGCONT)
         writer.abandon()
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+@pytest.mark.parametrize("linger_s", [0.0, 0.2])
+def test_writer_lingers_then_parks_and_burns_no_cpu_when_idle(tmp_path: Path, linger_s: float) -> None:
+    """After a burst the writer polls for `idle_linger_s` (its CPU shows it), then parks on the
+    semaphore: a second of idleness after that costs it (almost) no CPU."""
+    writer, halts = spawn(tmp_path, WriterConfig(idle_linger_s=linger_s))
+    try:
+        pid = writer.writer_pid
+        seq = 0
+        for _ in range(100):
+            seq = writer.submit(DRAFT)
+        assert writer.wait_durable(seq, 10.0)
+        # the writer parks once its linger is over: its flag in the ring header says so
+        deadline = time.monotonic() + 10.0
+        while writer._ring._consumer_waiting.value == 0:
+            assert time.monotonic() < deadline, "the writer never parked"
+            time.sleep(0.01)
+        before, t0 = _cpu_seconds(pid), time.monotonic()
+        time.sleep(1.0)  # the measurement window: the writer has nothing to do
+        used = _cpu_seconds(pid) - before
+        assert used / (time.monotonic() - t0) < 0.05, f"idle writer used {used:.3f} s of CPU"
+        # a submit after the park still wakes it at once
+        seq = writer.submit(DRAFT)
+        assert writer.wait_durable(seq, 10.0)
+        assert writer.close() == seq + 1
+    finally:
+        if not writer._closed:
+            writer.abandon()
+    assert halts == []

@@ -8,7 +8,8 @@ Figures, with baselines measured in the same run (ratios survive a noisy machine
   here) and the same pipeline with `multiprocessing.Queue` in place of the ring
   (`mpqueue_entries_per_s`);
 - submit latency p50/p99/p99.9/p99.99 and submit -> durable latency p50/p99 at 50k entries/s
-  offered (bursts of 50 every millisecond);
+  offered (bursts of 50 every millisecond), and the writer's CPU meanwhile (its idle linger
+  polls the ring between bursts, so that submits need no wake-up syscall);
 - writer memory at start and after the long run (5M entries; 500k with --quick): private RSS
   (`writer_rss_*`, what must stay flat) beside total and file-backed RSS (LMDB page cache);
 - idle writer CPU; the latency of one small fsynced raw commit (the floor under durability).
@@ -157,7 +158,10 @@ def throughput(writer: EventStoreWriter, count: int) -> float:
 def paced(writer: EventStoreWriter, rate: float, seconds: float, burst: int = 50) -> dict[str, float]:
     """Offer `rate` entries/s in bursts of `burst` (sleeping between bursts, as a trader waiting
     for market data would); time each submit, and for the last entry of every burst the time
-    until a waiting thread sees it durable (`wait_durable`, the trader's own API)."""
+    until a waiting thread sees it durable (`wait_durable`, the trader's own API). Also the
+    writer's CPU over the run (what its idle linger costs between bursts)."""
+    writer_process = psutil.Process(writer.writer_pid)
+    cpu_before, wall_before = writer_process.cpu_times(), time.perf_counter()
     interval = burst / rate
     bursts = int(rate * seconds / burst)
     submit = writer.submit
@@ -187,6 +191,8 @@ def paced(writer: EventStoreWriter, rate: float, seconds: float, burst: int = 50
         next_at += interval
     submitted.put(None)
     watcher.join()
+    cpu_after, wall = writer_process.cpu_times(), time.perf_counter() - wall_before
+    writer_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     submit_us.sort()
     durable_ms.sort()
     return {
@@ -197,6 +203,7 @@ def paced(writer: EventStoreWriter, rate: float, seconds: float, burst: int = 50
         "submit_p9999_us": percentile(submit_us, 0.9999),
         "durable_p50_ms": percentile(durable_ms, 0.50),
         "durable_p99_ms": percentile(durable_ms, 0.99),
+        "writer_cpu_percent_at_offered": 100.0 * writer_cpu / wall,
     }
 
 

@@ -29,6 +29,7 @@ class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ring: RingNames
     max_batch_entries: int
     max_batch_latency_s: float
+    idle_linger_s: float
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         with ring:
             try:
-                return run_sidecar(ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s)
+                return run_sidecar(
+                    ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s, args.idle_linger_s
+                )
             finally:
                 ring.unlink_names()  # normally already done by the trader; covers its early death
     finally:
