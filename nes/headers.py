@@ -24,8 +24,9 @@ def _check_uuid4(name: str, value: object) -> None:
         raise ValueError(f"Headers.{name} must be a version-4 RFC 4122 UUID, got {value}")
 
 
-class Headers(msgspec.Struct, frozen=True):
-    """First-class correlation headers (level 1 and 2 identity)."""
+class Headers(msgspec.Struct, frozen=True, gc=False):
+    """First-class correlation headers (level 1 and 2 identity). Not tracked by the cyclic GC:
+    frozen and holding only UUIDs, it can never be part of a reference cycle."""
 
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None

@@ -145,6 +145,22 @@ def test_append_encoded_accepts_prebuilt_values(backend) -> None:  # noqa: ANN00
     assert backend.scan_seq(4) == build_entry(4)
 
 
+def test_append_encoded_refuses_a_value_too_short_to_be_an_entry_and_lands_nothing(backend) -> None:  # noqa: ANN001
+    encoded = [a.encoded() for a in appends(1, 3)]
+    encoded[1] = EncodedEntry(2, encoded[1].value[:40])  # cut inside the frame's fixed fields
+    with pytest.raises(Backend, match="shorter than"):
+        backend.append_encoded(encoded)
+    assert backend.high_watermark() == 0
+    assert backend.append_encoded([a.encoded() for a in appends(1, 3)]) == 3
+
+
+def test_append_encoded_max_ts_init_is_the_batch_maximum_not_the_last(backend) -> None:  # noqa: ANN001
+    entries = [EventStoreEntry.build(s, ts, ts, "t.x", "T", b"p") for s, ts in ((1, 50), (2, 1 << 60), (3, 7))]
+    backend.append_encoded([AppendEntry.without_indices(e).encoded() for e in entries])
+    backend.seal(RunStatus.Ended)
+    assert backend.manifest().end_ts_init == 1 << 60
+
+
 def test_first_batch_not_starting_at_one_is_out_of_order(backend) -> None:  # noqa: ANN001
     with pytest.raises(OutOfOrder) as info:
         backend.append_batch(appends(2, 2))

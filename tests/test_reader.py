@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from nes.backend.base import AppendEntry, IndexKey, IndexKind, ScanDirection
+from nes.backend.base import AppendEntry, IndexKey, IndexKind, ScanDirection, seq_key
 from nes.backend.memory import MemoryBackend
 from nes.entry import EventStoreEntry
 from nes.errors import Backend, Corrupted, Gap, HashMismatch
@@ -482,8 +482,8 @@ def test_scan_range_propagates_corrupted_row() -> None:
 class GapBackend(MemoryBackend):
     """A run whose row 3 is missing inside the high-watermark (as a damaged file would be)."""
 
-    def _iter_values(self, lo: int, hi: int):  # noqa: ANN202
-        return ((seq, value) for seq, value in super()._iter_values(lo, hi) if seq != 3)
+    def _read_rows(self, lo: int, hi: int):  # noqa: ANN202
+        return [(key, value) for key, value in super()._read_rows(lo, hi) if key != seq_key(3)]
 
 
 def test_scan_range_propagates_gap() -> None:

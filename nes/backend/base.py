@@ -7,7 +7,7 @@ committed. Hashes are not checked on append (a tampered entry is accepted) and a
 every read. A sealed run refuses appends and anchors with `Closed`; "no run open" is `Backend`.
 
 `RunStoreBase` implements those rules once; a backend supplies the storage primitives
-(`_stage`, `_get_value`, `_iter_values`, index and anchor access). Entries travel to storage as
+(`_stage`, `_get_value`, `_read_rows`, index and anchor access). Entries travel to storage as
 `EncodedEntry` (seq, `entry_hash || canonical frame`, index keys) so the writer sidecar can
 append bytes it never decoded; every append path ends in one `PreparedBatch` (storage-ready key
 and value bytes), which the writer sidecar builds directly on its hot path.
@@ -16,15 +16,16 @@ and value bytes), which the writer sidecar builds directly on its hot path.
 from __future__ import annotations
 
 import enum
+import operator
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
-from nes.codec import HASH_LEN
-from nes.entry import EventStoreEntry, decode_stored_value, encode_stored_value
-from nes.errors import NO_RUN_OPEN, Backend, Closed, Corrupted, Gap, OutOfOrder
+from nes.codec import HASH_LEN, MIN_FRAME_LEN
+from nes.entry import EventStoreEntry, decode_stored_rows, encode_stored_value
+from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
 from nes.snapshot import SnapshotAnchor, validate_new_anchor
 
@@ -33,6 +34,7 @@ __all__ = [
     "IndexKey",
     "MAX_INDEX_KEY_BYTES",
     "index_key_problem",
+    "seq_key",
     "AppendEntry",
     "EncodedEntry",
     "PreparedBatch",
@@ -111,6 +113,15 @@ _TS_INIT_AT = HASH_LEN + 8  # value = hash[32] || seq[8] || ts_init[8] || ...
 _U64 = struct.Struct(">Q")
 
 
+seq_key: Callable[[int], bytes] = _U64.pack  # an entry's storage key: seq as u64 BE (sorts in seq order)
+
+
+MIN_VALUE_LEN = HASH_LEN + MIN_FRAME_LEN
+_get_seq = operator.attrgetter("seq")
+_get_value = operator.attrgetter("value")
+_ts_init_bytes = operator.itemgetter(slice(_TS_INIT_AT, _TS_INIT_AT + 8))
+
+
 def value_ts_init(value: bytes | memoryview) -> int:
     return _U64.unpack_from(value, _TS_INIT_AT)[0]
 
@@ -163,8 +174,9 @@ class RunStoreBase:
     def _get_value(self, seq: int) -> bytes | None:
         raise NotImplementedError
 
-    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
-        """(key seq, value) for stored keys in [lo, hi], ascending."""
+    def _read_rows(self, lo: int, hi: int) -> Sequence[tuple[bytes, bytes]]:
+        """Up to `hi - lo + 1` stored rows (8-byte key, value), ascending from the first key
+        >= lo (past hi if keys are missing: `decode_stored_rows` sorts that out)."""
         raise NotImplementedError
 
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
@@ -210,25 +222,27 @@ class RunStoreBase:
         return self.append_encoded([e.encoded() for e in entries])
 
     def append_encoded(self, entries: Sequence[EncodedEntry]) -> int:
+        """Check and commit pre-encoded entries (contiguous seqs from the high-watermark + 1,
+        valid index keys). Written as whole-list operations: it is the append hot path."""
         run = self._require_writable()
         if not entries:
             return run.high_watermark
-        expected = run.high_watermark + 1
-        for offset, item in enumerate(entries):
-            if item.seq != expected + offset:
-                raise OutOfOrder(run.high_watermark, item.seq)
-            for _, key in item.index_keys:
-                problem = index_key_problem(key)
-                if problem is not None:
-                    raise Backend(f"seq {item.seq}: {problem}")
-        return self.append_prepared(
-            PreparedBatch(
-                expected,
-                [(_U64.pack(e.seq), e.value) for e in entries],
-                [(kind, key, e.seq) for e in entries for kind, key in e.index_keys],
-                max(value_ts_init(e.value) for e in entries),
-            )
-        )
+        first = run.high_watermark + 1
+        seqs = list(map(_get_seq, entries))
+        if seqs != list(range(first, first + len(seqs))):
+            bad = next(seq for offset, seq in enumerate(seqs) if seq != first + offset)
+            raise OutOfOrder(run.high_watermark, bad)
+        values = list(map(_get_value, entries))
+        if min(map(len, values)) < MIN_VALUE_LEN:
+            raise Backend(f"a stored value is shorter than {MIN_VALUE_LEN} bytes (hash and frame)")
+        index_rows = [(kind, key, e.seq) for e in entries if e.index_keys for kind, key in e.index_keys]
+        for _, key, seq in index_rows:
+            problem = index_key_problem(key)
+            if problem is not None:
+                raise Backend(f"seq {seq}: {problem}")
+        keys = map(seq_key, range(first, first + len(seqs)))
+        max_ts_init = _U64.unpack(max(map(_ts_init_bytes, values)))[0]  # u64 BE: bytes order = number order
+        return self.append_prepared(PreparedBatch(first, list(zip(keys, values)), index_rows, max_ts_init))
 
     def append_prepared(self, batch: PreparedBatch) -> int:
         """Commit a storage-ready batch in one transaction; returns the new high-watermark."""
@@ -259,15 +273,7 @@ class RunStoreBase:
         hi = min(to_seq, run.high_watermark)
         if from_seq == 0 or from_seq > hi:
             return []
-        out: list[EventStoreEntry] = []
-        expected = from_seq
-        for key, value in self._iter_values(from_seq, hi):
-            if key != expected:
-                raise Gap(expected - 1, key, expected)
-            out.append(_decode_at(value, key))
-            expected += 1
-        if expected <= hi:
-            raise Gap(expected - 1, hi + 1, expected)
+        out = decode_stored_rows(self._read_rows(from_seq, hi), from_seq, hi)
         if direction is ScanDirection.Reverse:
             out.reverse()
         return out
@@ -279,7 +285,7 @@ class RunStoreBase:
         value = self._get_value(seq)
         if value is None:
             raise Gap(seq - 1, seq + 1, seq)
-        return _decode_at(value, seq)
+        return decode_stored_rows(((seq_key(seq), value),), seq, seq)[0]
 
     def lookup(self, kind: IndexKind, key: str) -> int | None:
         seqs = self.lookup_all(kind, key)
@@ -317,15 +323,6 @@ class RunStoreBase:
         )
         self._store_manifest(sealed)
         run.manifest = sealed
-
-
-def _decode_at(value: bytes, key: int) -> EventStoreEntry:
-    """Decode (hash-checked) the value stored under `key`; a value whose embedded seq is not its
-    key (copied or swapped rows hash clean) is Corrupted, never a clean read."""
-    entry = decode_stored_value(value, key)
-    if entry.seq != key:
-        raise Corrupted(f"decode entry seq={key}: value carries embedded seq {entry.seq}")
-    return entry
 
 
 def _with(manifest: RunManifest, **changes: object) -> RunManifest:

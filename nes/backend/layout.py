@@ -24,6 +24,7 @@ from pathlib import Path
 import lmdb
 
 from nes.backend.base import IndexKind
+from nes.backend.base import seq_key as _seq_key
 from nes.ids import validate_path_id
 
 DB_ENTRIES = b"entries"
@@ -56,8 +57,7 @@ def open_read_only(path: str | Path, *, readahead: bool = False) -> lmdb.Environ
     )
 
 
-def seq_key(seq: int) -> bytes:
-    return U64.pack(seq)
+seq_key = _seq_key  # an entry's key: seq as u64 big-endian (nes.backend.base owns the codec)
 
 
 def key_seq(key: bytes) -> int:

@@ -21,7 +21,8 @@ import errno
 import fcntl
 import os
 import resource
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -421,20 +422,13 @@ class LmdbBackend(RunStoreBase):
         with run_file.env.begin(db=run_file.entries) as txn:
             return txn.get(layout.seq_key(seq))
 
-    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+    def _read_rows(self, lo: int, hi: int) -> list[tuple[bytes, bytes]]:
         run_file = self._f()
         with run_file.env.begin(db=run_file.entries) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(layout.seq_key(lo)):
-                return
-            for key, value in cursor:
-                try:
-                    seq = layout.key_seq(key)
-                except ValueError as exc:
-                    raise Corrupted(f"entries table: {exc}") from exc
-                if seq > hi:
-                    return
-                yield seq, value
+                return []
+            return list(islice(cursor.iternext(keys=True, values=True), hi - lo + 1))
 
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
         run_file = self._f()

@@ -7,9 +7,9 @@ when `open_run` is called again is a `CrashedPredecessor` and stays readable and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open
+from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, seq_key
 from nes.errors import CrashedPredecessor
 from nes.manifest import RunManifest
 from nes.snapshot import SnapshotAnchor
@@ -45,9 +45,8 @@ class MemoryBackend(RunStoreBase):
     def _get_value(self, seq: int) -> bytes | None:
         return self._values[seq - 1] if 0 < seq <= len(self._values) else None
 
-    def _iter_values(self, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
-        for seq in range(lo, min(hi, len(self._values)) + 1):
-            yield seq, self._values[seq - 1]
+    def _read_rows(self, lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        return [(seq_key(seq), self._values[seq - 1]) for seq in range(lo, min(hi, len(self._values)) + 1)]
 
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
         return list(self._index.get(kind, {}).get(key, ()))
