@@ -142,6 +142,9 @@ def mpqueue_pipeline(base: Path, count: int) -> float:
     elapsed = time.perf_counter() - start
     child.join()
     assert final == count, final
+    for q in (inbox, done):  # stop their feeder threads: they must not linger into the ring's runs
+        q.close()
+        q.join_thread()
     return count / elapsed
 
 
