@@ -8,7 +8,8 @@ Contract:
   exceeds `max_record`, and the ring stays usable either way.
 - Wake-ups use three POSIX semaphores, each posted only when its sleeper raised its waiting flag:
   data (consumer sleeps when empty), space (producer sleeps when full), durable (producer threads
-  sleep in `wait_durable_at_least`). A sleeper raises its flag, issues a full memory barrier (an
+  sleep in `wait_durable_at_least`: one on the semaphore, the others on an in-process condition
+  it notifies). A sleeper raises its flag, issues a full memory barrier (an
   uncontended lock round trip: a locked instruction on x86-64), then re-checks its condition.
   The consumer side also fences between its store (tail, durable) and its flag load. The
   producer's `try_push` does not (it would add ~0.25 us to every push), so x86 store-load
@@ -139,6 +140,9 @@ class Ring:
         self._tail_seen = 0  # the producer's last read of `tail` (refreshed when space looks short)
         self._park_posted = 0  # the producer: the consumer park it last posted for
         self._parks = 0  # the consumer: how many times it parked (its flag holds the current one)
+        # producer threads in `wait_durable_at_least`: one sleeps on the semaphore, others here
+        self._durable_changed = threading.Condition(threading.Lock())
+        self._durable_sleeper = False
 
     # -- lifetime -----------------------------------------------------------------------------
     @classmethod
@@ -311,21 +315,32 @@ class Ring:
             self._producer_waiting.value = 0
 
     def wait_durable_at_least(self, seq: int, timeout_s: float) -> bool:
+        """True once the durable high-watermark reaches `seq`, False after `timeout_s`. Safe from
+        several threads: one of them (the sleeper) waits on the semaphore, which wakes one
+        waiter per post, and wakes the others through `_durable_changed` when it returns."""
         deadline = time.monotonic() + timeout_s
+        changed = self._durable_changed
         while True:
             if self._durable.value >= seq:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._durable_waiting.value = 1
-            _full_fence()
+            with changed:
+                if self._durable_sleeper:
+                    changed.wait(min(remaining, SAFETY_WAIT_S))  # the sleeper wakes us all
+                    continue
+                self._durable_sleeper = True
             try:
-                if self._durable.value >= seq:
-                    return True
-                _timed_acquire(self._durable_sem, min(remaining, SAFETY_WAIT_S))
+                self._durable_waiting.value = 1
+                _full_fence()
+                if self._durable.value < seq:
+                    _timed_acquire(self._durable_sem, min(remaining, SAFETY_WAIT_S))
             finally:
                 self._durable_waiting.value = 0
+                with changed:
+                    self._durable_sleeper = False
+                    changed.notify_all()
 
     # -- consumer -----------------------------------------------------------------------------
     def pop(self, max_records: int) -> list[tuple[int, bytes]]:

@@ -535,6 +535,27 @@ def test_linger_never_outlasts_the_timeout(ring):
     assert ring._parks == 1  # the (empty) park after the clipped linger
 
 
+def test_several_threads_waiting_for_durability_are_all_woken_promptly(ring, semaphore_only_wakeups):
+    """One post wakes one semaphore sleeper; the others must still hear of every publish (before,
+    the first waiter to return cleared the shared flag and the rest slept out the safety poll)."""
+    consumer = Ring.attach(ring.names)
+    try:
+        waiters = [run_in_thread(lambda s=s: ring.wait_durable_at_least(s, 10.0)) for s in (5, 10, 10)]
+        spin_until(lambda: ring._durable_waiting.value != 0)
+        consumer.publish_durable(5)
+        waiters[0][0].join(5.0)
+        assert waiters[0][1]["value"] is True and waiters[0][1]["elapsed"] < 2.0
+        assert all(t.is_alive() for t, _ in waiters[1:])  # 5 is not enough for them
+        spin_until(lambda: ring._durable_waiting.value != 0)
+        consumer.publish_durable(10)
+        for t, result in waiters[1:]:
+            t.join(5.0)
+            assert not t.is_alive()
+            assert result["value"] is True and result["elapsed"] < 2.0
+    finally:
+        consumer.close()
+
+
 def test_wait_durable_at_least_ignores_lower_watermark_and_times_out(ring):
     consumer = Ring.attach(ring.names)
     try:
