@@ -10,8 +10,9 @@ Figures, with baselines measured in the same run (ratios survive a noisy machine
 - submit latency p50/p99/p99.9/p99.99 and submit -> durable latency p50/p99 at 50k entries/s
   offered (bursts of 50 every millisecond), and the writer's CPU meanwhile (its idle linger
   polls the ring between bursts, so that submits need no wake-up syscall);
-- writer memory at start and after the long run (5M entries; 500k with --quick): private RSS
-  (`writer_rss_*`, what must stay flat) beside total and file-backed RSS (LMDB page cache);
+- writer memory at start, after the first runs and after the long run (5M entries; 500k with
+  --quick): private RSS (`writer_rss_*`, what must stay flat from mid to end) beside total and
+  file-backed RSS (LMDB page cache);
 - idle writer CPU; the latency of one small fsynced raw commit (the floor under durability).
 The last line of output is one JSON object.
 """
@@ -247,6 +248,7 @@ def main() -> int:
             latency = paced(writer, 50_000, paced_seconds)
             print(f"at 50k/s: {json.dumps(latency)}")
             done = throughput_count + int(50_000 * paced_seconds)
+            mem_mid = memory_mb(pid)  # after the first runs: flat from here on means no leak
             if long_count > done:
                 throughput(writer, long_count - done)
             mem_end = memory_mb(pid)
@@ -266,6 +268,8 @@ def main() -> int:
         "raw_commit_p50_ms": round(raw_p50, 3),
         "raw_commit_p99_ms": round(raw_p99, 3),
         "writer_rss_start_mb": round(mem_start["RssAnon"], 1),
+        "writer_rss_mid_mb": round(mem_mid["RssAnon"], 1),
+        "writer_rss_mid_entries": done,
         "writer_rss_end_mb": round(mem_end["RssAnon"], 1),
         "writer_vmrss_start_mb": round(mem_start["VmRSS"], 1),
         "writer_vmrss_end_mb": round(mem_end["VmRSS"], 1),
