@@ -495,28 +495,21 @@ def test_producer_posts_once_per_park_not_once_per_push(ring):
         consumer.close()
 
 
-def test_lingering_consumer_sees_a_push_without_a_post(ring, semaphore_only_wakeups):
+@pytest.mark.parametrize("how", ["push", "wake_consumer"])
+def test_a_push_or_a_wake_ends_a_linger_without_a_park(ring, semaphore_only_wakeups, how):
     consumer = Ring.attach(ring.names)
     try:
         t, result = run_in_thread(lambda: consumer.wait_for_data(5.0, linger_s=1.0))
-        assert ring.try_push(1, b"during linger")
+        if how == "push":
+            assert ring.try_push(1, b"during linger")
+        else:
+            ring.wake_consumer()
         t.join(5.0)
         assert not t.is_alive()
         assert result["value"] is True and result["elapsed"] < 1.0
         assert consumer._parks == 0 and ring._consumer_waiting.value == 0  # never raised its flag
-        assert consumer._data_sem.value == 0  # so the producer never posted
-        assert consumer.pop(10) == [(1, b"during linger")]
-    finally:
-        consumer.close()
-
-
-def test_wake_consumer_ends_a_linger(ring, semaphore_only_wakeups):
-    consumer = Ring.attach(ring.names)
-    try:
-        t, result = run_in_thread(lambda: consumer.wait_for_data(5.0, linger_s=1.0))
-        ring.wake_consumer()
-        t.join(5.0)
-        assert result["value"] is True and result["elapsed"] < 1.0
+        assert consumer._data_sem.value == 0  # a push made no post; a wake's post was taken
+        assert consumer.pop(10) == ([(1, b"during linger")] if how == "push" else [])
     finally:
         consumer.close()
 
