@@ -22,6 +22,7 @@ sidecar process share it; `run_sidecar` is the process loop around it.
 
 from __future__ import annotations
 
+import operator
 import os
 import queue
 import struct
@@ -48,6 +49,10 @@ from nes.record import (
 from nes.snapshot import SnapshotAnchor
 
 _U64_BE = struct.Struct(">Q")
+_RECORD_KIND = operator.itemgetter(0)
+_RECORD_DATA = operator.itemgetter(1)
+_FRAME_SEQ = operator.itemgetter(slice(0, 8))
+_FRAME_TS_INIT = operator.itemgetter(slice(8, 16))  # u64 BE: bytes order is number order
 
 __all__ = ["WriterCore", "should_flush", "run_sidecar", "ConsumerRing", "HALT_CODES"]
 
@@ -164,44 +169,45 @@ class WriterCore:
         self.add_entries([(KIND_ENTRY, record)])
 
     def add_entries(self, records: Sequence[tuple[int, bytes]], start: int = 0) -> int:
-        """Add `records[start:]` up to the first one that is not FRAME / ENTRY: for each, check
-        its seq is next, hash its frame, batch `hash || frame`. Returns the index it stopped at.
-        One tight loop over the popped records (the writer's hot path)."""
-        items_append = self._items.append
-        seq = self._next_seq
-        max_ts_init = self._max_ts_init
-        pack = _U64_BE.pack
-        domain_copy = DOMAIN_HASH_STATE.copy
-        index = start
-        end = len(records)
-        try:
-            while index < end:
-                kind, record = records[index]
+        """Add `records[start:]` up to the first one that is not FRAME / ENTRY: check their seqs
+        are the next ones, hash each frame, batch `hash || frame`. Returns the index it stopped
+        at. The writer's hot path: one short loop per record (kind dispatch, then the hash),
+        everything else as whole-list operations. A bad record adds nothing of this call."""
+        keyed: list[tuple[int, tuple[IndexKey, ...]]] = []  # (position, keys) of ENTRY records
+        pending = records[start:] if start else records
+        if list(map(_RECORD_KIND, pending)).count(KIND_FRAME) == len(pending):
+            frames = list(map(_RECORD_DATA, pending))  # the usual pop: FRAME records only, kept as they came
+        else:
+            frames = []
+            for kind, record in pending:
                 if kind == KIND_FRAME:
-                    frame = record  # stored as it came: no parsing, no copy
-                    keys: tuple[IndexKey, ...] = ()
+                    frames.append(record)
                 elif kind == KIND_ENTRY:
                     _, frame, keys = decode_entry_record(record)
+                    if keys:
+                        keyed.append((len(frames), keys))
+                    frames.append(frame)
                 else:
                     break  # a control record: the caller applies it after these entries
-                if len(frame) < MIN_FRAME_LEN:
-                    raise RecordError(f"entry frame of {len(frame)} bytes is too short")
-                key = frame[:8]
-                if key != pack(seq):
-                    raise RecordError(f"producer sent seq {_U64_BE.unpack(key)[0]}, expected {seq}")
-                hasher = domain_copy()  # hash_frame, inlined
-                hasher.update(frame)
-                items_append((key, hasher.digest() + frame))
-                ts_init = frame[8:16]  # big-endian: bytes order like the numbers
-                if ts_init > max_ts_init:
-                    max_ts_init = ts_init
-                for index_kind, index_key in keys:
-                    self._index_rows.append((index_kind, index_key, seq))
-                seq += 1
-                index += 1
-        finally:
-            self._next_seq = seq
-            self._max_ts_init = max_ts_init
+        index = start + len(frames)
+        if not frames:
+            return index
+        first = self._next_seq
+        keys_expected = list(map(_U64_BE.pack, range(first, first + len(frames))))
+        if min(map(len, frames)) < MIN_FRAME_LEN or list(map(_FRAME_SEQ, frames)) != keys_expected:
+            raise _bad_frame(frames, first)
+        digests = []
+        digest_append = digests.append
+        new_hasher = DOMAIN_HASH_STATE.copy
+        for frame in frames:  # hash_frame, inlined
+            hasher = new_hasher()
+            hasher.update(frame)
+            digest_append(hasher.digest())
+        self._items.extend(zip(keys_expected, map(operator.add, digests, frames)))
+        for position, keys in keyed:
+            self._index_rows.extend((kind, key, first + position) for kind, key in keys)
+        self._max_ts_init = max(self._max_ts_init, max(map(_FRAME_TS_INIT, frames)))
+        self._next_seq = first + len(frames)
         return index
 
     def _take_batch(self) -> PreparedBatch:
@@ -267,6 +273,16 @@ class WriterCore:
         if isinstance(err, RecordError):
             return BackendCorrupted(self.durable_high_watermark, f"malformed ring record: {err}")
         return from_backend_error(err, self.durable_high_watermark)
+
+
+def _bad_frame(frames: list[bytes], first_seq: int) -> RecordError:
+    """The first frame of a batch that is too short or does not carry its expected seq."""
+    for seq, frame in enumerate(frames, first_seq):
+        if len(frame) < MIN_FRAME_LEN:
+            return RecordError(f"entry frame of {len(frame)} bytes is too short")
+        if frame[:8] != _U64_BE.pack(seq):
+            return RecordError(f"producer sent seq {_U64_BE.unpack(frame[:8])[0]}, expected {seq}")
+    raise AssertionError("no bad frame in the batch")
 
 
 class ConsumerRing(Protocol):

@@ -349,22 +349,25 @@ class Ring:
         head = self._head.value
         if tail == head:
             return []
-        capacity = self.capacity
+        capacity, max_record, wrap = self.capacity, self.max_record, layout.WRAP_KIND
         mm = self._mm
         base = layout.HEADER_BYTES
         unpack = _RECORD.unpack_from
         out: list[tuple[int, bytes]] = []
-        while tail != head and len(out) < max_records:
+        append = out.append
+        room = max_records
+        while tail != head and room:
             pos = tail % capacity
             n, kind = unpack(mm, base + pos)
-            if kind == layout.WRAP_KIND:
+            if kind == wrap:
                 tail += capacity - pos
                 continue
-            if n > self.max_record:
+            if n > max_record:
                 raise RingError(f"corrupt ring: record of {n} bytes at offset {pos} exceeds max_record")
             start = base + pos + _HDR
-            out.append((kind, mm[start : start + n]))
+            append((kind, mm[start : start + n]))
             tail += _HDR + ((n + 7) & ~7)
+            room -= 1
         self._tail.value = tail
         _full_fence()
         if self._producer_waiting.value:

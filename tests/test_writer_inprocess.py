@@ -12,7 +12,7 @@ from nes import Headers, IndexKey, IndexKind, MemoryBackend, RunManifest, RunSta
 from nes.errors import Disk
 from nes.halt import BackendDisk, BackendCorrupted, BackendError, from_backend_error, noop_halt
 from nes.errors import Closed, Corrupted
-from nes.record import KIND_FRAME, RecordError, decode_entry_record, encode_entry_record, entry_template
+from nes.record import KIND_CLOSE, KIND_ENTRY, KIND_FRAME, RecordError, decode_entry_record, encode_entry_record, entry_template
 from nes.sidecar import WriterCore, should_flush
 from nes.writer import (
     EntryDraft,
@@ -219,6 +219,44 @@ def test_core_refuses_a_producer_seq_that_is_not_next():
     with pytest.raises(RecordError, match="expected 1"):
         core.add_entry(record)
     assert isinstance(core.halt_reason(RecordError("x")), BackendCorrupted)
+
+
+def _frame_record(seq: int, ts_init: int) -> tuple[int, bytes]:
+    template = entry_template(b"t.x", b"P", b"payload", Headers(), ())
+    return template.kind, template.record(seq, ts_init, ts_init + 1)
+
+
+def test_core_batches_mixed_records_up_to_a_control_record():
+    core = WriterCore(open_memory())
+    keys = (IndexKey(IndexKind.ClientOrderId, "O-2"), IndexKey(IndexKind.VenueOrderId, "V-2"))
+    records = [
+        _frame_record(1, 50),
+        (KIND_ENTRY, encode_entry_record(2, 1 << 60, 7, b"t.y", b"P", b"", Headers(), keys)),
+        _frame_record(3, 9),
+        (KIND_CLOSE, b""),
+        _frame_record(4, 9),
+    ]
+    assert core.add_entries(records) == 3  # stops at the control record
+    assert core.pending == 3
+    assert core.add_entries(records, 4) == 5
+    assert core.sync() == 4
+    backend = core.backend
+    assert [e.seq for e in backend.scan_range(1, 4, ScanDirection.Forward)] == [1, 2, 3, 4]
+    assert backend.lookup(IndexKind.ClientOrderId, "O-2") == 2 and backend.lookup(IndexKind.VenueOrderId, "V-2") == 2
+    backend.seal(RunStatus.Ended)
+    assert backend.manifest().end_ts_init == 1 << 60  # the largest ts_init, not the last
+
+
+@pytest.mark.parametrize("bad", ["seq", "short"])
+def test_core_refuses_a_bad_record_inside_a_pop_and_adds_nothing_of_it(bad):
+    core = WriterCore(open_memory())
+    core.add_entries([_frame_record(1, 5)])
+    kind, record = _frame_record(3, 5)
+    broken = (kind, _frame_record(9, 5)[1]) if bad == "seq" else (kind, record[:20])
+    with pytest.raises(RecordError, match="expected 3" if bad == "seq" else "too short"):
+        core.add_entries([_frame_record(2, 5), broken, _frame_record(4, 5)])
+    assert core.pending == 1  # seq 1 only: nothing of the refused pop was batched
+    assert core.add_entries([_frame_record(2, 5)]) == 1 and core.sync() == 2
 
 
 def test_entry_record_round_trip_and_strictness():
