@@ -2,7 +2,8 @@
 
     python tools/bench_ring.py [--quick] [--records N] [--record-bytes B] [--capacity BYTES]
 
-Producer in this process, consumer in a spawned child process, B-byte records (default 200).
+Producer in this process, consumer in a spawned child process, B-byte records (default 200); the
+consumer idles like the writer sidecar (lingers `DEFAULT_IDLE_LINGER_S`, then parks).
 Measured in this same run:
 - `ring_records_per_s`: N records pushed through a `capacity`-byte ring (producer sleeps in
   `wait_for_space` when full), timed from the first push until the child reports it popped all N;
@@ -32,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 import msgspec  # noqa: E402
 
+from nes.writer import DEFAULT_IDLE_LINGER_S  # noqa: E402
 from shm.ring import Ring, RingNames  # noqa: E402
 
 CTX = multiprocessing.get_context("spawn")
@@ -50,7 +52,7 @@ def ring_consumer(names_json: bytes, count: int, conn) -> None:
         while got < count:
             batch = ring.pop(4096)
             if not batch:
-                ring.wait_for_data(1.0)
+                ring.wait_for_data(1.0, DEFAULT_IDLE_LINGER_S)  # idle like the writer sidecar
                 continue
             got += len(batch)
             for _, payload in batch:
