@@ -137,9 +137,10 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     `idle_linger_s` (default 5 ms): how long the drained writer keeps polling the ring (napping
     ~0.1 ms at a time) before it parks on the semaphore. While it lingers a submit makes no
-    syscall at all; once it parked, the next submit pays one wake-up (several microseconds).
-    0 parks at once (least CPU); a longer linger suits a trader whose bursts are further apart,
-    at the cost of the writer's naps (a few percent of a core while it lingers)."""
+    syscall at all; once it parked, the next submit pays one wake-up (several microseconds,
+    which doubled submit p99 at 50k entries/s in 1 ms bursts). The naps cost CPU only while the
+    writer lingers: about a quarter of a core here, +15 points of writer CPU in that 50k/s run.
+    0 parks at once (least CPU); a longer linger suits a trader whose bursts are further apart."""
 
     ring_bytes: int = DEFAULT_RING_BYTES
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES

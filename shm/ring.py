@@ -56,7 +56,7 @@ __all__ = [
 
 SAFETY_WAIT_S = 0.05
 CONSUMER_POLL_S = 0.02  # bounds a wake-up made late by the producer's unfenced flag load
-CONSUMER_NAP_S = 0.00005
+CONSUMER_NAP_S = 0.00005  # one nap while lingering (~0.1 ms with the kernel's timer slack)
 _RECORD = layout.RECORD_HEADER
 _HDR = _RECORD.size
 
