@@ -302,8 +302,10 @@ class Ring:
 
     def wait_for_space(self, timeout_s: float) -> None:
         """Sleep until the consumer frees space (or `timeout_s`, at most `SAFETY_WAIT_S`); the
-        caller retries the push."""
-        tail = self._tail.value
+        caller retries the push. Space freed since the push that failed (measured against the
+        tail that push saw, not a fresh read) returns at once: the consumer posts only for a
+        producer whose flag was up when it popped."""
+        tail = self._tail_seen
         self._producer_waiting.value = 1
         _full_fence()
         try:

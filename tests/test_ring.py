@@ -561,6 +561,24 @@ def test_wait_durable_at_least_ignores_lower_watermark_and_times_out(ring):
         consumer.close()
 
 
+def test_wait_for_space_returns_at_once_for_space_freed_since_the_failed_push(semaphore_only_wakeups):
+    """The consumer popped between the producer's failed push and its wait, with no flag up to
+    post for: the wait must see that space, not sleep until the next pop (or the safety poll)."""
+    r = Ring.create(1024, 100)
+    consumer = Ring.attach(r.names)
+    try:
+        while r.try_push(1, b"z" * 100):
+            pass  # the last, failed push read the consumer's tail
+        assert len(consumer.pop(1)) == 1  # frees space; the producer is not waiting yet
+        t0 = time.monotonic()
+        r.wait_for_space(5.0)
+        assert time.monotonic() - t0 < 1.0
+        assert r.try_push(1, b"z" * 100)
+    finally:
+        consumer.close()
+        r.close()
+
+
 def test_wait_for_space_wakes_after_pop(semaphore_only_wakeups):
     r = Ring.create(1024, 100)
     consumer = Ring.attach(r.names)
