@@ -318,25 +318,28 @@ class Ring:
 
     def wait_durable_at_least(self, seq: int, timeout_s: float) -> bool:
         """True once the durable high-watermark reaches `seq`, False after `timeout_s`. Safe from
-        several threads: one of them (the sleeper) waits on the semaphore, which wakes one
-        waiter per post, and wakes the others through `_durable_changed` when it returns."""
+        several threads: one of them (the sleeper) waits on the semaphore (a post wakes one
+        waiter) until the high-watermark changes at all, then wakes the others through
+        `_durable_changed`; every thread re-checks its own `seq`."""
         deadline = time.monotonic() + timeout_s
         changed = self._durable_changed
         while True:
-            if self._durable.value >= seq:
+            seen = self._durable.value
+            if seen >= seq:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             with changed:
                 if self._durable_sleeper:
-                    changed.wait(min(remaining, SAFETY_WAIT_S))  # the sleeper wakes us all
+                    if self._durable.value == seen:  # else it moved since we read it: re-check
+                        changed.wait(min(remaining, SAFETY_WAIT_S))  # the sleeper wakes us all
                     continue
                 self._durable_sleeper = True
             try:
                 self._durable_waiting.value = 1
                 _full_fence()
-                if self._durable.value < seq:
+                if self._durable.value == seen:
                     _timed_acquire(self._durable_sem, min(remaining, SAFETY_WAIT_S))
             finally:
                 self._durable_waiting.value = 0

@@ -549,6 +549,57 @@ def test_several_threads_waiting_for_durability_are_all_woken_promptly(ring, sem
         consumer.close()
 
 
+def test_a_publish_just_before_the_sleeper_raises_its_flag_still_wakes_the_other_waiters(
+    ring, semaphore_only_wakeups
+):
+    """A sleeper waiting for 10 has taken the role; another thread waits for 5 on the condition;
+    5 is published just before the sleeper raises its flag, so nothing is posted. The sleeper
+    must notice the change and wake the others, not sleep on until 10 or its timeout."""
+    consumer = Ring.attach(ring.names)
+    sleeper_has_role = threading.Event()
+    follower_waiting = threading.Event()
+
+    class PublishBeforeRaise:  # the ring's flag, with the race held open
+        def __init__(self, real):
+            self.real = real
+
+        @property
+        def value(self):
+            return self.real.value
+
+        @value.setter
+        def value(self, v):
+            if v == 1 and threading.current_thread().name == "sleeper" and not sleeper_has_role.is_set():
+                sleeper_has_role.set()
+                assert follower_waiting.wait(5.0)
+                consumer.publish_durable(5)  # the flag is still down: no post
+            self.real.value = v
+
+    real_wait = ring._durable_changed.wait
+
+    def follower_wait(timeout):
+        follower_waiting.set()  # called with the condition's lock held: the sleeper cannot notify before we wait
+        return real_wait(timeout)
+
+    flag = PublishBeforeRaise(ring._durable_waiting)
+    try:
+        ring._durable_waiting = flag
+        ring._durable_changed.wait = follower_wait
+        sleeper = threading.Thread(target=lambda: ring.wait_durable_at_least(10, 3.0), name="sleeper", daemon=True)
+        sleeper.start()
+        assert sleeper_has_role.wait(5.0)
+        follower_t, follower = run_in_thread(lambda: ring.wait_durable_at_least(5, 10.0))
+        follower_t.join(5.0)
+        assert not follower_t.is_alive()
+        assert follower["value"] is True and follower["elapsed"] < 2.0
+        consumer.publish_durable(10)  # the sleeper's turn
+        sleeper.join(5.0)
+        assert not sleeper.is_alive()
+    finally:
+        ring._durable_waiting, flag.real = flag.real, None  # no stray reference into the segment
+        consumer.close()
+
+
 def test_wait_durable_at_least_ignores_lower_watermark_and_times_out(ring):
     consumer = Ring.attach(ring.names)
     try:
