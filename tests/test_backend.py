@@ -32,7 +32,7 @@ from backend_helpers import (
     with_keys,
 )
 from nes.backend import layout
-from nes.backend.base import AppendEntry, EncodedEntry, IndexKind, PreparedBatch, ScanDirection
+from nes.backend.base import AppendEntry, EncodedEntry, IndexKey, IndexKind, PreparedBatch, ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.backend.memory import MemoryBackend
 from nes.entry import EventStoreEntry, encode_stored_value
@@ -152,6 +152,18 @@ def test_append_encoded_refuses_a_value_too_short_to_be_an_entry_and_lands_nothi
         backend.append_encoded(encoded)
     assert backend.high_watermark() == 0
     assert backend.append_encoded([a.encoded() for a in appends(1, 3)]) == 3
+
+
+def test_append_encoded_reports_the_first_problem_entry_by_entry(backend) -> None:  # noqa: ANN001
+    """Seq, then index keys, entry by entry: a bad key before a bad seq is what is reported."""
+    good, bad_key, out_of_order = [a.encoded() for a in appends(1, 3)]
+    bad_key = EncodedEntry(2, bad_key.value, (IndexKey(CID, ""),))
+    with pytest.raises(Backend, match="seq 2: index key must be 1..511"):
+        backend.append_encoded([good, bad_key, EncodedEntry(5, out_of_order.value)])
+    with pytest.raises(OutOfOrder) as info:
+        backend.append_encoded([good, EncodedEntry(5, out_of_order.value, (IndexKey(CID, ""),))])
+    assert info.value == OutOfOrder(0, 5)  # its own keys come after its seq
+    assert backend.high_watermark() == 0
 
 
 def test_append_encoded_max_ts_init_is_the_batch_maximum_not_the_last(backend) -> None:  # noqa: ANN001

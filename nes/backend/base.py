@@ -229,17 +229,22 @@ class RunStoreBase:
             return run.high_watermark
         first = run.high_watermark + 1
         seqs = list(map(_get_seq, entries))
+        bad_at = None  # position of the first out-of-order seq
         if seqs != list(range(first, first + len(seqs))):
-            bad = next(seq for offset, seq in enumerate(seqs) if seq != first + offset)
-            raise OutOfOrder(run.high_watermark, bad)
-        values = list(map(_get_value, entries))
-        if min(map(len, values)) < MIN_VALUE_LEN:
-            raise Backend(f"a stored value is shorter than {MIN_VALUE_LEN} bytes (hash and frame)")
-        index_rows = [(kind, key, e.seq) for e in entries if e.index_keys for kind, key in e.index_keys]
+            bad_at = next(offset for offset, seq in enumerate(seqs) if seq != first + offset)
+        # Entry by entry, its seq comes before its index keys: the keys of the entries before
+        # a bad seq are checked (and reported) first.
+        in_order = entries if bad_at is None else entries[:bad_at]
+        index_rows = [(kind, key, e.seq) for e in in_order if e.index_keys for kind, key in e.index_keys]
         for _, key, seq in index_rows:
             problem = index_key_problem(key)
             if problem is not None:
                 raise Backend(f"seq {seq}: {problem}")
+        if bad_at is not None:
+            raise OutOfOrder(run.high_watermark, seqs[bad_at])
+        values = list(map(_get_value, entries))
+        if min(map(len, values)) < MIN_VALUE_LEN:
+            raise Backend(f"a stored value is shorter than {MIN_VALUE_LEN} bytes (hash and frame)")
         keys = map(seq_key, range(first, first + len(seqs)))
         max_ts_init = _U64.unpack(max(map(_ts_init_bytes, values)))[0]  # u64 BE: bytes order = number order
         return self.append_prepared(PreparedBatch(first, list(zip(keys, values)), index_rows, max_ts_init))
