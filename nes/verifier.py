@@ -447,7 +447,7 @@ def _check_format(txn: lmdb.Transaction, env: lmdb.Environment) -> str | None:
 def _open_env(path: Path) -> lmdb.Environment:
     if not os.path.isfile(path):  # before lmdb, which would create a missing file
         raise VerifyOpenError(f"run file not found: {path}")
-    return open_read_only(path, readahead=True)  # one sequential pass
+    return open_read_only(path)
 
 
 class Verifier:

@@ -12,6 +12,8 @@ for batch sizes 100, 1000 and 10000 times, in this same run and each into a fres
 Then over the batch-1000 file: `scan_verify` (`scan_range` over everything in chunks of 1024:
 decode + BLAKE3 check per entry) against `raw_iter` (a cursor touching every key and value),
 three passes each, each from a fresh open; the figure is the median pass (all are listed).
+Then one cold pass of each, after `posix_fadvise(DONTNEED)` evicted the file from the page
+cache (`*_cold_entries_per_s`: what a replay right after a restart sees).
 Each append config has a time budget; a config that hits it reports the rate over what it wrote.
 The last line is one JSON object with the figures (entries per second) and ratios.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -118,8 +121,17 @@ def time_scan_verify(path: Path, expected: int) -> float:
     return count / elapsed
 
 
+def evict_from_page_cache(path: Path) -> None:
+    """Drop the file's (clean, unmapped) pages from the page cache: the next read is cold."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def time_raw_iter(path: Path, expected: int) -> float:
-    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=layout.MAX_DBS, readahead=False)
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=layout.MAX_DBS)
     try:
         entries_db = env.open_db(layout.DB_ENTRIES, create=False)
         started = time.perf_counter()
@@ -185,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         scan_passes = [time_scan_verify(scan_path, scan_count) for _ in range(SCAN_PASSES)]
         raw_iter_passes = [time_raw_iter(scan_path, scan_count) for _ in range(SCAN_PASSES)]
         scan_rate, raw_iter_rate = statistics.median(scan_passes), statistics.median(raw_iter_passes)
+        evict_from_page_cache(scan_path)
+        scan_cold_rate = time_scan_verify(scan_path, scan_count)
+        evict_from_page_cache(scan_path)
+        raw_iter_cold_rate = time_raw_iter(scan_path, scan_count)
         print(f"scan {scan_count} entries: scan_range+hash check {scan_rate:,.0f}/s  raw cursor {raw_iter_rate:,.0f}/s  "
               f"ratio {scan_rate / raw_iter_rate:.3f}")
 
@@ -204,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             "scan_verify_passes_entries_per_s": [round(r) for r in scan_passes],
             "raw_iter_entries_per_s": round(raw_iter_rate),
             "scan_verify_vs_raw_iter": round(scan_rate / raw_iter_rate, 4),
+            "scan_verify_cold_entries_per_s": round(scan_cold_rate),
+            "raw_iter_cold_entries_per_s": round(raw_iter_cold_rate),
             "scan_entries": scan_count,
             "per_batch_size": per_batch,
             "total_s": round(time.perf_counter() - t0, 2),

@@ -48,13 +48,12 @@ U64 = struct.Struct(">Q")
 U32 = struct.Struct(">I")
 
 
-def open_read_only(path: str | Path, *, readahead: bool = False) -> lmdb.Environment:
+def open_read_only(path: str | Path) -> lmdb.Environment:
     """A run file opened read-only and without LMDB's lock file: a reader never writes, never
-    creates a missing file and never registers with (or waits on) a writer. `readahead` suits
-    a full sequential scan."""
-    return lmdb.open(
-        str(path), subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS, create=False, readahead=readahead
-    )
+    creates a missing file and never registers with (or waits on) a writer. The OS readahead
+    stays on (LMDB's default): run files are read in seq order (replay, verify), and a cold
+    full scan without it ran 3.6x slower here (98k vs 353k entries/s)."""
+    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS, create=False)
 
 
 seq_key = _seq_key  # an entry's key: seq as u64 big-endian (nes.backend.base owns the codec)
