@@ -111,12 +111,9 @@ class ScanDirection(enum.Enum):
 
 _TS_INIT_AT = HASH_LEN + 8  # value = hash[32] || seq[8] || ts_init[8] || ...
 _U64 = struct.Struct(">Q")
-
+MIN_VALUE_LEN = HASH_LEN + MIN_FRAME_LEN
 
 seq_key: Callable[[int], bytes] = _U64.pack  # an entry's storage key: seq as u64 BE (sorts in seq order)
-
-
-MIN_VALUE_LEN = HASH_LEN + MIN_FRAME_LEN
 _get_seq = operator.attrgetter("seq")
 _get_value = operator.attrgetter("value")
 _ts_init_bytes = operator.itemgetter(slice(_TS_INIT_AT, _TS_INIT_AT + 8))
