@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Callable
 
 __all__ = [
     "HASH_DOMAIN",
@@ -38,6 +39,8 @@ __all__ = [
     "decode_frame",
     "frame_seq",
     "u64_be",
+    "seq_key",
+    "key_seq",
 ]
 
 HASH_DOMAIN = b"nautilus-event-store/entry/v1"
@@ -58,6 +61,16 @@ class FrameError(ValueError):
 
 def u64_be(value: int) -> bytes:
     return _U64.pack(value)
+
+
+seq_key: Callable[[int], bytes] = _U64.pack  # an entry's storage key: seq as u64 BE (sorts in seq order)
+
+
+def key_seq(key: bytes) -> int:
+    """The seq an entry key stands for; FrameError unless it is 8 bytes."""
+    if len(key) != 8:
+        raise FrameError(f"entry key of {len(key)} bytes (expected 8)")
+    return int.from_bytes(key, "big")
 
 
 def _header_bytes(value: uuid.UUID | None) -> bytes:

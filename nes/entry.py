@@ -14,7 +14,7 @@ from itertools import islice
 
 import msgspec
 
-from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame
+from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq
 from nes.errors import Corrupted, Gap, HashMismatch
 from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
 from nes.headers import Headers
@@ -176,7 +176,10 @@ def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last
                 append(entry_type(seq, ts_init, ts_publish, topic, ptype, payload, headers, hash_type(stored)))
                 expected += 1
                 continue
-        seq = _key_seq(key)
+        try:
+            seq = key_seq(key)
+        except FrameError as exc:
+            raise Corrupted(f"entries table: {exc}") from None
         if seq > last_seq:
             break
         if seq != expected:
@@ -186,9 +189,3 @@ def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last
     if expected <= last_seq:
         raise Gap(expected - 1, last_seq + 1, expected)
     return out
-
-
-def _key_seq(key: bytes) -> int:
-    if len(key) != 8:
-        raise Corrupted(f"entries table: entry key of {len(key)} bytes (expected 8)")
-    return int.from_bytes(key, "big")

@@ -22,6 +22,7 @@ import lmdb
 import msgspec
 
 from nes.backend import layout
+from nes.codec import key_seq
 from nes.config import Bounded, Full, RetentionMode, SnapshotAnchored
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.manifest import RunStatus, decode_manifest
@@ -121,13 +122,13 @@ def read_retention_run(path: Path) -> RetentionRun:
             if manifest.run_id + layout.RUN_FILE_SUFFIX != path.name:
                 raise ValueError(f"manifest run_id {manifest.run_id!r} does not match the file name")
             last_entry = _last_key(txn, env.open_db(layout.DB_ENTRIES, txn=txn, create=False))
-            durable = 0 if last_entry is None else layout.key_seq(last_entry[0])
+            durable = 0 if last_entry is None else key_seq(last_entry[0])
             anchor: SnapshotAnchor | None = None
             try:
                 last_anchor = _last_key(txn, env.open_db(layout.DB_ANCHORS, txn=txn, create=False))
                 if last_anchor is not None:
                     anchor = decode_anchor(last_anchor[1])
-                    if layout.key_seq(last_anchor[0]) != anchor.high_watermark:
+                    if key_seq(last_anchor[0]) != anchor.high_watermark:
                         anchor = None  # stored under the wrong key: not trusted as a restore point
             except (lmdb.Error, msgspec.MsgspecError, ValueError):
                 anchor = None

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
-from nes.codec import MIN_FRAME_LEN
+from nes.codec import MIN_FRAME_LEN, key_seq, seq_key
 from nes.control import AnchorAck, ControlChannel, CloseAck, Halt, Ready
 from nes.halt import BackendCorrupted, HaltReason, from_backend_error
 from nes.hash import DOMAIN_HASH_STATE
@@ -193,7 +193,7 @@ class WriterCore:
         if not frames:
             return index
         first = self._next_seq
-        keys_expected = list(map(_U64_BE.pack, range(first, first + len(frames))))
+        keys_expected = list(map(seq_key, range(first, first + len(frames))))
         if min(map(len, frames)) < MIN_FRAME_LEN or list(map(_FRAME_SEQ, frames)) != keys_expected:
             raise _bad_frame(frames, first)
         digests = []
@@ -280,8 +280,8 @@ def _bad_frame(frames: list[bytes], first_seq: int) -> RecordError:
     for seq, frame in enumerate(frames, first_seq):
         if len(frame) < MIN_FRAME_LEN:
             return RecordError(f"entry frame of {len(frame)} bytes is too short")
-        if frame[:8] != _U64_BE.pack(seq):
-            return RecordError(f"producer sent seq {_U64_BE.unpack(frame[:8])[0]}, expected {seq}")
+        if frame[:8] != seq_key(seq):
+            return RecordError(f"producer sent seq {key_seq(frame[:8])}, expected {seq}")
     raise AssertionError("no bad frame in the batch")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import lmdb
 
 from nes.backend import layout
+from nes.codec import seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
 from nes.headers import Headers
 from nes.manifest import RunManifest, RunStatus, encode_manifest
@@ -89,14 +90,14 @@ def make_run_file(
             txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=manifest_db)
             with txn.cursor(entries_db) as cursor:
                 cursor.putmulti(
-                    ((layout.seq_key(e.seq), encode_stored_value(e)) for e in built), append=True
+                    ((seq_key(e.seq), encode_stored_value(e)) for e in built), append=True
                 )
             for kind, rows in (index or {}).items():
                 for key, seqs in rows.items():
                     for seq in seqs:
-                        txn.put(key, layout.seq_key(seq), db=index_dbs[kind], dupdata=True)
+                        txn.put(key, seq_key(seq), db=index_dbs[kind], dupdata=True)
             if anchor is not None:
-                txn.put(layout.seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
+                txn.put(seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
             for key, value in (raw_anchors or {}).items():
                 txn.put(key, value, db=anchors_db)
         env.sync(True)

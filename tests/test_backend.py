@@ -35,6 +35,7 @@ from nes.backend import layout
 from nes.backend.base import AppendEntry, EncodedEntry, IndexKey, IndexKind, PreparedBatch, ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.backend.memory import MemoryBackend
+from nes.codec import key_seq, seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
 from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Gap, HashMismatch, OutOfOrder
 from nes.headers import Headers
@@ -224,7 +225,7 @@ def prepared(lo: int, hi: int, keys: dict[int, str] | None = None) -> PreparedBa
     encoded = [a.encoded() for a in appends(lo, hi)]
     return PreparedBatch(
         lo,
-        [(layout.seq_key(e.seq), e.value) for e in encoded],
+        [(seq_key(e.seq), e.value) for e in encoded],
         [(CID, key, seq) for seq, key in (keys or {}).items()],
         max(build_entry(s).ts_init for s in range(lo, hi + 1)),
     )
@@ -606,19 +607,19 @@ class RawFile:
 
     def get(self, seq: int) -> bytes:
         with self.env.begin(db=self.entries) as txn:
-            return bytes(txn.get(layout.seq_key(seq)))
+            return bytes(txn.get(seq_key(seq)))
 
     def put(self, seq: int, value: bytes) -> None:
         with self.env.begin(write=True, db=self.entries) as txn:
-            txn.put(layout.seq_key(seq), value)
+            txn.put(seq_key(seq), value)
 
     def delete(self, seq: int) -> None:
         with self.env.begin(write=True, db=self.entries) as txn:
-            assert txn.delete(layout.seq_key(seq))
+            assert txn.delete(seq_key(seq))
 
     def keys(self) -> list[int]:
         with self.env.begin(db=self.entries) as txn:
-            return [layout.key_seq(k) for k in txn.cursor().iternext(keys=True, values=False)]
+            return [key_seq(k) for k in txn.cursor().iternext(keys=True, values=False)]
 
 
 def write_run(base: Path, count: int, *, seal: RunStatus | None = RunStatus.Ended, run_id: str = RUN_ID,
@@ -929,7 +930,7 @@ def test_lmdb_undecodable_anchor_is_corrupted(tmp_path: Path) -> None:
         b.seal(RunStatus.Ended)
         path = b.path
     with RawFile(path) as raw, raw.env.begin(write=True, db=raw.anchors) as txn:
-        txn.put(layout.seq_key(2), b"\xff" * 8)
+        txn.put(seq_key(2), b"\xff" * 8)
     with LmdbBackend.open_sealed_file(path) as h, pytest.raises(Corrupted, match="decode snapshot anchor"):
         h.latest_snapshot_anchor()
 

@@ -23,6 +23,7 @@ import pytest
 from nes.backend import layout
 from nes.backend.base import ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.codec import seq_key
 from nes.config import Bounded, EventStoreConfig, RunIdentity
 from nes.halt import WriterDied
 from nes.ids import RUN_ID_RE
@@ -195,17 +196,17 @@ def drop_all_entries(path: Path) -> None:
 def flip_payload_byte(path: Path, seq: int) -> None:
     def edit(env, txn):  # noqa: ANN001
         db = env.open_db(layout.DB_ENTRIES, txn=txn)
-        value = bytearray(txn.get(layout.seq_key(seq), db=db))
+        value = bytearray(txn.get(seq_key(seq), db=db))
         at = value.find(b"fill-")
         assert at > 32, "payload not found in the stored value"
         value[at + 2] ^= 0x01
-        txn.put(layout.seq_key(seq), bytes(value), db=db)
+        txn.put(seq_key(seq), bytes(value), db=db)
 
     with_env(path, edit)
 
 
 def delete_entry(path: Path, seq: int) -> None:
-    with_env(path, lambda env, txn: txn.delete(layout.seq_key(seq), db=env.open_db(layout.DB_ENTRIES, txn=txn)))
+    with_env(path, lambda env, txn: txn.delete(seq_key(seq), db=env.open_db(layout.DB_ENTRIES, txn=txn)))
 
 
 def recovered_status(outcome, path: Path) -> RunStatus:
@@ -256,7 +257,7 @@ def test_running_predecessor_with_damaged_tail_is_quarantined(tmp_path, damage):
     elif damage == "gap":
         delete_entry(path, 4)
     elif damage == "truncated_value":
-        put_raw_entry(path, layout.seq_key(4), b"\x00" * 10)
+        put_raw_entry(path, seq_key(4), b"\x00" * 10)
     else:
         put_raw_entry(path, b"abc", b"\x00" * 100)  # sorts after every 8-byte big-endian seq key
     outcome = recover_predecessors(tmp_path, INSTANCE)

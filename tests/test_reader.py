@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from nes.backend.base import AppendEntry, IndexKey, IndexKind, ScanDirection, seq_key
+from nes.backend.base import AppendEntry, IndexKey, IndexKind, ScanDirection
 from nes.backend.memory import MemoryBackend
+from nes.codec import seq_key
 from nes.entry import EventStoreEntry
 from nes.errors import Backend, Corrupted, Gap, HashMismatch
 from nes.headers import Headers

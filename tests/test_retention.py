@@ -13,6 +13,7 @@ import lmdb
 import pytest
 
 from nes.backend import layout
+from nes.codec import seq_key
 from nes.config import Bounded, Full, SnapshotAnchored
 from nes.manifest import RunManifest, RunStatus, encode_manifest
 from nes.retention import (
@@ -169,14 +170,14 @@ def make_run_file(
         with env.begin(write=True) as txn:
             entries_db = env.open_db(layout.DB_ENTRIES, txn=txn)
             for seq in range(1, entries + 1):
-                txn.put(layout.seq_key(seq), hashlib.sha256(b"%d" % seq).digest(), db=entries_db)
+                txn.put(seq_key(seq), hashlib.sha256(b"%d" % seq).digest(), db=entries_db)
             txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=env.open_db(layout.DB_MANIFEST, txn=txn))
             txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=env.open_db(layout.DB_META, txn=txn))
             anchors_db = env.open_db(layout.DB_ANCHORS, txn=txn)
             if isinstance(anchor, SnapshotAnchor):
-                txn.put(layout.seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
+                txn.put(seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
             elif isinstance(anchor, bytes):
-                txn.put(layout.seq_key(max(entries, 1)), anchor, db=anchors_db)
+                txn.put(seq_key(max(entries, 1)), anchor, db=anchors_db)
     finally:
         env.close()
     return path
@@ -236,7 +237,7 @@ def test_lmdb_planner_skips_file_without_manifest(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 20)
     with env.begin(write=True) as txn:
-        txn.put(layout.seq_key(1), b"x", db=env.open_db(layout.DB_ENTRIES, txn=txn))
+        txn.put(seq_key(1), b"x", db=env.open_db(layout.DB_ENTRIES, txn=txn))
     env.close()
     plan = plan_lmdb_retention(tmp_path, INSTANCE_ID, Full())
     assert plan.runs_considered == []

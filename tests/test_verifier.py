@@ -17,6 +17,7 @@ import pytest
 
 from nes.backend import layout
 from nes.backend.base import IndexKind
+from nes.codec import seq_key
 from nes.manifest import RunStatus
 from nes.snapshot import SnapshotAnchor
 from nes.verifier import (
@@ -96,9 +97,9 @@ def test_manufactured_seq_swap_surfaces_as_finding(tmp_path: Path) -> None:
     path = make_run_file(tmp_path / "run.lmdb", entries=6)
 
     def swap(txn, db) -> None:  # noqa: ANN001
-        two, four = txn.get(layout.seq_key(2), db=db), txn.get(layout.seq_key(4), db=db)
-        txn.put(layout.seq_key(2), four, db=db)
-        txn.put(layout.seq_key(4), two, db=db)
+        two, four = txn.get(seq_key(2), db=db), txn.get(seq_key(4), db=db)
+        txn.put(seq_key(2), four, db=db)
+        txn.put(seq_key(4), two, db=db)
 
     rewrite_entries(path, swap)
     report = Verifier(path).verify()
@@ -113,8 +114,8 @@ def test_value_moved_under_a_missing_key_surfaces_as_finding(tmp_path: Path) -> 
     path = make_run_file(tmp_path / "run.lmdb", entries=5, skip_seqs=[3])
 
     def move(txn, db) -> None:  # noqa: ANN001
-        txn.put(layout.seq_key(3), txn.get(layout.seq_key(5), db=db), db=db)
-        txn.delete(layout.seq_key(5), db=db)
+        txn.put(seq_key(3), txn.get(seq_key(5), db=db), db=db)
+        txn.delete(seq_key(5), db=db)
 
     rewrite_entries(path, move)
     report = Verifier(path).verify()
@@ -138,7 +139,7 @@ def test_manufactured_multi_gap_surfaces_two_findings(tmp_path: Path) -> None:
 
 
 def test_corrupt_snapshot_anchor_is_a_finding_not_clean(tmp_path: Path) -> None:
-    path = make_run_file(tmp_path / "run.lmdb", entries=10, raw_anchors={layout.seq_key(5): b"\xc1not msgpack"})
+    path = make_run_file(tmp_path / "run.lmdb", entries=10, raw_anchors={seq_key(5): b"\xc1not msgpack"})
     report = Verifier(path).verify()
     assert not report.is_clean()
     assert len(report.findings) == 1

@@ -39,6 +39,7 @@ import lmdb  # noqa: E402
 from nes.backend import layout  # noqa: E402
 from nes.backend.base import AppendEntry, EncodedEntry, ScanDirection  # noqa: E402
 from nes.backend.lmdb import LmdbBackend  # noqa: E402
+from nes.codec import seq_key  # noqa: E402
 from nes.entry import EventStoreEntry  # noqa: E402
 from nes.headers import Headers  # noqa: E402
 from nes.manifest import RunManifest, RunStatus  # noqa: E402
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         built = build_entries(entries, args.payload_bytes)
         appends = [AppendEntry.without_indices(e) for e in built]
         encoded: list[EncodedEntry] = [a.encoded() for a in appends]
-        raw_items = [(layout.seq_key(e.seq), e.value) for e in encoded]
+        raw_items = [(seq_key(e.seq), e.value) for e in encoded]
         stored_value_bytes = len(encoded[0].value)
         print(f"built {entries} entries of {args.payload_bytes}-byte payload "
               f"(stored value {stored_value_bytes} bytes) in {time.perf_counter() - t0:.2f}s; dir {work}")

@@ -32,7 +32,7 @@ import lmdb  # noqa: E402
 from blake3 import blake3  # noqa: E402
 
 from nes.backend import layout  # noqa: E402
-from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame  # noqa: E402
+from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame, seq_key  # noqa: E402
 from nes.hash import hash_frame  # noqa: E402
 from nes.manifest import RunManifest, RunStatus, encode_manifest  # noqa: E402
 from nes.verifier import Verifier  # noqa: E402
@@ -65,7 +65,7 @@ def build_run_file(path: Path, entries: int, payload_bytes: int) -> float:
                 ts = START_TS + seq * 1000
                 payload = seq.to_bytes(8, "big") + base_payload[: payload_bytes - 8]
                 frame = encode_frame(seq, ts, ts + 5, TOPIC, PTYPE, payload, None, None)
-                rows.append((layout.seq_key(seq), hash_frame(frame) + frame))
+                rows.append((seq_key(seq), hash_frame(frame) + frame))
             with env.begin(write=True) as txn, txn.cursor(entries_db) as cursor:
                 cursor.putmulti(rows, append=True)
         manifest = RunManifest(

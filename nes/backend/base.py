@@ -23,7 +23,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
-from nes.codec import HASH_LEN, MIN_FRAME_LEN
+from nes.codec import HASH_LEN, MIN_FRAME_LEN, seq_key
 from nes.entry import EventStoreEntry, decode_stored_rows, encode_stored_value
 from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
@@ -34,7 +34,6 @@ __all__ = [
     "IndexKey",
     "MAX_INDEX_KEY_BYTES",
     "index_key_problem",
-    "seq_key",
     "AppendEntry",
     "EncodedEntry",
     "PreparedBatch",
@@ -112,8 +111,6 @@ class ScanDirection(enum.Enum):
 _TS_INIT_AT = HASH_LEN + 8  # value = hash[32] || seq[8] || ts_init[8] || ...
 _U64 = struct.Struct(">Q")
 MIN_VALUE_LEN = HASH_LEN + MIN_FRAME_LEN
-
-seq_key: Callable[[int], bytes] = _U64.pack  # an entry's storage key: seq as u64 BE (sorts in seq order)
 _get_seq = operator.attrgetter("seq")
 _get_value = operator.attrgetter("value")
 _ts_init_bytes = operator.itemgetter(slice(_TS_INIT_AT, _TS_INIT_AT + 8))

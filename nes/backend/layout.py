@@ -12,7 +12,8 @@ beside it), created 0600 in a 0700 directory. Named databases:
 | `anchors`             | high-watermark, u64 BE   | snapshot anchor (msgpack); last = latest |
 | `meta`                | `format`                 | store format version, u32 BE           |
 
-The reader, verifier and retention planner all open files through these names.
+The reader, verifier and retention planner all open files through these names. Seq keys are
+encoded and decoded by `nes.codec.seq_key` / `key_seq` (the same u64 BE as the frame's seq).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 import lmdb
 
 from nes.backend.base import IndexKind
-from nes.backend.base import seq_key as _seq_key
 from nes.ids import validate_path_id
 
 DB_ENTRIES = b"entries"
@@ -54,15 +54,6 @@ def open_read_only(path: str | Path) -> lmdb.Environment:
     stays on (LMDB's default): run files are read in seq order (replay, verify), and a cold
     full scan without it ran 3.6x slower here (98k vs 353k entries/s)."""
     return lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=MAX_DBS, create=False)
-
-
-seq_key = _seq_key  # an entry's key: seq as u64 big-endian (nes.backend.base owns the codec)
-
-
-def key_seq(key: bytes) -> int:
-    if len(key) != 8:
-        raise ValueError(f"entry key of {len(key)} bytes (expected 8)")
-    return U64.unpack(key)[0]
 
 
 def encode_format_version(version: int = FORMAT_VERSION) -> bytes:

@@ -30,6 +30,7 @@ import lmdb
 import msgspec
 
 from nes.backend import layout
+from nes.codec import key_seq, seq_key
 from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
 from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
@@ -222,7 +223,7 @@ class _RunFile:
                 return 0
             for key in cursor.iterprev(keys=True, values=False):
                 if len(key) == 8:
-                    return layout.key_seq(key)
+                    return key_seq(key)
             return 0
 
     def max_ts_init(self) -> int:
@@ -381,7 +382,7 @@ class LmdbBackend(RunStoreBase):
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
                     for kind, key, seq in batch.index_rows:
-                        txn.put(key.encode("utf-8"), layout.seq_key(seq), db=run_file.indexes[kind], dupdata=True)
+                        txn.put(key.encode("utf-8"), seq_key(seq), db=run_file.indexes[kind], dupdata=True)
                     return txn
                 except lmdb.MapFullError:
                     txn.abort()
@@ -410,7 +411,7 @@ class LmdbBackend(RunStoreBase):
     def _store_anchor(self, anchor: SnapshotAnchor) -> None:
         run_file = self._f()
         self._write(run_file, lambda txn: txn.put(
-            layout.seq_key(anchor.high_watermark), encode_anchor(anchor), db=run_file.anchors))
+            seq_key(anchor.high_watermark), encode_anchor(anchor), db=run_file.anchors))
 
     def _store_manifest(self, manifest: RunManifest) -> None:
         run_file = self._f()
@@ -420,13 +421,13 @@ class LmdbBackend(RunStoreBase):
     def _get_value(self, seq: int) -> bytes | None:
         run_file = self._f()
         with run_file.env.begin(db=run_file.entries) as txn:
-            return txn.get(layout.seq_key(seq))
+            return txn.get(seq_key(seq))
 
     def _read_rows(self, lo: int, hi: int) -> list[tuple[bytes, bytes]]:
         run_file = self._f()
         with run_file.env.begin(db=run_file.entries) as txn:
             cursor = txn.cursor()
-            if not cursor.set_range(layout.seq_key(lo)):
+            if not cursor.set_range(seq_key(lo)):
                 return []
             return list(islice(cursor.iternext(keys=True, values=True), hi - lo + 1))
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, seq_key
+from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open
+from nes.codec import seq_key
 from nes.errors import CrashedPredecessor
 from nes.manifest import RunManifest
 from nes.snapshot import SnapshotAnchor
