@@ -1,4 +1,4 @@
-"""The `nes` command line: `nes verify`, `nes demo`, `nes retention plan`.
+"""`nes verify`.
 
 Contract for `nes verify PATH [--json]` (read-only; it never quarantines or modifies a file):
 exit 0 and the `clean ...` line when the run verifies; exit 1 and the `corrupt ...` line plus
@@ -15,9 +15,7 @@ import math
 import os
 import sys
 
-import msgspec
-
-__all__ = ["main", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV"]
+__all__ = ["register", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV"]
 
 VERIFY_TIMEOUT_ENV = "NES_VERIFY_TIMEOUT_SECS"
 DEFAULT_VERIFY_TIMEOUT_SECS = 30.0
@@ -65,60 +63,8 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     return EXIT_CLEAN if verdict.is_clean() else EXIT_CORRUPT
 
 
-def _cmd_demo(rest: list[str]) -> int:
-    from nes.demo import main as demo_main
-
-    return int(demo_main(rest) or 0)
-
-
-def _cmd_retention_plan(ns: argparse.Namespace) -> int:
-    from nes.config import parse_retention_mode
-    from nes.retention import plan_lmdb_retention
-
-    try:
-        mode = parse_retention_mode(ns.mode)
-    except (ValueError, TypeError) as exc:
-        print(f'error mode={ns.mode} error="{exc}"', file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        plan = plan_lmdb_retention(ns.base_dir, ns.instance, mode)
-    except (ValueError, TypeError, OSError) as exc:  # e.g. an instance id that is not a path component
-        print(f'error base_dir={ns.base_dir} instance={ns.instance} error="{exc}"', file=sys.stderr)
-        return EXIT_ERROR
-    print(msgspec.json.encode(plan).decode())
-    return EXIT_CLEAN
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nes", description="nes event store tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     verify = sub.add_parser("verify", help="verify a run file (read-only)")
     verify.add_argument("path", help="the run file (<base>/<instance>/<run_id>.lmdb)")
     verify.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
-
-    sub.add_parser("demo", help="run the demo session (remaining arguments go to it)", add_help=False)
-
-    retention = sub.add_parser("retention", help="retention tools")
-    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
-    plan = retention_sub.add_parser("plan", help="print the retention plan as JSON (deletes nothing)")
-    plan.add_argument("--base-dir", required=True)
-    plan.add_argument("--instance", required=True)
-    plan.add_argument("--mode", required=True, help="full | bounded:N | snapshot-anchored")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] == "demo":  # pass everything after `demo` through untouched
-        return _cmd_demo(args[1:])
-    ns = _parser().parse_args(args)
-    if ns.command == "verify":
-        return _cmd_verify(ns)
-    if ns.command == "retention":
-        return _cmd_retention_plan(ns)
-    return EXIT_ERROR  # pragma: no cover - argparse rejects unknown commands
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    verify.set_defaults(handler=_cmd_verify)

@@ -1,0 +1,5 @@
+"""`python -m nes` is the `nes` command."""
+
+from nes.cli import main
+
+raise SystemExit(main())

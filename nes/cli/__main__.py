@@ -1,0 +1,3 @@
+from nes.cli import main
+
+raise SystemExit(main())
