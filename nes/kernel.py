@@ -15,17 +15,29 @@ Contract (boot, in this order; nothing is opened if an earlier step fails):
 Close appends `RunEnded` and seals `Ended`. A halted session is not sealed (the next boot's
 sweep owns it). Opening again in the same lifecycle closes the current session first; a halt
 belongs to the session (run) it happened in.
+
+Before step 1 the boot takes the instance lock (`nes.instancelock`), held by the session until
+it is closed or abandoned: a second lifecycle on the same instance raises `InstanceLocked`
+naming the holder's pid and opens nothing. A boot interrupted by Ctrl-C (KeyboardInterrupt) or,
+in the main thread with the default SIGTERM disposition, by SIGTERM stops what it started
+(workers, writer, ring), releases the lock and then goes on dying as the signal asks.
+Lineage survives a kill at any point of the boot: a crashed run that the sweep sealed before the
+boot died is still the next run's parent (`nes.recovery.choose_parent`: the newest sealed run,
+if CrashedRecovered and named as parent by no run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -34,8 +46,10 @@ from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.config import EventStoreConfig
 from nes.errors import CrashedPredecessor, EventStoreError
+from nes.bootrecord import ensure_private_dir
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
+from nes.instancelock import InstanceLock, read_holder_pid
 from nes.isolation import worker_env
 from nes.manifest import RegisteredComponents, RunManifest, RunStatus
 from nes.recovery import (
@@ -51,6 +65,8 @@ from nes.writer import EntryDraft, EventStoreWriter, SubmitError, WriterHalted
 
 __all__ = [
     "BootError",
+    "BootInterrupted",
+    "InstanceLocked",
     "RunStartedTimeout",
     "RunStartedHalted",
     "ReplaySourceError",
@@ -86,6 +102,32 @@ class ReplaySourceError(BootError):
     pass
 
 
+class InstanceLocked(BootError, EventStoreError):
+    """Another live session holds the instance (`pid`: its process, None if unknown); this
+    boot opened nothing."""
+
+    def __init__(self, instance_dir: str, pid: int | None) -> None:
+        super().__init__(instance_dir, pid)
+        self.instance_dir = instance_dir
+        self.pid = pid
+
+    def __str__(self) -> str:
+        holder = "an unknown process" if self.pid is None else f"pid {self.pid}"
+        return f"instance {self.instance_dir} is in use by {holder} (one live session per instance)"
+
+
+class BootInterrupted(BootError, EventStoreError):
+    """SIGTERM arrived during the boot; what the boot started has been stopped (the process
+    then terminates by that signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"boot interrupted by signal {self.signum}"
+
+
 # ---- recovery sweep -----------------------------------------------------------------------------
 class RunFileState(msgspec.Struct, frozen=True):
     """One run file as the sweep left it (sent from the recovery worker as JSON)."""
@@ -97,6 +139,7 @@ class RunFileState(msgspec.Struct, frozen=True):
     recovered: bool = False  # it was Running and the sweep sealed it
     high_watermark: int = 0
     error: str | None = None
+    parent_run_id: str | None = None  # the run's own parent link (lineage)
 
 
 def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
@@ -115,7 +158,13 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             )
         if manifest.is_sealed():
             return RunFileState(
-                file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark
+                file_name,
+                manifest.run_id,
+                manifest.start_ts_init,
+                manifest.status,
+                False,
+                manifest.high_watermark,
+                parent_run_id=manifest.parent_run_id,
             )
         scan = scan_tail(path)
         status = decide_recovery_status(scan)
@@ -128,7 +177,15 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             backend.seal(status)
         finally:
             backend.close()
-        return RunFileState(file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark)
+        return RunFileState(
+            file_name,
+            manifest.run_id,
+            manifest.start_ts_init,
+            status,
+            True,
+            scan.high_watermark,
+            parent_run_id=manifest.parent_run_id,
+        )
     except EventStoreError as err:
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 
@@ -139,7 +196,7 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
-    remaining = [p.name for p in layout.list_run_files(base_dir, instance_id)]
+    remaining = [p.name for p in layout.list_run_files(Path(base_dir), instance_id)]
     states: list[RunFileState] = []
     while remaining:
         done, failed = _sweep_worker(str(base_dir), instance_id, remaining, timeout_s)
@@ -227,7 +284,9 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
     known = {s.run_id: s for s in states if s.run_id is not None and s.status is not None}
     try:
         parent = choose_parent(
-            [(s.run_id, s.start_ts_init, s.status, s.recovered) for s in known.values()], replay_from_run_id
+            [(run_id, s.start_ts_init, s.status, s.recovered) for run_id, s in known.items() if s.status is not None],
+            replay_from_run_id,
+            named_parents={s.parent_run_id for s in states if s.parent_run_id is not None},
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None
@@ -262,12 +321,14 @@ class EventStoreSession:
         writer: EventStoreWriter,
         recovery: RecoveryOutcome,
         backend: LmdbBackend | None,
+        instance_lock: InstanceLock | None = None,
     ) -> None:
         self.manifest = manifest
         self.path = path
         self.writer = writer
         self.recovery = recovery
         self._backend = backend  # only in in-process mode: the session owns it
+        self._instance_lock = instance_lock  # released once the writer is stopped
         self.final_high_watermark: int | None = None
 
     @property
@@ -323,15 +384,23 @@ class EventStoreSession:
         finally:
             if self._backend is not None:
                 self._backend.close()
+            self._release_instance()
 
     def abandon(self, wait_s: float | None = None) -> None:
         """Stop without sealing, as a crash would (the next boot recovers the run); a writer
         still running after `wait_s` (default: the writer's close timeout) is killed."""
         if not self.closed:
-            self.writer.abandon(wait_s)
-            self._abandoned = True
-            if self._backend is not None:
-                self._backend.close()
+            try:
+                self.writer.abandon(wait_s)
+                self._abandoned = True
+                if self._backend is not None:
+                    self._backend.close()
+            finally:
+                self._release_instance()
+
+    def _release_instance(self) -> None:
+        if self._instance_lock is not None:  # the writer has been stopped (or killed) by now
+            self._instance_lock.release()
 
     def __enter__(self) -> EventStoreSession:
         return self
@@ -357,11 +426,28 @@ class EventStoreLifecycle:
         self.session: EventStoreSession | None = None
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
+        """Boot a new run (see the module contract) and make it the current session."""
         if self.session is not None and not self.session.closed:
             self.session.close()  # seals it (or leaves a halted one for recovery)
         config = self.config
-        identity = config.identity
         base_dir = Path(config.base_dir)
+        instance_dir = base_dir / validate_path_id(config.identity.instance_id, "instance_id")
+        with _boot_signals():
+            ensure_private_dir(instance_dir)
+            lock = InstanceLock.try_acquire(instance_dir)
+            if lock is None:
+                raise InstanceLocked(str(instance_dir), read_holder_pid(instance_dir / "instance.lock"))
+            try:
+                session = self._boot(base_dir, lock, components)
+            except BaseException:
+                lock.release()
+                raise
+        self.session = session
+        return session
+
+    def _boot(self, base_dir: Path, lock: InstanceLock, components: RegisteredComponents | None) -> EventStoreSession:
+        config = self.config
+        identity = config.identity
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
         if config.replay_from_run_id is not None:
@@ -384,14 +470,18 @@ class EventStoreLifecycle:
         backend: LmdbBackend | None = None
         if self._options.in_process:
             backend = LmdbBackend(base_dir)
-            backend.open_run(manifest)
-            writer = EventStoreWriter.in_process(backend, config.writer, self._halt, self._clock_ns)
+            try:
+                backend.open_run(manifest)
+                writer = EventStoreWriter.in_process(backend, config.writer, self._halt, self._clock_ns)
+            except BaseException:
+                backend.close()
+                raise
         else:
             writer = EventStoreWriter.spawn(base_dir, manifest, config.writer, self._halt, self._clock_ns)
         path = layout.run_file_path(base_dir, identity.instance_id, manifest.run_id)
-        session = EventStoreSession(manifest, path, writer, recovery, backend)
-        started = EntryDraft(RUN_STARTED_TOPIC, RUN_STARTED_TYPE, msgspec.msgpack.encode(components), start_ts)
+        session = EventStoreSession(manifest, path, writer, recovery, backend, lock)
         try:
+            started = EntryDraft(RUN_STARTED_TOPIC, RUN_STARTED_TYPE, msgspec.msgpack.encode(components), start_ts)
             seq = writer.submit(started)
             durable = writer.wait_durable(seq, config.run_started_timeout_s)
         except WriterHalted as exc:
@@ -408,13 +498,37 @@ class EventStoreLifecycle:
             if reason is not None:
                 raise RunStartedHalted(f"writer halted before RunStarted was durable: {reason}")
             raise RunStartedTimeout(f"RunStarted not durable within {config.run_started_timeout_s}s")
-        self.session = session
         return session
 
     def close(self) -> int | None:
         if self.session is None:
             return None
         return self.session.close()
+
+
+@contextlib.contextmanager
+def _boot_signals() -> Iterator[None]:
+    """During a boot, SIGTERM (default disposition, main thread only) raises `BootInterrupted`
+    so the boot's cleanup runs (workers and writer stopped, ring unlinked, lock released);
+    afterwards the signal is re-delivered with its default action. Ctrl-C needs nothing: the
+    KeyboardInterrupt takes the same cleanup paths."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:  # noqa: ARG001 - the handler signature
+        if not received:
+            received.append(signum)
+            raise BootInterrupted(signum)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if received:
+            os.kill(os.getpid(), signal.SIGTERM)  # the boot has cleaned up: now terminate
 
 
 def open_run(

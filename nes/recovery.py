@@ -4,14 +4,19 @@ Contract (pure: values in, values out; no files, no processes; the kernel does t
 - `decide_recovery_status(scan)` seals a predecessor by its durable tail, first matching rule
   wins (`RECOVERY_RULES`): any damage -> Quarantined; no entries -> CrashedRecovered; last
   entry is RunEnded -> Ended; anything else -> CrashedRecovered.
-- `choose_parent(runs, replay_from_run_id)`: a configured replay source must exist, be sealed
-  and not be Quarantined (ValueError otherwise) and wins; without one, the parent is the newest
-  run (by start_ts_init) that this sweep sealed CrashedRecovered, or None.
+- `choose_parent(runs, replay_from_run_id, named_parents)`: a configured replay source must
+  exist, be sealed and not be Quarantined (ValueError otherwise) and wins; without one, the
+  parent is the newest (by start_ts_init) of: the runs this sweep sealed CrashedRecovered, and
+  the newest run sealed before this sweep if it is CrashedRecovered and no run names it as its
+  parent (`named_parents`). The second kind is a crashed run whose recovering boot died after
+  sealing it and before its own run existed: the lineage is re-derived, not lost. (A boot
+  killed after sealing two Running predecessors, a crashed one and a newer one that ended with
+  RunEnded, leaves the crashed one without a successor: it is not the newest.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import msgspec
 
@@ -84,8 +89,11 @@ class RecoveryOutcome(msgspec.Struct, frozen=True):
 ParentCandidate = tuple[str, int, RunStatus, bool]
 
 
-def choose_parent(runs: Sequence[ParentCandidate], replay_from_run_id: str | None) -> str | None:
-    """The new run's parent_run_id (see the module contract)."""
+def choose_parent(
+    runs: Sequence[ParentCandidate], replay_from_run_id: str | None, named_parents: Collection[str] = ()
+) -> str | None:
+    """The new run's parent_run_id (see the module contract). `named_parents`: every run id
+    that some run's manifest names as its parent."""
     if replay_from_run_id is not None:
         status = next((status for run_id, _, status, _ in runs if run_id == replay_from_run_id), None)
         if status is None:
@@ -100,4 +108,13 @@ def choose_parent(runs: Sequence[ParentCandidate], replay_from_run_id: str | Non
         for run_id, start_ts_init, status, recovered_now in runs
         if recovered_now and status is RunStatus.CrashedRecovered
     ]
+    sealed_before = [
+        (start_ts_init, run_id, status)
+        for run_id, start_ts_init, status, recovered_now in runs
+        if not recovered_now and status is not RunStatus.Running
+    ]
+    if sealed_before:
+        start_ts_init, run_id, status = max(sealed_before, key=lambda run: (run[0], run[1]))
+        if status is RunStatus.CrashedRecovered and run_id not in named_parents:
+            crashed.append((start_ts_init, run_id))  # sealed by a boot that died before its run
     return max(crashed)[1] if crashed else None

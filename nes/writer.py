@@ -13,6 +13,18 @@ Contract:
   `WriterHalted` at once. Entries accepted before a halt are durable up to the reason's
   `durable_high_watermark`; above it, the halt says they are not.
 - `close()` appends RunEnded, seals the run Ended and returns the final high-watermark.
+- Threads: `submit()`, `record_snapshot_anchor()`, `close()` and `abandon()` may be called from
+  several threads. Submits are serialised by one lock (uncontended in a single-threaded
+  trader), so a seq is handed out once and ring records are in seq order. A thread inside
+  `wait_durable()` while another closes or abandons the writer gets its result (True if the
+  seq became durable, else False), never a crash: the ring is unmapped only after every waiter
+  has left it.
+- Writer death: the trader refuses submits at once, then reads the run file's exact durable
+  high-watermark in a worker (the ring's value can lag the disk by the commit that was in
+  flight) and halts with `WriterDied` carrying it.
+- The writer process does not hold the trader's stdout/stderr: its stdout is /dev/null and its
+  stderr (tracebacks only; errors reach the trader as a `Halt`) goes to
+  `<base>/<instance_id>/<run_id>.writer.log`, removed when it stays empty.
 - Two transports share all of the above: `EventStoreWriter.spawn` (shm ring + writer sidecar
   process + control socket) and `EventStoreWriter.in_process` (commits on submit; no ring, no
   process; deterministic, for tests and simulation).
@@ -30,10 +42,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-import posix_ipc
 
+from nes.backend import layout
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
@@ -54,6 +67,9 @@ from nes.manifest import RunManifest
 from nes.record import KIND_ANCHOR, KIND_CLOSE, MAX_INDEX_KEYS, encode_anchor_request, entry_template
 from nes.sidecar import WriterCore
 from nes.snapshot import SnapshotAnchor
+
+if TYPE_CHECKING:
+    from shm.ring import Ring
 
 __all__ = [
     "EntryDraft",
@@ -87,6 +103,8 @@ DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 DEFAULT_IDLE_LINGER_S = 0.005
 MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
+DEATH_READ_TIMEOUT_S = 10.0  # reading the exact high-watermark after the writer died
+WRITER_LOG_SUFFIX = ".writer.log"
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -275,7 +293,7 @@ class EventStoreWriter:
         os.set_blocking(notify_r, False)
         self._notify_r, self._notify_w = notify_r, notify_w
         # transport (set by the constructors below)
-        self._ring = None  # type: ignore[var-annotated]
+        self._ring: Ring | None = None
         self._core: WriterCore | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: ControlChannel | None = None
@@ -284,6 +302,21 @@ class EventStoreWriter:
         self._writer_exited = threading.Event()
         self._stopping = False  # set before we end the sidecar ourselves: its EOF is expected
         self._final_high_watermark = durable_high_watermark  # kept when the ring is released
+        # threads: submits (and every other push into the ring) hold `_submit_lock` (re-entrant:
+        # a halt hook may abandon the writer from inside a stalled submit); anchor and close
+        # requests hold `_ack_lock` until their ack, so acks pair with their requests.
+        self._submit_lock = threading.RLock()
+        self._ack_lock = threading.Lock()
+        self._closing = False  # close() has pushed RunEnded: later submits are refused
+        # waiters in wait_durable() count themselves in `_ring_users`; `_release` sets
+        # `_ring_closing`, wakes them and unmaps the ring once the count is back to 0
+        self._ring_cond = threading.Condition(threading.Lock())
+        self._ring_users = 0
+        self._ring_closing = False
+        self._reason_ready = threading.Event()  # set with the first halt reason
+        self._exact_high_watermark: int | None = None  # read from the run file after a death
+        self._run_path: Path | None = None
+        self._writer_log: Path | None = None
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
@@ -311,17 +344,23 @@ class EventStoreWriter:
     ) -> EventStoreWriter:
         """Create the ring, start the writer sidecar process, which opens the run file
         `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY."""
-        from shm.ring import Ring  # the ring is only needed for the process transport
+        from nes.bootrecord import ensure_private_dir, reclaim_dead_boots, remove_boot_record, write_boot_record
+        from shm.ring import Ring, RingNames  # the ring is only needed for the process transport
 
         config = config or WriterConfig()
-        ring = Ring.create(config.ring_bytes, config.max_record_bytes)
-        try:
-            ours, theirs = socket.socketpair()
-        except BaseException:
-            ring.close()
-            raise
+        run_path = layout.run_file_path(Path(base_dir), manifest.instance_id, manifest.run_id)
+        ensure_private_dir(run_path.parent)
+        reclaim_dead_boots(run_path.parent)  # rings of earlier boots that died before READY
+        names = RingNames.fresh()
+        record = write_boot_record(run_path.parent, names.token)  # before the names exist
+        log_path = run_path.with_name(run_path.name[: -len(layout.RUN_FILE_SUFFIX)] + WRITER_LOG_SUFFIX)
+        ring: Ring | None = None
         proc: subprocess.Popen[bytes] | None = None
+        channel: ControlChannel | None = None
+        ours = theirs = None
         try:
+            ring = Ring.create(config.ring_bytes, config.max_record_bytes, names)
+            ours, theirs = socket.socketpair()
             args = msgspec.json.encode(
                 {
                     "base_dir": str(Path(base_dir)),
@@ -332,49 +371,62 @@ class EventStoreWriter:
                     "idle_linger_s": config.idle_linger_s,
                 }
             )
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "workers.writer", "--control-fd", str(theirs.fileno())],
-                stdin=subprocess.PIPE,
-                pass_fds=(theirs.fileno(),),
-                close_fds=True,
-                env=worker_env(),
-            )
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                # Not the trader's stdout/stderr: an orphaned writer must not keep a
+                # supervisor's pipes open (it would wait for EOF until the writer exits).
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "workers.writer", "--control-fd", str(theirs.fileno())],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_fd,
+                    pass_fds=(theirs.fileno(),),
+                    close_fds=True,
+                    env=worker_env(),
+                )
+            finally:
+                os.close(log_fd)
+            theirs.close()
             assert proc.stdin is not None
             proc.stdin.write(args)
             proc.stdin.close()
+            channel = ControlChannel(ours)
+            ours.settimeout(config.ready_timeout_s)
+            try:
+                first = channel.recv()
+            except (TimeoutError, ControlProtocolError, OSError) as exc:
+                first = None
+                failure = f"no READY from writer within {config.ready_timeout_s}s: {exc}"
+            else:
+                failure = "writer exited before READY"
+            finally:
+                ours.settimeout(None)
+            if not isinstance(first, Ready):
+                if isinstance(first, Halt):
+                    raise _open_error(first.reason)
+                proc.kill()
+                raise Backend(f"{failure} (exit code {proc.wait()})")
+            ring.unlink_names()  # the writer is attached: nothing is left in /dev/shm whoever dies
+            remove_boot_record(record)
         except BaseException:
-            if proc is not None:  # started but could not be given its arguments
+            # Also on KeyboardInterrupt / a boot signal: nothing of a failed spawn stays behind.
+            if proc is not None:
                 proc.kill()
                 proc.wait()
-            ours.close()
-            ring.close()
+            for sock in (channel, ours, theirs):
+                if sock is not None:
+                    sock.close()
+            if ring is not None:
+                ring.close()  # the owner unlinks its names
+            remove_boot_record(record)
+            _remove_if_empty(log_path)
             raise
-        finally:
-            theirs.close()
-        channel = ControlChannel(ours)
-        ours.settimeout(config.ready_timeout_s)
-        try:
-            first = channel.recv()
-        except (TimeoutError, ControlProtocolError, OSError) as exc:
-            first = None
-            failure = f"no READY from writer within {config.ready_timeout_s}s: {exc}"
-        else:
-            failure = "writer exited before READY"
-        finally:
-            ours.settimeout(None)
-        if not isinstance(first, Ready):
-            proc.kill()
-            proc.wait()
-            channel.close()
-            ring.close()
-            if isinstance(first, Halt):
-                raise _open_error(first.reason)
-            raise Backend(f"{failure} (exit code {proc.returncode})")
-        ring.unlink_names()  # the writer is attached: nothing is left in /dev/shm whoever dies
         writer = cls(config, halt, clock_ns, first.high_watermark)
         writer._ring = ring
         writer._proc = proc
         writer._channel = channel
+        writer._run_path = run_path
+        writer._writer_log = log_path
         writer._control_thread = threading.Thread(target=writer._control_loop, name="nes-writer-control", daemon=True)
         writer._control_thread.start()
         return writer
@@ -382,7 +434,9 @@ class EventStoreWriter:
     # -- state ---------------------------------------------------------------------------------
     @property
     def halted(self) -> bool:
-        return self._halted
+        """True once a halt reason is known (`halt_reason`). Right after the writer died,
+        submits are refused a moment before it is: they wait for the reason and raise it."""
+        return self._halt_reason is not None
 
     @property
     def halt_reason(self) -> HaltReason | None:
@@ -395,11 +449,19 @@ class EventStoreWriter:
 
     @property
     def high_watermark(self) -> int:
-        """The durable high-watermark: every seq at or below it is committed and fsynced."""
+        """The durable high-watermark: every seq at or below it is committed and fsynced.
+        After the writer died it is the run file's exact value (once read, see `halt_reason`)."""
         if self._core is not None:
             return self._core.durable_high_watermark
-        ring = self._ring
-        return self._final_high_watermark if ring is None else ring.durable_high_watermark
+        with self._ring_cond:  # the ring cannot be released while we read it
+            ring = self._ring
+            return self._final_high_watermark if ring is None else self._durable_in(ring)
+
+    def _durable_in(self, ring: Ring) -> int:
+        """The ring's durable high-watermark, or the exact one read after the writer died."""
+        exact = self._exact_high_watermark
+        value = ring.durable_high_watermark
+        return value if exact is None or exact < value else exact
 
     @property
     def next_seq(self) -> int:
@@ -410,48 +472,70 @@ class EventStoreWriter:
         return None if self._proc is None else self._proc.pid
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
-        """True once `seq` is durable; False on timeout or if the writer halted before it."""
+        """True once `seq` is durable; False on timeout, or if the writer halted, died or was
+        closed (by any thread) before it was. Safe from any number of threads at once."""
         if self._core is not None:
             return self._core.durable_high_watermark >= seq
         deadline = time.monotonic() + timeout
-        while True:
+        with self._ring_cond:
             ring = self._ring
-            if ring is None:  # released: its last durable high-watermark is final
+            if ring is None or self._ring_closing:  # released: its last value is final
                 return self._final_high_watermark >= seq
-            try:
-                if ring.durable_high_watermark >= seq:
+            self._ring_users += 1  # the ring stays mapped until we leave
+        try:
+            while True:
+                if self._durable_in(ring) >= seq:
                     return True
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._writer_exited.is_set():
-                    return ring.durable_high_watermark >= seq
+                if remaining <= 0 or self._writer_exited.is_set() or self._ring_closing:
+                    return self._durable_in(ring) >= seq
                 ring.wait_durable_at_least(seq, min(remaining, 0.05))
-            except (AttributeError, posix_ipc.Error):
-                continue  # another thread released the ring meanwhile: re-read the final value
+        finally:
+            with self._ring_cond:
+                self._ring_users -= 1
+                if self._ring_users == 0:
+                    self._ring_cond.notify_all()
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
-        if self._halted:
-            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
-        if self._closed:
-            raise WriterClosed()
-        ts_publish = self._clock_ns()
-        if ts_publish <= self._last_ts_publish:
-            ts_publish = self._last_ts_publish + 1
-        seq = self._next_seq
-        template = draft._template
-        record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
-        if len(record) > self.config.max_record_bytes:
-            raise RecordTooLarge(
-                f"entry record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
-            )
-        core = self._core
-        if core is not None:
-            self._commit_in_process(core, template.kind, record)
-        elif not self._ring.try_push(template.kind, record):
-            self._push_when_space(template.kind, record)
-        self._next_seq = seq + 1
-        self._last_ts_publish = ts_publish
-        return seq
+        """Accept `draft` as the next seq and return that seq (see the module contract).
+        Thread-safe: concurrent submits are serialised, each gets its own seq."""
+        with self._submit_lock:
+            if self._halted:
+                raise self._halted_error()
+            if self._closed or self._closing:
+                raise WriterClosed()
+            ts_publish = self._clock_ns()
+            if ts_publish <= self._last_ts_publish:
+                ts_publish = self._last_ts_publish + 1
+            seq = self._next_seq
+            template = draft._template
+            record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
+            if len(record) > self.config.max_record_bytes:
+                raise RecordTooLarge(
+                    f"entry record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
+                )
+            core = self._core
+            if core is not None:
+                self._commit_in_process(core, template.kind, record)
+            else:
+                ring = self._ring
+                assert ring is not None  # only released once closed (checked above)
+                if not ring.try_push(template.kind, record):
+                    self._push_when_space(template.kind, record)
+            self._next_seq = seq + 1
+            self._last_ts_publish = ts_publish
+            return seq
+
+    def _halted_error(self) -> WriterHalted:
+        """The error of a submit after a halt. Right after the writer died the reason is being
+        completed (its exact high-watermark read from the run file): wait for it, bounded."""
+        if self._halt_reason is None:
+            self._reason_ready.wait(DEATH_READ_TIMEOUT_S + 5.0)
+        reason = self._halt_reason
+        if reason is None:  # pragma: no cover - the control thread always sets one
+            reason = WriterDied(self.high_watermark, "writer died (exact high-watermark not read)")
+        return WriterHalted(reason)
 
     def _commit_in_process(self, core: WriterCore, kind: int, record: bytes) -> None:
         try:
@@ -467,13 +551,14 @@ class EventStoreWriter:
         threshold = self.config.halt_threshold_s
         start = time.monotonic()
         ring = self._ring
+        assert ring is not None
         while True:
+            if self._halted:  # first: a dead writer's reason wins over the stall it causes
+                raise self._halted_error()
             elapsed = time.monotonic() - start
             if elapsed >= threshold:
                 self._halt(BackpressureStall(ring.durable_high_watermark, elapsed, threshold, self._next_seq - 1))
                 raise HaltSignaled(elapsed, threshold)
-            if self._halted:
-                raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
             if ring.try_push(kind, record):
                 return
             ring.wait_for_space(min(threshold - elapsed, 0.01))
@@ -483,31 +568,44 @@ class EventStoreWriter:
         """Anchor a cache snapshot at the durable high-watermark covering every entry submitted
         before this call."""
         if self._halted:
-            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
-        if self._closed:
+            raise self._halted_error()
+        if self._closed or self._closing:
             raise WriterClosed()
         for value, what, limit in ((blob_ref, "blob_ref", MAX_BLOB_REF_BYTES), (content_hash, "content_hash", 256)):
             if not 1 <= len(_utf8(value, what)) <= limit:
                 raise InvalidDraft(f"{what} must be 1..{limit} UTF-8 bytes")
         core = self._core
         if core is not None:
-            try:
-                return core.record_anchor(blob_ref, content_hash)
-            except Exception as err:  # noqa: BLE001
-                reason = core.halt_reason(err)
-                self._halt(reason)
-                raise
+            with self._submit_lock:
+                try:
+                    return core.record_anchor(blob_ref, content_hash)
+                except Exception as err:  # noqa: BLE001
+                    reason = core.halt_reason(err)
+                    self._halt(reason)
+                    raise
         record = encode_anchor_request(blob_ref, content_hash)
         if len(record) > self.config.max_record_bytes:
             raise RecordTooLarge(
                 f"anchor record of {len(record)} bytes exceeds max_record_bytes {self.config.max_record_bytes}"
             )
-        if not self._ring.try_push(KIND_ANCHOR, record):
-            self._push_when_space(KIND_ANCHOR, record)
-        ack = self._await_ack(self.config.ack_timeout_s, "snapshot anchor")
+        with self._ack_lock:  # one request in flight at a time: the next ack is ours
+            self._push_control(KIND_ANCHOR, record)
+            ack = self._await_ack(self.config.ack_timeout_s, "snapshot anchor")
         if not isinstance(ack, AnchorAck) or ack.anchor is None:
             raise Backend(f"snapshot anchor failed: {ack.error if isinstance(ack, AnchorAck) else ack}")
         return ack.anchor
+
+    def _push_control(self, kind: int, record: bytes) -> None:
+        """Push a control record after every entry submitted before (under the submit lock)."""
+        with self._submit_lock:
+            if self._halted:
+                raise self._halted_error()
+            if self._closed:
+                raise WriterClosed()
+            ring = self._ring
+            assert ring is not None
+            if not ring.try_push(kind, record):
+                self._push_when_space(kind, record)
 
     def _await_ack(self, timeout_s: float, what: str) -> AnchorAck | CloseAck | None:
         start = time.monotonic()
@@ -519,41 +617,53 @@ class EventStoreWriter:
             self._halt(BackendError(self.high_watermark, detail))
             raise Backend(detail) from None
         if ack is None:
-            raise WriterHalted(self._halt_reason or WriterDied(self.high_watermark, "control channel closed"))
+            self._acks.put(None)  # the channel is gone for every later request too
+            raise self._halted_error() if self._halted else WriterHalted(WriterDied(self.high_watermark, "control channel closed"))
         return ack
 
     def close(self, run_ended: EntryDraft | None = None) -> int:
         """Append RunEnded, seal the run Ended, stop the writer; returns the final high-watermark.
 
         A halted writer is not sealed (the next boot's recovery sweep owns that): the sidecar is
-        told to drain and exit, and `WriterHalted` is raised."""
-        if self._closed:
-            raise WriterClosed()
-        if self._halted:
-            self._closed = True
+        told to drain and exit, and `WriterHalted` is raised. Safe against other threads: their
+        later submits get `WriterClosed`, their waits their result."""
+        with self._submit_lock:
+            if self._closed or self._closing:
+                raise WriterClosed()
+            if self._halted:
+                self._closed = True
+                halted = True
+            else:
+                halted = False
+                if run_ended is None:
+                    run_ended = EntryDraft(RUN_ENDED_TOPIC, RUN_ENDED_TYPE, b"", self._clock_ns())
+                self.submit(run_ended)
+                self._closing = True  # after RunEnded: nothing may follow it
+        if halted:
             self._shutdown()
-            raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
-        if run_ended is None:
-            run_ended = EntryDraft(RUN_ENDED_TOPIC, RUN_ENDED_TYPE, b"", self._clock_ns())
-        self.submit(run_ended)
+            raise self._halted_error()
         core = self._core
         if core is not None:
-            try:
-                final = core.close()
-            except Exception as err:  # noqa: BLE001
-                self._halt(core.halt_reason(err))
-                raise
-            self._closed = True
+            with self._submit_lock:
+                try:
+                    final = core.close()
+                except Exception as err:  # noqa: BLE001
+                    self._halt(core.halt_reason(err))
+                    raise
+                self._closed = True
             self._release()
             return final
         try:
-            if not self._ring.try_push(KIND_CLOSE, b""):
-                self._push_when_space(KIND_CLOSE, b"")
-            ack = self._await_ack(self.config.close_timeout_s, "close")
+            with self._ack_lock:
+                self._push_control(KIND_CLOSE, b"")
+                ack = self._await_ack(self.config.close_timeout_s, "close")
         except BaseException:
+            with self._submit_lock:
+                self._closed = True
             self._shutdown()
             raise
-        self._closed = True
+        with self._submit_lock:
+            self._closed = True
         self._shutdown()
         if not isinstance(ack, CloseAck) or ack.high_watermark is None:
             raise Backend(f"close failed: {ack.error if isinstance(ack, CloseAck) else ack}")
@@ -563,9 +673,11 @@ class EventStoreWriter:
         """Stop without sealing (what a crash leaves): the sidecar commits everything pushed,
         then exits; the run stays Running for the next boot's recovery sweep. A sidecar still
         running after `wait_s` (default `close_timeout_s`) is killed."""
-        if not self._closed:
+        with self._submit_lock:  # no submit is half-way into the ring
+            if self._closed:
+                return
             self._closed = True
-            self._shutdown(wait_s)
+        self._shutdown(wait_s)
 
     def __enter__(self) -> EventStoreWriter:
         return self
@@ -586,8 +698,12 @@ class EventStoreWriter:
             self._halted = True
             fire = type(reason) not in self._fired
             self._fired.add(type(reason))
+        self._reason_ready.set()
         if first and self._notify_w >= 0:
-            os.write(self._notify_w, b"H")
+            try:
+                os.write(self._notify_w, b"H")
+            except OSError:
+                pass  # released concurrently: nobody watches control_fd any more
         if fire:
             try:
                 self._halt_hook(reason)
@@ -615,22 +731,45 @@ class EventStoreWriter:
                     self._acks.put(message)
                 elif isinstance(message, AnchorAck):
                     self._acks.put(message)
+            died = not self._stopping and not sidecar_halted
+            if died:
+                self._halted = True  # refuse submits at once; the reason follows below
             try:
                 code = self._proc.wait(timeout=5.0)
                 detail += f", writer exit code {code}"
             except subprocess.TimeoutExpired:
-                detail += ", writer still running"
-            if not self._stopping and not sidecar_halted:  # halt first: a woken waiter must see it
-                self._halt(WriterDied(self._ring.durable_high_watermark, detail))
+                self._proc.kill()  # it must be gone before its file tells the final value
+                code = self._proc.wait()
+                detail += f", writer still running (killed, exit code {code})"
+            if died and not self._stopping:  # halt first: a woken waiter must see it
+                self._halt(WriterDied(self._high_watermark_after_death(), detail))
         finally:
+            self._reason_ready.set()
             self._writer_exited.set()
             self._acks.put(None)
+
+    def _high_watermark_after_death(self) -> int:
+        """The writer is gone: its run file holds the exact durable high-watermark (the ring's
+        can lag by the commit that was in flight). Read it in a worker; if that fails, the
+        ring's value (a lower bound) is all we know."""
+        from nes.durable import durable_high_watermark_in_worker
+
+        with self._ring_cond:
+            ring = self._ring
+            published = self._final_high_watermark if ring is None else ring.durable_high_watermark
+        exact = None if self._run_path is None else durable_high_watermark_in_worker(self._run_path, DEATH_READ_TIMEOUT_S)
+        if exact is None:
+            log.error("could not read the run file of the dead writer; its high-watermark %d is a lower bound", published)
+            return published
+        self._exact_high_watermark = max(exact, published)
+        return self._exact_high_watermark
 
     def _shutdown(self, wait_s: float | None = None) -> None:
         """Tell the sidecar we are done (EOF), wait for it, release the ring and channel."""
         self._stopping = True
-        if self._channel is not None:
-            self._channel.shutdown_write()
+        channel = self._channel
+        if channel is not None:
+            channel.shutdown_write()
             assert self._proc is not None
             try:
                 self._proc.wait(timeout=self.config.close_timeout_s if wait_s is None else wait_s)
@@ -638,23 +777,40 @@ class EventStoreWriter:
                 self._proc.kill()
                 self._proc.wait()
             if self._control_thread is not None and self._control_thread is not threading.current_thread():
-                self._control_thread.join(timeout=10.0)
-            self._channel.close()
+                self._control_thread.join(timeout=DEATH_READ_TIMEOUT_S + 10.0)
             self._channel = None
+            channel.close()
         self._release()
+        if self._writer_log is not None and self._proc is not None and self._proc.poll() is not None:
+            _remove_if_empty(self._writer_log)
 
     def _release(self) -> None:
-        """Idempotent: the ring is closed once (its last durable high-watermark kept) and the
-        notify pipe's fds are closed once (never a number some later open reused)."""
-        ring = self._ring
-        if ring is not None:
-            self._final_high_watermark = ring.durable_high_watermark
-            self._ring = None  # first: a concurrent wait_durable then reads the final value
-            ring.close()
-        for fd in (self._notify_r, self._notify_w):
-            if fd >= 0:
-                os.close(fd)
-        self._notify_r = self._notify_w = -1
+        """Idempotent: the ring is closed once, after every thread waiting in it has left (its
+        last durable high-watermark kept), and the notify pipe's fds are closed once (never a
+        number some later open reused)."""
+        with self._ring_cond:
+            ring = self._ring
+            if ring is not None:
+                self._ring_closing = True
+                while self._ring_users:
+                    ring.wake_durable_waiters()
+                    self._ring_cond.wait(0.01)
+                self._final_high_watermark = self._durable_in(ring)
+                self._ring = None
+                ring.close()
+        with self._halt_lock:
+            for fd in (self._notify_r, self._notify_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._notify_r = self._notify_w = -1
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _open_error(reason: HaltReason) -> EventStoreError:

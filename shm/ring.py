@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import re
 import secrets
 import threading
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "RingNames",
     "RecordTooLarge",
     "RingError",
+    "is_ring_token",
     "SAFETY_WAIT_S",
     "CONSUMER_POLL_S",
     "CONSUMER_NAP_S",
@@ -82,11 +84,33 @@ class RingNames(msgspec.Struct, frozen=True):
 
     @classmethod
     def fresh(cls) -> RingNames:
-        token = secrets.token_hex(12)
+        return cls.for_token(secrets.token_hex(TOKEN_BYTES))
+
+    @classmethod
+    def for_token(cls, token: str) -> RingNames:
+        """The four names of the ring `token` (24 lowercase hex digits; ValueError otherwise).
+        Reclaiming a dead boot's ring goes through here, so a record can only ever name
+        segments of this shape."""
+        if not is_ring_token(token):
+            raise ValueError(f"not a ring token: {token!r}")
         return cls(f"/nes-{token}-ring", f"/nes-{token}-data", f"/nes-{token}-space", f"/nes-{token}-durable")
+
+    @property
+    def token(self) -> str:
+        """The random part shared by the four names."""
+        return self.segment.split("-")[1]
 
     def semaphores(self) -> tuple[str, str, str]:
         return (self.data_sem, self.space_sem, self.durable_sem)
+
+
+TOKEN_BYTES = 12
+_TOKEN_RE = re.compile(r"[0-9a-f]{24}")
+
+
+def is_ring_token(token: object) -> bool:
+    """True for a string that `RingNames.fresh` could have made (24 lowercase hex digits)."""
+    return isinstance(token, str) and _TOKEN_RE.fullmatch(token) is not None
 
 
 _fence_lock = threading.Lock()
@@ -146,8 +170,9 @@ class Ring:
 
     # -- lifetime -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, capacity: int, max_record: int) -> Ring:
-        """Create a fresh segment and semaphores (0600) and become their owner."""
+    def create(cls, capacity: int, max_record: int, names: RingNames | None = None) -> Ring:
+        """Create a fresh segment and semaphores (0600) and become their owner (`names`: ones
+        the caller recorded first, see `nes.bootrecord`; default `RingNames.fresh()`)."""
         if max_record <= 0 or max_record > 0xFFFFFFF0:
             raise ValueError(f"max_record must be in 1..{0xFFFFFFF0}, got {max_record}")
         if capacity % layout.ALIGN or capacity < layout.min_capacity(max_record):
@@ -155,7 +180,7 @@ class Ring:
                 f"capacity must be a multiple of {layout.ALIGN} and at least {layout.min_capacity(max_record)} "
                 f"bytes for max_record {max_record}, got {capacity}"
             )
-        names = RingNames.fresh()
+        names = names or RingNames.fresh()
         created: list[posix_ipc.Semaphore] = []
         shm = None
         try:
@@ -423,6 +448,15 @@ class Ring:
         _full_fence()
         if self._durable_waiting.value:
             self._durable_sem.release()
+
+    def wake_durable_waiters(self) -> None:
+        """Post the durable semaphore once (the producer side, before it closes the ring): a
+        thread asleep in `wait_durable_at_least` returns at once instead of after its slice."""
+        if self._mm is None:
+            return
+        self._durable_sem.release()
+        with self._durable_changed:
+            self._durable_changed.notify_all()
 
     def set_halt(self, code: int) -> None:
         self._halt.value = code

@@ -321,3 +321,158 @@ def test_writer_lingers_then_parks_and_burns_no_cpu_when_idle(tmp_path: Path, li
         if not writer._closed:
             writer.abandon()
     assert halts == []
+
+
+# ---- threads, writer death, inherited pipes (issue 8) -----------------------------------------
+@pytest.mark.parametrize("mode", ["close", "stalled"])
+def test_waiters_in_wait_durable_while_another_thread_closes_get_their_result_never_a_crash(
+    tmp_path: Path, mode: str
+) -> None:
+    """Threads blocked in wait_durable while the main thread closes the writer (or closes it
+    after a backpressure-stall halt): each gets True/False, the process never dies (SIGSEGV
+    when the ring was unmapped under them). Run in a child so a crash fails the test."""
+    iterations = "25" if mode == "close" else "6"
+    done = subprocess.run(
+        [sys.executable, str(TESTS_DIR / "close_race_child.py"), str(tmp_path), iterations, mode],
+        capture_output=True,
+        timeout=180,
+        cwd=TESTS_DIR.parent,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr.decode()[-2000:])
+    assert done.stdout.decode().split() == ["ok", iterations]
+
+
+def test_submits_from_several_threads_never_share_a_seq_and_all_land_in_order(tmp_path: Path) -> None:
+    """Four threads submitting at once (GIL switches forced often): every seq is handed out
+    once, the writer never halts, and each entry on disk is the one its submit was told."""
+    writer, halts = spawn(tmp_path)
+    per_thread = 5000
+    told: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+    barrier = __import__("threading").Barrier(4)
+
+    def submit_all(k: int) -> None:
+        barrier.wait()
+        try:
+            for i in range(per_thread):
+                payload = b"t%d-%06d" % (k, i)
+                told[writer.submit(EntryDraft("orders.submit", "SubmitOrder", payload, 7))] = payload
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [__import__("threading").Thread(target=submit_all, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(old_interval)
+    try:
+        assert errors == [] and halts == []
+        assert sorted(told) == list(range(1, 4 * per_thread + 1))  # no seq given twice
+        assert writer.wait_durable(4 * per_thread, 15.0)
+    finally:
+        final = writer.close()
+    assert final == 4 * per_thread + 1
+    backend = LmdbBackend.open_sealed_file(run_file(tmp_path))
+    try:
+        entries = backend.scan_range(1, 4 * per_thread, __import__("nes").ScanDirection.Forward)
+        assert {e.seq: e.payload for e in entries} == told
+    finally:
+        backend.close()
+
+
+def _file_high_watermark(path: Path) -> int:
+    from nes.durable import read_durable_high_watermark
+
+    return read_durable_high_watermark(path)
+
+
+def test_writer_death_halt_reports_the_run_files_exact_high_watermark(tmp_path: Path) -> None:
+    """SIGKILL the writer at a moment when the disk is ahead of the high-watermark it published
+    in the ring (killed between a commit and its publication): the WriterDied halt and the
+    writer's high_watermark report the run file's value, not the ring's lower bound."""
+    config = WriterConfig(halt_threshold_s=30.0)  # the writer is stopped for inspection
+    writer, halts = spawn(tmp_path, config)
+    threading = __import__("threading")
+    stop = threading.Event()
+
+    def keep_submitting() -> None:
+        try:
+            while not stop.is_set():
+                writer.submit(DRAFT)
+        except SubmitError:
+            pass
+
+    submitter = threading.Thread(target=keep_submitting)
+    submitter.start()
+    pid = writer.writer_pid
+    try:
+        for _ in range(400):
+            os.kill(pid, signal.SIGSTOP)
+            stopped_by = time.monotonic() + 5.0
+            while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+                assert time.monotonic() < stopped_by, "the writer did not stop"
+            published = writer.high_watermark
+            on_disk = _file_high_watermark(run_file(tmp_path))
+            if on_disk > published:
+                os.kill(pid, signal.SIGKILL)
+                break
+            os.kill(pid, signal.SIGCONT)
+        else:
+            pytest.fail("never caught the writer between a commit and its publication")
+        wait_halted(writer)
+    finally:
+        stop.set()
+        submitter.join(30)
+        writer.abandon()
+    assert len(halts) == 1 and isinstance(halts[0], WriterDied)
+    assert halts[0].durable_high_watermark == on_disk > published
+    assert writer.high_watermark == on_disk
+    assert writer.wait_durable(on_disk, 0.0)
+    assert _file_high_watermark(run_file(tmp_path)) == on_disk
+
+
+def test_orphaned_writer_does_not_hold_the_traders_stdout_stderr(tmp_path: Path) -> None:
+    """A supervisor reads a trader's stdout/stderr to EOF; the trader dies while its writer
+    lives on (here: stopped, so it cannot exit): EOF must come with the trader's death."""
+    child = subprocess.Popen(
+        [sys.executable, str(TESTS_DIR / "boot_child.py"), str(tmp_path), "pipes", "hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=TESTS_DIR.parent,
+    )
+    writer_pid = None
+    try:
+        line = child.stdout.readline().decode().split()
+        assert line[:1] == ["ready"], line
+        writer_pid = int(line[2])
+        os.kill(writer_pid, signal.SIGSTOP)  # an orphan that is slow to go
+        child.kill()
+        child.wait(10)
+        deadline = time.monotonic() + 5.0
+        open_fds = [child.stdout.fileno(), child.stderr.fileno()]
+        while open_fds and time.monotonic() < deadline:
+            ready, _, _ = select.select(open_fds, [], [], max(0.0, deadline - time.monotonic()))
+            for fd in ready:
+                if not os.read(fd, 65536):
+                    open_fds.remove(fd)
+        assert open_fds == [], "the trader's pipes stayed open after it died (held by its writer)"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if writer_pid is not None:
+            try:
+                os.kill(writer_pid, signal.SIGCONT)
+                psutil.Process(writer_pid).wait(30)
+            except psutil.NoSuchProcess:
+                pass
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()
+    log = tmp_path / "pipes" / f"{line[3]}.writer.log"
+    assert not log.exists() or oct(log.stat().st_mode & 0o777) == "0o600"
