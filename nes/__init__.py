@@ -32,9 +32,11 @@ from nes.manifest import RegisteredComponents, RunManifest, RunStatus
 from nes.halt import BackendCorrupted, BackendDisk, BackendError, BackpressureStall, HaltReason, WriterDied
 from nes.kernel import (
     BootError,
+    BootInterrupted,
     EventStoreLifecycle,
     EventStoreLifecycleOptions,
     EventStoreSession,
+    InstanceLocked,
     open_run,
     recover_predecessors,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "BackendError",
     "BackpressureStall",
     "BootError",
+    "BootInterrupted",
     "Bounded",
     "build_run_id",
     "BusCaptureAdapter",
@@ -85,6 +88,7 @@ __all__ = [
     "Headers",
     "IndexKey",
     "IndexKind",
+    "InstanceLocked",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",

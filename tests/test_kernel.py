@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -529,19 +530,26 @@ def test_crash_trial_trader_killed_during_boot_then_boot_succeeds(tmp_path, seed
 
 # ---- a live run is never recovered by someone else's boot ------------------------------------------
 def test_boot_does_not_seal_a_run_another_live_writer_holds(tmp_path, caplog):
+    """A writer alive without a session of this instance (an orphan still draining after its
+    trader died, or one started with EventStoreWriter.spawn) holds its run file: a boot skips
+    it and leaves it undisturbed."""
+    from nes.manifest import RunManifest
+    from nes.writer import EventStoreWriter
+
     caplog.set_level(logging.ERROR, logger="nes.kernel")
-    live = open_run(make_config(tmp_path))
+    manifest = RunManifest(run_id="1700000000000000000-0000abcd", instance_id=INSTANCE, start_ts_init=1)
+    live = EventStoreWriter.spawn(tmp_path, manifest)
+    path = layout.run_file_path(tmp_path, INSTANCE, manifest.run_id)
     try:
-        live.submit(draft(1))
-        assert live.wait_durable(2, 5.0)
+        assert live.wait_durable(live.submit(draft(1)), 5.0)
         with open_run(make_config(tmp_path)) as other:
             assert other.recovery.recovered == [] and other.recovery.parent_run_id is None
-        assert read_manifest(live.path).status is RunStatus.Running
-        assert any(live.path.name in r.getMessage() for r in caplog.records)
-        assert live.submit(draft(2)) == 3 and live.wait_durable(3, 5.0)  # undisturbed
+        assert read_manifest(path).status is RunStatus.Running
+        assert any(path.name in r.getMessage() for r in caplog.records)
+        assert live.submit(draft(2)) == 2 and live.wait_durable(2, 5.0)  # undisturbed
     finally:
-        assert live.close() == 4
-    assert read_manifest(live.path).status is RunStatus.Ended
+        assert live.close() == 3
+    assert read_manifest(path).status is RunStatus.Ended
 
 
 def test_renamed_run_file_is_skipped_and_no_file_is_created(tmp_path, caplog):
@@ -585,3 +593,181 @@ def test_runstarted_refused_is_a_boot_error_and_leaves_no_writer_behind(tmp_path
     assert read_manifest(left).status is RunStatus.Running
     outcome = recover_predecessors(tmp_path, INSTANCE)
     assert [(r.status, r.high_watermark) for r in outcome.recovered] == [(RunStatus.CrashedRecovered, 0)]
+
+
+# ---- one live session per instance (issue 8, item 12) ----------------------------------------------
+BOOT_CHILD = Path(__file__).resolve().parent / "boot_child.py"
+
+
+def _start_child(base: Path, mode: str = "hold", **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(BOOT_CHILD), str(base), INSTANCE, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=BOOT_CHILD.parent.parent,
+        **kw,
+    )
+
+
+def _listing(base: Path) -> list[str]:
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*"))
+
+
+def test_second_lifecycle_on_a_held_instance_fails_naming_the_holder_pid_and_opens_nothing(tmp_path):
+    from nes import InstanceLocked
+
+    holder = _start_child(tmp_path)
+    try:
+        line = holder.stdout.readline().decode().split()
+        assert line[:1] == ["ready"], line
+        before = _listing(tmp_path)
+        with pytest.raises(InstanceLocked, match=f"pid {holder.pid}") as info:
+            open_run(make_config(tmp_path))
+        assert info.value.pid == holder.pid
+        assert _listing(tmp_path) == before  # no run file, no recovery, no ring record
+        assert [c.pid for c in psutil.Process().children()] == [holder.pid]  # no worker, no writer
+    finally:
+        holder.stdin.close()
+        assert holder.wait(30) == 0
+        holder.stdout.close()
+    # the holder closed: the instance is free again
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.recovered == []
+
+
+def test_a_second_lifecycle_in_the_same_process_is_refused_until_the_first_session_closes(tmp_path):
+    from nes import InstanceLocked
+
+    first = EventStoreLifecycle(make_config(tmp_path)).open()
+    try:
+        with pytest.raises(InstanceLocked, match=f"pid {os.getpid()}"):
+            EventStoreLifecycle(make_config(tmp_path)).open()
+        assert run_files(tmp_path) == [first.path]
+    finally:
+        first.close()
+    second = EventStoreLifecycle(make_config(tmp_path), options=IN_PROCESS).open()
+    second.close()
+    lock = tmp_path / INSTANCE / "instance.lock"
+    assert oct(lock.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_killed_holder_frees_the_instance(tmp_path):
+    holder = _start_child(tmp_path)
+    line = holder.stdout.readline().decode().split()
+    assert line[:1] == ["ready"], line
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    holder.stdin.close()
+    assert wait_gone(int(line[2]))  # its writer drains and exits
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.parent_run_id == line[3]
+
+
+# ---- shared memory of a boot that died (issue 8, item 3) -------------------------------------------
+def _ring_tokens_mapped_by(pid: int) -> set[str]:
+    tokens = set()
+    with open(f"/proc/{pid}/maps") as maps:
+        for row in maps:
+            if "/dev/shm/nes-" in row:
+                tokens.add(row.rsplit("/dev/shm/nes-", 1)[1].split("-")[0])
+    return tokens
+
+
+def _shm_left(token: str) -> list[str]:
+    return sorted(name for name in os.listdir("/dev/shm") if token in name)
+
+
+def _boot_child_at_writer_spawn(base: Path) -> tuple[subprocess.Popen, str]:
+    """A trader in its own process group, caught booting: its writer process exists (so its
+    ring does). Returns it and its ring token."""
+    child = _start_child(base, "boot", start_new_session=True)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        writers = [c for c in psutil.Process(child.pid).children() if "workers.writer" in " ".join(c.cmdline())]
+        if writers:
+            tokens = _ring_tokens_mapped_by(child.pid)
+            if tokens:
+                (token,) = tokens
+                return child, token
+    child.kill()
+    raise AssertionError("the trader never reached its writer spawn")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_kill_of_the_process_group_during_boot_leaks_nothing_after_the_next_boot(tmp_path, attempt):
+    child, token = _boot_child_at_writer_spawn(tmp_path)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    child.stdin.close()
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+            proc.wait(10)
+    with open_run(make_config(tmp_path)):
+        assert _shm_left(token) == []
+    assert not list((tmp_path / INSTANCE).glob("*.boot"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_boot_cleans_up_before_the_trader_exits(tmp_path, signum):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the
+    trader while it waits for its writer: when it has exited, its ring is gone from /dev/shm,
+    no writer is left and the instance is free."""
+    child, token = _boot_child_at_writer_spawn(tmp_path)
+    if signum == signal.SIGINT:
+        os.killpg(child.pid, signum)
+    else:
+        os.kill(child.pid, signum)
+    code = child.wait(30)
+    child.stdout.close()
+    child.stdin.close()
+    assert code != 0
+    if signum == signal.SIGTERM:
+        assert code == -signal.SIGTERM  # it still dies by the signal, after cleaning up
+    assert _shm_left(token) == []
+    assert not list((tmp_path / INSTANCE).glob("*.boot"))
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+            assert wait_gone(proc.pid), "a writer of the interrupted boot was left running"
+    with open_run(make_config(tmp_path)):
+        pass
+
+
+# ---- lineage survives a kill at any point of boot (issue 8, item 5) ---------------------------------
+def test_a_crashed_run_sealed_by_a_boot_that_died_before_its_run_existed_is_still_the_parent(tmp_path):
+    crashed = leave_running(tmp_path, 3)
+    # What a boot killed right after its recovery sweep leaves: the crashed run sealed, no new run.
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert [(r.run_id, r.status) for r in outcome.recovered] == [(crashed.stem, RunStatus.CrashedRecovered)]
+    assert run_files(tmp_path) == [crashed]
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.recovered == []
+        assert session.recovery.parent_run_id == crashed.stem
+        assert read_manifest(session.path).parent_run_id == crashed.stem
+    # adopted once: the boot after that has no parent (nothing crashed since)
+    with open_run(make_config(tmp_path)) as session:
+        assert session.recovery.parent_run_id is None
+
+
+def test_a_boot_killed_after_creating_its_run_passes_the_lineage_on(tmp_path):
+    """Killed after the sweep and after its own run file exists (RunStarted not yet durable):
+    that run names the crashed one, and the next boot continues from it."""
+    crashed = leave_running(tmp_path, 2)
+    child, _token = _boot_child_at_writer_spawn(tmp_path)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    child.stdin.close()
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
+            proc.wait(10)
+    assert read_manifest(crashed).status is RunStatus.CrashedRecovered  # its sweep had run
+    with open_run(make_config(tmp_path)) as session:
+        parent = session.recovery.parent_run_id
+        chain = [session.run_id]
+        while parent is not None:
+            chain.append(parent)
+            parent = read_manifest(layout.run_file_path(tmp_path, INSTANCE, parent)).parent_run_id
+    assert chain[-1] == crashed.stem and len(chain) in (2, 3)

@@ -95,12 +95,27 @@ def test_recover_picks_most_recent_crashed_recovered_as_parent() -> None:
     assert choose_parent(runs, None) == "30-cccccccc"
 
 
-def test_parent_ignores_runs_not_recovered_in_this_sweep() -> None:
+def test_parent_ignores_crashed_runs_an_earlier_boot_already_continued() -> None:
     runs = [
         ("10-aaaaaaaa", 10, Crashed, True),
-        ("20-bbbbbbbb", 20, Crashed, False),  # sealed by an earlier boot
+        ("20-bbbbbbbb", 20, Crashed, False),  # sealed by an earlier boot...
+        ("25-dddddddd", 25, Ended, False),  # ...whose run names it as parent
     ]
-    assert choose_parent(runs, None) == "10-aaaaaaaa"
+    assert choose_parent(runs, None, named_parents={"20-bbbbbbbb"}) == "10-aaaaaaaa"
+    assert choose_parent(runs[:2], None, named_parents={"20-bbbbbbbb"}) == "10-aaaaaaaa"
+
+
+def test_a_crashed_run_sealed_by_a_boot_that_died_before_its_run_is_rederived_as_parent() -> None:
+    # The newest sealed run is CrashedRecovered and no run names it: its recovering boot died.
+    runs = [("5-eeeeeeee", 5, Ended, False), ("20-bbbbbbbb", 20, Crashed, False)]
+    assert choose_parent(runs, None, named_parents=set()) == "20-bbbbbbbb"
+    # ...also beside a run this sweep recovers (the newest wins)
+    assert choose_parent([*runs, ("30-cccccccc", 30, Crashed, True)], None, named_parents=set()) == "30-cccccccc"
+
+
+def test_an_orphan_crashed_run_older_than_the_newest_sealed_run_is_not_a_parent() -> None:
+    runs = [("20-bbbbbbbb", 20, Crashed, False), ("30-cccccccc", 30, Ended, False)]
+    assert choose_parent(runs, None, named_parents=set()) is None
 
 
 @pytest.mark.parametrize("status", [Ended, Quarantined])
