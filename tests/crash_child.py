@@ -3,7 +3,7 @@
 Boots a session (real writer sidecar), prints `writer <pid>` and `run <run_id>`, then submits
 entries in a loop; every few entries it waits for durability and prints `durable <hwm>`, the
 durable high-watermark it observed via `wait_durable` (every seq at or below it must survive a
-crash). Meant to be SIGKILLed (it or its writer) at a random point; if the writer dies first it
+crash). After MAX_ENTRIES it prints `closing`, closes the session and prints `closed <final>`. Meant to be SIGKILLed (it or its writer) at a random point; if the writer dies first it
 prints `halted <durable hwm>` and exits 3.
 """
 
@@ -42,8 +42,10 @@ def main(argv: list[str]) -> int:
         out.flush()
         session.close()
         return 3
-    session.close()
-    out.write("closed\n")
+    out.write("closing\n")
+    out.flush()
+    final = session.close()
+    out.write(f"closed {final}\n")
     out.flush()
     return 0
 

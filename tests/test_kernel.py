@@ -515,6 +515,19 @@ def test_crash_trial_sigkill_then_boot_loses_no_durable_entry(tmp_path, seed, ta
     assert all(read_manifest(p).status is not RunStatus.Running for p in layout.list_run_files(tmp_path, crash_trials.INSTANCE_ID))
 
 
+@pytest.mark.parametrize(("seed", "target"), [(31, "group"), (32, "close"), (33, "close"), (34, "group-boot")])
+def test_crash_trial_group_and_close_kills_lose_nothing_leak_nothing_and_keep_the_lineage(tmp_path, seed, target):
+    """SIGKILL of the whole process group (after or during the boot) or of the trader / group
+    during its close: no confirmed entry lost, no segment left in /dev/shm, lineage intact."""
+    import random
+
+    result = crash_trials.run_trial(tmp_path, random.Random(seed), target)
+    assert result.problems == [] and result.leaked_segments == 0
+    assert result.lost_durable_entries == 0
+    files = layout.list_run_files(tmp_path, crash_trials.INSTANCE_ID)
+    assert files and all(read_manifest(p).status is not RunStatus.Running for p in files)
+
+
 @pytest.mark.parametrize("seed", [21])
 def test_crash_trial_trader_killed_during_boot_then_boot_succeeds(tmp_path, seed):
     """SIGKILL the trader at a random point of its own boot (sweep, writer spawn, RunStarted):

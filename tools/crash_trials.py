@@ -1,14 +1,26 @@
 """Crash trials: `python tools/crash_trials.py N [--seed S] [--dir DIR]`.
 
-Each trial starts a trader in a child process (`tests/crash_child.py`: boots a session with a
-real writer sidecar and submits entries in a loop, printing the durable high-watermark it saw
-via `wait_durable`), SIGKILLs the trader or its writer at a random point after the trader's
-boot, or the trader at a random point of its own boot, waits for the processes to be gone, then
-boots in this process. A trial passes when boot succeeds, the
-predecessor was sealed by the recovery rule (CrashedRecovered: a clean tail without RunEnded)
-and every seq at or below the last durable high-watermark the trader reported is on disk,
-contiguous, with a valid hash and its own payload. The JSON summary is the last line; exit
-status 1 if any trial failed or lost a durable entry.
+Each trial starts a trader in a child process (`tests/crash_child.py`, in its own process
+group: boots a session with a real writer sidecar and submits entries in a loop, printing the
+durable high-watermark it saw via `wait_durable`) and kills something at a random point:
+
+- `trader` / `writer`: SIGKILL that process after the trader's boot;
+- `group`: SIGKILL the whole process group (trader and writer at once) after the boot;
+- `boot` / `group-boot`: SIGKILL the trader / the process group at a random point of a boot
+  that has a crashed predecessor to recover (left by a first killed trader), so the kill lands
+  before, during or after the recovery sweep, the writer spawn or RunStarted;
+- `close`: the trader submits a few thousand entries and closes; SIGKILL the trader or the
+  group at a random point of that close.
+
+Then it waits for the processes to be gone and boots in this process until no file is Running.
+A trial passes when boot succeeds, the killed run was sealed by the recovery rule
+(CrashedRecovered, or Ended when RunEnded was durable / the close completed), every seq at or
+below the last durable high-watermark the trader reported is on disk, contiguous, with a valid
+hash and its own payload, the lineage holds (every CrashedRecovered run is the parent of exactly
+one run), and no shared memory is left: no `nes-` segment or semaphore created during the trial
+stays in /dev/shm unmapped by any process, and no boot record stays in the instance directory.
+The JSON summary is the last line; exit status 1 if any trial failed, lost a durable entry or
+leaked a segment.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ EXIT_DEADLINE_S = 15.0
 
 @dataclass
 class TrialResult:
-    target: str  # "trader" or "writer": whose process was SIGKILLed
+    target: str  # one of TARGETS: what was SIGKILLed, when
     kill_after_s: float
     run_id: str
     reported_durable: int  # last durable high-watermark the trader printed
@@ -46,10 +58,11 @@ class TrialResult:
     status: str  # the status the boot's recovery sweep sealed the predecessor with
     lost_durable_entries: int
     problems: list[str] = field(default_factory=list)
+    leaked_segments: int = 0  # ring tokens left in /dev/shm, mapped by nobody
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.lost_durable_entries == 0
+        return not self.problems and self.lost_durable_entries == 0 and self.leaked_segments == 0
 
 
 def _gone(pid: int) -> bool:
@@ -114,41 +127,144 @@ class _Lines:
             return [int(line.split()[1]) for line in self.lines if line.startswith(prefix + " ")]
 
 
-TARGETS = ("trader", "writer", "boot")
+TARGETS = ("trader", "writer", "group", "boot", "group-boot", "close")
+BOOT_TARGETS = ("boot", "group-boot")
+CLOSE_ENTRIES = (200, 3000)  # the close trials' trader submits this many entries, then closes
+
+
+def _start_child(base_dir: Path, instance_id: str, max_entries: int | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    args = [sys.executable, str(CHILD), str(base_dir), instance_id]
+    if max_entries is not None:
+        args.append(str(max_entries))
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
+        start_new_session=True,  # its own process group: a group kill spares this driver
+    )
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _leave_crashed_predecessor(base_dir: Path, instance_id: str, problems: list[str]) -> str | None:
+    """A trader killed after its boot: its run stays Running once its writer has drained."""
+    proc = _start_child(base_dir, instance_id)
+    lines = _Lines(proc.stdout)
+    try:
+        writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
+        if writer_line is None:
+            problems.append(f"predecessor trader did not boot: {lines.lines}")
+            return None
+        lines.wait_for("durable ", BOOT_DEADLINE_S)
+        _kill(proc.pid)
+        proc.wait()
+        if not wait_gone(int(writer_line.split()[1]), EXIT_DEADLINE_S):
+            problems.append("predecessor writer did not exit")
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+        lines.join(5.0)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    line = lines.wait_for("run ", 0)
+    return line.split()[1] if line else None
+
+
+def _ring_tokens() -> set[str]:
+    try:
+        names = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return set()
+    return {name.split("nes-", 1)[1].split("-")[0] for name in names if "nes-" in name}
+
+
+def _mapped_anywhere(token: str) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/maps") as maps:
+                if token in maps.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def leaked_tokens(before: set[str], settle_s: float = 2.0) -> list[str]:
+    """Ring tokens that appeared since `before`, are still in /dev/shm after `settle_s` and are
+    mapped by no process (a live boot of someone else maps its ring until it unlinks it)."""
+    end = time.monotonic() + settle_s
+    while True:
+        new = _ring_tokens() - before
+        if not new or time.monotonic() >= end:
+            break
+        time.sleep(0.05)
+    return sorted(token for token in new if not _mapped_anywhere(token))
+
+
+def _lineage_problems(base_dir: Path, instance_id: str) -> list[str]:
+    """Every CrashedRecovered run is the parent of exactly one run."""
+    from nes.backend import layout
+    from nes.backend.lmdb import read_manifest
+    from nes.manifest import RunStatus
+
+    manifests = []
+    for path in layout.list_run_files(base_dir, instance_id):
+        try:
+            manifests.append(read_manifest(path))
+        except Exception:  # noqa: BLE001 - the sweep reports unreadable files
+            continue
+    children = Counter(m.parent_run_id for m in manifests if m.parent_run_id is not None)
+    return [
+        f"crashed run {m.run_id} is the parent of {children[m.run_id]} runs, expected 1"
+        for m in manifests
+        if m.status is RunStatus.CrashedRecovered and children[m.run_id] != 1
+    ]
 
 
 def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, instance_id: str = INSTANCE_ID) -> TrialResult:
-    """One trial (see the module docstring). Leaves no process behind, whatever happens.
-
-    target: "trader" / "writer" = SIGKILL that process at a random point after the trader's boot;
-    "boot" = SIGKILL the trader at a random point from its start, possibly mid-boot (during the
-    recovery sweep, the writer spawn or before RunStarted is durable)."""
+    """One trial (see the module docstring). Leaves no process behind, whatever happens."""
+    from nes.backend import layout
+    from nes.backend.lmdb import read_manifest
     from nes.config import EventStoreConfig, RunIdentity
 
     target = target or rng.choice(TARGETS)
-    kill_after_s = round(rng.uniform(0.2, 1.6) if target == "boot" else rng.uniform(0.0, 0.5), 3)  # boot takes ~1 s
     problems: list[str] = []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(base_dir), instance_id],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
-    )
+    tokens_before = _ring_tokens()
+    if target in BOOT_TARGETS:
+        kill_after_s = round(rng.uniform(0.02, 0.45), 3)  # a boot with a predecessor to recover: ~0.3 s
+        _leave_crashed_predecessor(base_dir, instance_id, problems)
+    elif target == "close":
+        kill_after_s = round(rng.uniform(0.0, 0.03), 4)  # a close takes a few ms
+    else:
+        kill_after_s = round(rng.uniform(0.0, 0.5), 3)
+    proc = _start_child(base_dir, instance_id, rng.randint(*CLOSE_ENTRIES) if target == "close" else None)
     lines = _Lines(proc.stdout)
+    group_kill = target.startswith("group") or (target == "close" and rng.random() < 0.5)
     writer_pid: int | None = None
-    run_id: str | None = None
     try:
-        if target == "boot":
+        if target in BOOT_TARGETS:
             time.sleep(kill_after_s)
-            _kill(proc.pid)
+            (_kill_group if group_kill else _kill)(proc.pid)
             proc.wait()
         else:
             writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
             if writer_line is None:
                 raise RuntimeError(f"trader did not boot: {lines.lines}")
             writer_pid = int(writer_line.split()[1])
+            if target == "close" and lines.wait_for("closing", BOOT_DEADLINE_S) is None:
+                raise RuntimeError(f"trader did not reach its close: {lines.lines}")
             time.sleep(kill_after_s)
-            _kill(proc.pid if target == "trader" else writer_pid)
+            if group_kill:
+                _kill_group(proc.pid)
+            else:
+                _kill(writer_pid if target == "writer" else proc.pid)
             # The trader dead: its writer drains what was pushed and exits on the control EOF.
             # The writer dead: the trader sees the halt, leaves the run Running and exits.
             try:
@@ -160,7 +276,13 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
         writer_pid = int(line.split()[1]) if line else None
         if writer_pid is not None and not wait_gone(writer_pid, EXIT_DEADLINE_S):
             problems.append("writer did not exit after the trader was killed")
+        # a boot killed mid-sweep can leave a recovery worker finishing its file; let it end
+        for child in psutil.process_iter(["cmdline"]):
+            if str(base_dir) in " ".join(child.info["cmdline"] or []) and child.pid != os.getpid():
+                if not wait_gone(child.pid, EXIT_DEADLINE_S):
+                    problems.append(f"process {child.info['cmdline']} outlived the kill")
     finally:
+        _kill_group(proc.pid)
         for pid in (proc.pid, writer_pid):
             if pid is not None and not _gone(pid):
                 _kill(pid)
@@ -171,23 +293,36 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
     line = lines.wait_for("run ", 0)
     run_id = line.split()[1] if line else None
     reported = max(lines.values("durable"), default=0)
+    closed = lines.wait_for("closed ", 0) is not None
 
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=instance_id))
     states = _boot_until_sealed(config, base_dir, instance_id, problems)
+    problems += _lineage_problems(base_dir, instance_id)
+    leaked = leaked_tokens(tokens_before)
+    if leaked:
+        problems.append(f"shared memory left in /dev/shm: {leaked}")
+    records = sorted(p.name for p in (base_dir / instance_id).glob("*.boot"))
+    if records:
+        problems.append(f"boot records left: {records}")
     if run_id is None:
-        # Killed before its session was up: the run file it may have created (the only
-        # predecessor these boots recovered) must be sealed, by the rule, CrashedRecovered.
-        if len(states) > 1:
-            problems.append(f"recovered more than the killed trader's run: {states}")
-        status = next(iter(states.values()), "no-run-file")
-        if status not in ("CrashedRecovered", "no-run-file"):
-            problems.append(f"the killed trader's run was sealed {status}, expected CrashedRecovered")
-        return TrialResult(target, kill_after_s, next(iter(states), ""), 0, 0, status, 0, problems)
-    status = states.get(run_id)
-    if status != "CrashedRecovered":
-        problems.append(f"predecessor sealed {status}, expected CrashedRecovered")
+        # Killed before its session was up: the run file it may have created must be sealed,
+        # by the rule, CrashedRecovered (as must the predecessor a boot trial left).
+        statuses = set(states.values())
+        if statuses - {"CrashedRecovered"}:
+            problems.append(f"a killed run was sealed {states}, expected CrashedRecovered")
+        if len(states) > 2:
+            problems.append(f"recovered more than the killed traders' runs: {states}")
+        status = "CrashedRecovered" if states else "no-run-file"
+        return TrialResult(target, kill_after_s, "", 0, 0, status, 0, problems, len(leaked))
+    if run_id in states:
+        status = states[run_id]
+    else:  # not recovered by our boots: sealed by its own close
+        status = str(read_manifest(layout.run_file_path(base_dir, instance_id, run_id)).status)
+    allowed = {"CrashedRecovered", "Ended"} if target == "close" else {"CrashedRecovered"}
+    if status not in allowed or (closed and status != "Ended"):
+        problems.append(f"predecessor sealed {status}, expected {sorted(allowed)}" + (" (its close completed)" if closed else ""))
     on_disk, lost = _check_durable(base_dir, instance_id, run_id, reported, problems)
-    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems)
+    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems, len(leaked))
 
 
 def _boot_until_sealed(config, base_dir: Path, instance_id: str, problems: list[str]):  # noqa: ANN001
@@ -252,7 +387,11 @@ def _check_durable(base_dir: Path, instance_id: str, run_id: str, reported: int,
         return 0, reported
     if [e.seq for e in entries] != list(range(1, on_disk + 1)):
         problems.append("entries are not contiguous from 1")
-    bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq]
+    from nes.writer import RUN_ENDED_TOPIC
+
+    bad = [e.seq for e in entries[1:] if e.payload != b"crash-entry-%08d" % e.seq and e.topic != RUN_ENDED_TOPIC]
+    if any(e.topic == RUN_ENDED_TOPIC for e in entries[:-1]):
+        problems.append("RunEnded is not the last entry")
     if bad:
         problems.append(f"payloads do not match their seq at {bad[:5]}")
     if manifest.high_watermark != on_disk:
@@ -267,7 +406,7 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
         result = run_trial(base_dir, rng)
         results.append(result)
         print(
-            f"trial {i + 1}/{n}: kill {result.target} after {result.kill_after_s}s: reported durable "
+            f"trial {i + 1}/{n}: kill {result.target} after {result.kill_after_s}s: confirmed durable "
             f"{result.reported_durable}, on disk {result.on_disk}, {result.status}"
             + ("" if result.ok else f" PROBLEMS {result.problems}"),
             flush=True,
@@ -275,10 +414,10 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
     return {
         "trials": n,
         "seed": seed,
-        "trader_kills": sum(r.target == "trader" for r in results),
-        "writer_kills": sum(r.target == "writer" for r in results),
-        "boot_kills": sum(r.target == "boot" for r in results),
+        "kills": dict(Counter(r.target for r in results)),
+        "confirmed_entries": sum(r.reported_durable for r in results),
         "lost_durable_entries": sum(r.lost_durable_entries for r in results),
+        "leaked_segments": sum(r.leaked_segments for r in results),
         "statuses": dict(Counter(r.status for r in results)),
         "failed_trials": sum(not r.ok for r in results),
         "max_reported_durable": max((r.reported_durable for r in results), default=0),
@@ -295,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-crash-"))
     summary = run_trials(ns.n, ns.seed, base)
     print(json.dumps(summary))
-    return 0 if summary["failed_trials"] == 0 and summary["lost_durable_entries"] == 0 else 1
+    ok = summary["failed_trials"] == 0 and summary["lost_durable_entries"] == 0 and summary["leaked_segments"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
