@@ -4,7 +4,9 @@ Contract: a halt is fail-stop. Every `HaltReason` carries `durable_high_watermar
 at or below it is on disk with a valid hash; every seq the trader accepted above it is not, and
 the halt says so. Reasons: `BackpressureStall` (the ring stayed full past the threshold),
 `BackendDisk` (ENOSPC/EFBIG/EDQUOT), `BackendCorrupted`, `BackendError` (anything else), and
-`WriterDied` (the writer process vanished: control-channel EOF without a halt).
+`WriterDied` (the writer process vanished: control-channel EOF without a halt; its
+high-watermark is read from the run file once the writer is gone, so it is exact, unless that
+read failed, which is logged: then it is the ring's last published value, a lower bound).
 """
 
 from __future__ import annotations

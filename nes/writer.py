@@ -369,6 +369,7 @@ class EventStoreWriter:
                     "max_batch_entries": config.max_batch_entries,
                     "max_batch_latency_s": config.max_batch_latency_s,
                     "idle_linger_s": config.idle_linger_s,
+                    "log_path": str(log_path),
                 }
             )
             log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -26,7 +26,8 @@ Contract:
 - Names are unguessable (`/nes-<24 hex>-…`), created O_EXCL with mode 0600. The creator owns them
   and unlinks them as soon as the consumer is attached (`unlink_names`); the writer process also
   calls `unlink_names` (idempotent) when it exits, so nothing stays in /dev/shm whichever side
-  dies.
+  dies. If both die before that (a process-group kill during boot), the creator's boot record
+  (`nes.bootrecord`) lets the next boot reclaim them.
 - Memory ordering relies on x86-64 total store order (records are written before `head`, popped
   bytes are copied before `tail`); that is the platform nes supports.
 """

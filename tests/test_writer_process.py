@@ -118,6 +118,8 @@ def test_spawned_writer_commits_anchors_seals_and_leaves_no_shm(tmp_path: Path) 
     finally:
         backend.close()
     assert oct(run_file(tmp_path).stat().st_mode & 0o777) == "0o600"
+    # nothing else is left beside the run file: no boot record, no (empty) writer log
+    assert sorted(p.name for p in (tmp_path / INSTANCE).iterdir()) == [run_file(tmp_path).name]
 
 
 def test_sigkill_writer_mid_stream_halts_with_writer_died_and_loses_nothing_durable(tmp_path: Path) -> None:

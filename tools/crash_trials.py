@@ -278,7 +278,8 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
             problems.append("writer did not exit after the trader was killed")
         # a boot killed mid-sweep can leave a recovery worker finishing its file; let it end
         for child in psutil.process_iter(["cmdline"]):
-            if str(base_dir) in " ".join(child.info["cmdline"] or []) and child.pid != os.getpid():
+            cmdline = " ".join(child.info["cmdline"] or [])
+            if "workers." in cmdline and str(base_dir) in cmdline:
                 if not wait_gone(child.pid, EXIT_DEADLINE_S):
                     problems.append(f"process {child.info['cmdline']} outlived the kill")
     finally:

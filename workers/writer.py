@@ -1,13 +1,16 @@
 """The writer sidecar process: `python -m workers.writer --control-fd N` (arguments as JSON on stdin).
 
 Thin by design: parse arguments, open the run (`LmdbBackend.open_run`), attach the ring, run
-`nes.sidecar.run_sidecar`. A failure to open is reported as a `Halt` before READY.
+`nes.sidecar.run_sidecar`. A failure to open is reported as a `Halt` before READY. Its stdout
+is /dev/null and its stderr the log file `log_path` (never the trader's own stdout/stderr),
+which it removes on a normal exit if nothing was written to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import signal
 import sys
 
@@ -32,9 +35,22 @@ class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_entries: int
     max_batch_latency_s: float
     idle_linger_s: float
+    log_path: str | None = None  # our stderr (the trader's is not ours to hold); removed if empty
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the sidecar; on a normal exit, remove our stderr log file if nothing was written."""
+    code, log_path = _main(argv)
+    if log_path is not None:
+        try:
+            if os.fstat(2).st_size == 0 and os.path.samestat(os.fstat(2), os.stat(log_path)):
+                os.unlink(log_path)
+        except OSError:
+            pass
+    return code
+
+
+def _main(argv: list[str] | None) -> tuple[int, str | None]:
     parser = argparse.ArgumentParser(prog="nes-writer")
     parser.add_argument("--control-fd", type=int, required=True)
     ns = parser.parse_args(argv)
@@ -53,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(GC_GEN0_THRESHOLD, 10, 10)
     channel = ControlChannel.from_fd(ns.control_fd)
     args = msgspec.json.decode(sys.stdin.buffer.read(), type=WriterArgs)
+    return _run(channel, args), args.log_path
 
+
+def _run(channel: ControlChannel, args: WriterArgs) -> int:
     backend = LmdbBackend(args.base_dir, exclusive=True)  # commits run on the sidecar's commit thread
     try:
         try:
