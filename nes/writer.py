@@ -742,7 +742,7 @@ class EventStoreWriter:
                 self._proc.kill()  # it must be gone before its file tells the final value
                 code = self._proc.wait()
                 detail += f", writer still running (killed, exit code {code})"
-            if died and not self._stopping:  # halt first: a woken waiter must see it
+            if died:  # halt first: a woken waiter must see it (also if abandoned meanwhile)
                 self._halt(WriterDied(self._high_watermark_after_death(), detail))
         finally:
             self._reason_ready.set()

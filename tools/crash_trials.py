@@ -19,6 +19,8 @@ below the last durable high-watermark the trader reported is on disk, contiguous
 hash and its own payload, the lineage holds (every CrashedRecovered run is the parent of exactly
 one run), and no shared memory is left: no `nes-` segment or semaphore created during the trial
 stays in /dev/shm unmapped by any process, and no boot record stays in the instance directory.
+Run files the kill left that no boot can read (`unreadable_run_files`: a kill while the writer
+was creating the file, before its format marker was committed) are counted apart.
 The JSON summary is the last line; exit status 1 if any trial failed, lost a durable entry or
 leaked a segment.
 """
@@ -59,10 +61,11 @@ class TrialResult:
     lost_durable_entries: int
     problems: list[str] = field(default_factory=list)
     leaked_segments: int = 0  # ring tokens left in /dev/shm, mapped by nobody
+    unreadable_files: list[str] = field(default_factory=list)  # run files left that no boot can seal
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.lost_durable_entries == 0 and self.leaked_segments == 0
+        return not self.problems and self.lost_durable_entries == 0 and self.leaked_segments == 0 and not self.unreadable_files
 
 
 def _gone(pid: int) -> bool:
@@ -208,6 +211,20 @@ def leaked_tokens(before: set[str], settle_s: float = 2.0) -> list[str]:
     return sorted(token for token in new if not _mapped_anywhere(token))
 
 
+def _unreadable(base_dir: Path, instance_id: str) -> list[str]:
+    """Run files whose manifest cannot be read (the recovery sweep skips them at every boot)."""
+    from nes.backend import layout
+    from nes.backend.lmdb import read_manifest
+
+    names = []
+    for path in layout.list_run_files(base_dir, instance_id):
+        try:
+            read_manifest(path)
+        except Exception:  # noqa: BLE001
+            names.append(path.name)
+    return names
+
+
 def _lineage_problems(base_dir: Path, instance_id: str) -> list[str]:
     """Every CrashedRecovered run is the parent of exactly one run."""
     from nes.backend import layout
@@ -297,7 +314,9 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
     closed = lines.wait_for("closed ", 0) is not None
 
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=instance_id))
+    files_before = {p.name for p in layout.list_run_files(base_dir, instance_id)} - set(_unreadable(base_dir, instance_id))
     states = _boot_until_sealed(config, base_dir, instance_id, problems)
+    unreadable = sorted(set(_unreadable(base_dir, instance_id)) - files_before)
     problems += _lineage_problems(base_dir, instance_id)
     leaked = leaked_tokens(tokens_before)
     if leaked:
@@ -314,7 +333,7 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
         if len(states) > 2:
             problems.append(f"recovered more than the killed traders' runs: {states}")
         status = "CrashedRecovered" if states else "no-run-file"
-        return TrialResult(target, kill_after_s, "", 0, 0, status, 0, problems, len(leaked))
+        return TrialResult(target, kill_after_s, "", 0, 0, status, 0, problems, len(leaked), unreadable)
     if run_id in states:
         status = states[run_id]
     else:  # not recovered by our boots: sealed by its own close
@@ -323,7 +342,7 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
     if status not in allowed or (closed and status != "Ended"):
         problems.append(f"predecessor sealed {status}, expected {sorted(allowed)}" + (" (its close completed)" if closed else ""))
     on_disk, lost = _check_durable(base_dir, instance_id, run_id, reported, problems)
-    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems, len(leaked))
+    return TrialResult(target, kill_after_s, run_id, reported, on_disk, str(status), lost, problems, len(leaked), unreadable)
 
 
 def _boot_until_sealed(config, base_dir: Path, instance_id: str, problems: list[str]):  # noqa: ANN001
@@ -409,7 +428,8 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
         print(
             f"trial {i + 1}/{n}: kill {result.target} after {result.kill_after_s}s: confirmed durable "
             f"{result.reported_durable}, on disk {result.on_disk}, {result.status}"
-            + ("" if result.ok else f" PROBLEMS {result.problems}"),
+            + ("" if result.ok else f" PROBLEMS {result.problems}")
+            + (f" UNREADABLE RUN FILES LEFT {result.unreadable_files}" if result.unreadable_files else ""),
             flush=True,
         )
     return {
@@ -419,6 +439,7 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
         "confirmed_entries": sum(r.reported_durable for r in results),
         "lost_durable_entries": sum(r.lost_durable_entries for r in results),
         "leaked_segments": sum(r.leaked_segments for r in results),
+        "unreadable_run_files": sum(len(r.unreadable_files) for r in results),
         "statuses": dict(Counter(r.status for r in results)),
         "failed_trials": sum(not r.ok for r in results),
         "max_reported_durable": max((r.reported_durable for r in results), default=0),
