@@ -157,5 +157,5 @@ def reclaim_dead_boots(instance_dir: Path) -> list[str]:
         removed = unlink_ring_names(RingNames.for_token(token))
         remove_boot_record(path)
         reclaimed.append(token)
-        log.warning("reclaimed ring %s left by dead boot (pid %d): unlinked %s", token, record.pid, removed or "nothing")
+        log.warning("reclaimed ring %s of dead boot (pid %d): unlinked %s", token, record.pid, removed or "nothing")
     return reclaimed

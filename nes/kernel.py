@@ -512,7 +512,8 @@ def _boot_signals() -> Iterator[None]:
     so the boot's cleanup runs (workers and writer stopped, ring unlinked, lock released);
     afterwards the signal is re-delivered with its default action. Ctrl-C needs nothing: the
     KeyboardInterrupt takes the same cleanup paths."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
     received: list[int] = []

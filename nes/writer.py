@@ -620,7 +620,9 @@ class EventStoreWriter:
             raise Backend(detail) from None
         if ack is None:
             self._acks.put(None)  # the channel is gone for every later request too
-            raise self._halted_error() if self._halted else WriterHalted(WriterDied(self.high_watermark, "control channel closed"))
+            if self._halted:
+                raise self._halted_error()
+            raise WriterHalted(WriterDied(self.high_watermark, "control channel closed"))
         return ack
 
     def close(self, run_ended: EntryDraft | None = None) -> int:
@@ -759,9 +761,11 @@ class EventStoreWriter:
         with self._ring_cond:
             ring = self._ring
             published = self._final_high_watermark if ring is None else ring.durable_high_watermark
-        exact = None if self._run_path is None else durable_high_watermark_in_worker(self._run_path, DEATH_READ_TIMEOUT_S)
+        exact = None
+        if self._run_path is not None:
+            exact = durable_high_watermark_in_worker(self._run_path, DEATH_READ_TIMEOUT_S)
         if exact is None:
-            log.error("could not read the run file of the dead writer; its high-watermark %d is a lower bound", published)
+            log.error("cannot read the dead writer's run file: high-watermark %d is a lower bound", published)
             return published
         self._exact_high_watermark = max(exact, published)
         return self._exact_high_watermark
