@@ -199,16 +199,15 @@ def _mapped_anywhere(token: str) -> bool:
     return False
 
 
-def leaked_tokens(before: set[str], settle_s: float = 2.0) -> list[str]:
-    """Ring tokens that appeared since `before`, are still in /dev/shm after `settle_s` and are
-    mapped by no process (a live boot of someone else maps its ring until it unlinks it)."""
+def leaked_tokens(before: set[str], settle_s: float = 1.0) -> list[str]:
+    """Ring tokens that appeared since `before` and are mapped by no process (a live boot of
+    someone else maps its ring until it unlinks it), still there after `settle_s`."""
     end = time.monotonic() + settle_s
     while True:
-        new = _ring_tokens() - before
-        if not new or time.monotonic() >= end:
-            break
-        time.sleep(0.05)
-    return sorted(token for token in new if not _mapped_anywhere(token))
+        orphans = sorted(token for token in _ring_tokens() - before if not _mapped_anywhere(token))
+        if not orphans or time.monotonic() >= end:
+            return orphans
+        time.sleep(0.1)
 
 
 def _unreadable(base_dir: Path, instance_id: str) -> list[str]:
