@@ -128,7 +128,7 @@ def default_registry() -> EncoderRegistry:
     return registry
 
 
-_DECODERS = {
+_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     PAYLOAD_TYPE_SUBMIT_ORDER: msgspec.msgpack.Decoder(SubmitOrder),
     PAYLOAD_TYPE_ORDER_ACCEPTED: msgspec.msgpack.Decoder(OrderAccepted),
     PAYLOAD_TYPE_ORDER_FILLED: msgspec.msgpack.Decoder(OrderFilled),

@@ -227,7 +227,12 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
     known = {s.run_id: s for s in states if s.run_id is not None and s.status is not None}
     try:
         parent = choose_parent(
-            [(s.run_id, s.start_ts_init, s.status, s.recovered) for s in known.values()], replay_from_run_id
+            [
+                (s.run_id, s.start_ts_init, s.status, s.recovered)
+                for s in known.values()
+                if s.run_id is not None and s.status is not None
+            ],
+            replay_from_run_id,
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None

@@ -106,7 +106,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 # ---- LMDB run files (read-only) -------------------------------------------------------------------
 def _last_key(txn: lmdb.Transaction, db: lmdb._Database) -> tuple[bytes, bytes] | None:
     cursor = txn.cursor(db)
-    return cursor.item() if cursor.last() else None
+    return (bytes(cursor.key()), bytes(cursor.value())) if cursor.last() else None
 
 
 def read_retention_run(path: Path) -> RetentionRun:

@@ -196,7 +196,7 @@ class WriterCore:
         keys_expected = list(map(seq_key, range(first, first + len(frames))))
         if min(map(len, frames)) < MIN_FRAME_LEN or list(map(_FRAME_SEQ, frames)) != keys_expected:
             raise _bad_frame(frames, first)
-        digests = []
+        digests: list[bytes] = []
         digest_append = digests.append
         new_hasher = DOMAIN_HASH_STATE.copy
         for frame in frames:  # hash_frame, inlined

@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import msgspec
@@ -275,7 +276,7 @@ class EventStoreWriter:
         os.set_blocking(notify_r, False)
         self._notify_r, self._notify_w = notify_r, notify_w
         # transport (set by the constructors below)
-        self._ring = None  # type: ignore[var-annotated]
+        self._ring: Any = None  # the shm Ring once spawned; None in-process and once released
         self._core: WriterCore | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: ControlChannel | None = None

@@ -60,7 +60,7 @@ def encode_format_version(version: int = FORMAT_VERSION) -> bytes:
     return U32.pack(version)
 
 
-def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
+def run_file_path(base_dir: str | os.PathLike[str], instance_id: str, run_id: str) -> Path:
     validate_path_id(instance_id, "instance_id")
     validate_path_id(run_id, "run_id")
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
@@ -98,11 +98,11 @@ def marker_sidecar_path(run_file: str | Path) -> Path:
     return run_file.with_name(stem + MARKER_FILE_SUFFIX)
 
 
-def instance_dir(base_dir: str | Path, instance_id: str) -> Path:
+def instance_dir(base_dir: str | os.PathLike[str], instance_id: str) -> Path:
     return Path(base_dir) / validate_path_id(instance_id, "instance_id")
 
 
-def list_run_files(base_dir: str | Path, instance_id: str) -> list[Path]:
+def list_run_files(base_dir: str | os.PathLike[str], instance_id: str) -> list[Path]:
     """Run files of an instance (not marker sidecars), sorted by name (= by start time)."""
     directory = instance_dir(base_dir, instance_id)
     if not directory.is_dir():

@@ -24,7 +24,7 @@ import resource
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
@@ -153,7 +153,7 @@ class _RunFile:
     def _open_dbs(self, writable: bool) -> None:
         env = self.env
 
-        def open_all(**opts: object) -> None:
+        def open_all(**opts: Any) -> None:
             self.entries = env.open_db(layout.DB_ENTRIES, **opts)
             self.manifest_db = env.open_db(layout.DB_MANIFEST, **opts)
             self.anchors = env.open_db(layout.DB_ANCHORS, **opts)
