@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from nes.backend.base import IndexKey, IndexKind
+from nes.errors import EventStoreError
 from nes.headers import Headers
 from nes.writer import EntryDraft, EventStoreWriter, SubmitError
 
@@ -79,8 +80,8 @@ class EncodedPayload(msgspec.Struct, frozen=True):
     index_keys: tuple[IndexKey, ...] = ()
 
 
-class EncodeError(ValueError):
-    pass
+class EncodeError(EventStoreError, ValueError):
+    """No encoder is registered for a captured message, or its encoder failed."""
 
 
 Encoder = Callable[[Any], EncodedPayload]
@@ -96,6 +97,8 @@ def _venue(msg: Any) -> IndexKey:
 
 
 class EncoderRegistry:
+    """Message type -> encoder (payload type, payload bytes, index keys) used by BusCaptureAdapter."""
+
     def __init__(self) -> None:
         self._encoders: dict[type, Encoder] = {}
 
@@ -120,6 +123,7 @@ def _typed(payload_type: str, keys: Callable[[Any], tuple[IndexKey, ...]]) -> En
 
 
 def default_registry() -> EncoderRegistry:
+    """A registry with the builtin encoders: SubmitOrder, OrderAccepted, OrderFilled, AccountState."""
     registry = EncoderRegistry()
     registry.register(SubmitOrder, _typed(PAYLOAD_TYPE_SUBMIT_ORDER, lambda m: (_client(m),)))
     registry.register(OrderAccepted, _typed(PAYLOAD_TYPE_ORDER_ACCEPTED, lambda m: (_client(m), _venue(m))))

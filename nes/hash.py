@@ -59,6 +59,7 @@ def compute_entry_hash(
     payload: bytes,
     headers: Headers,
 ) -> EntryHash:
+    """The BLAKE3 entry hash of these fields (byte-compatible with the Rust crate's)."""
     frame = encode_frame(
         seq,
         ts_init,

@@ -44,7 +44,7 @@ from nes.recovery import (
     RecoveredRun,
     RecoveryOutcome,
     choose_parent,
-    decide_recovery_status,
+    decide_recovery,
 )
 from nes.snapshot import SnapshotAnchor
 from nes.writer import EntryDraft, EventStoreWriter, SubmitError, WriterHalted
@@ -70,20 +70,20 @@ log = logging.getLogger("nes.kernel")
 ABANDON_HUNG_WRITER_S = 1.0
 
 # ---- errors -----------------------------------------------------------------------------------
-class BootError(Exception):
+class BootError(EventStoreError):
     """The boot sequence could not open a new run; nothing was opened."""
 
 
 class RunStartedTimeout(BootError):
-    pass
+    """RunStarted was not durable within `run_started_timeout_s`."""
 
 
 class RunStartedHalted(BootError):
-    pass
+    """The writer halted before RunStarted was durable."""
 
 
 class ReplaySourceError(BootError):
-    pass
+    """`replay_from_run_id` names no usable run, or that run fails verification."""
 
 
 # ---- recovery sweep -----------------------------------------------------------------------------
@@ -97,6 +97,7 @@ class RunFileState(msgspec.Struct, frozen=True):
     recovered: bool = False  # it was Running and the sweep sealed it
     high_watermark: int = 0
     error: str | None = None
+    rule: str = ""  # the recovery rule that decided `status` (when `recovered`)
 
 
 def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
@@ -118,7 +119,7 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark
             )
         scan = scan_tail(path)
-        status = decide_recovery_status(scan)
+        rule, status = decide_recovery(scan)
         backend = LmdbBackend(base_dir)
         try:
             try:
@@ -128,7 +129,9 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             backend.seal(status)
         finally:
             backend.close()
-        return RunFileState(file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark)
+        return RunFileState(
+            file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark, rule=rule
+        )
     except EventStoreError as err:
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 
@@ -151,6 +154,14 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     for state in states:
         if state.error is not None:
             log.error("run file %s skipped this boot (retried next boot): %s", state.file, state.error)
+        elif state.recovered:
+            log.warning(
+                "recovery: sealed run %s %s (%s) [high-watermark %d]",
+                state.run_id,
+                state.status.value if state.status is not None else None,
+                state.rule,
+                state.high_watermark,
+            )
     return states
 
 
@@ -315,11 +326,14 @@ class EventStoreSession:
             if self.writer.halted:
                 self.writer.abandon()
                 self._abandoned = True
+                log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
                 return None
             self.final_high_watermark = self.writer.close()
+            log.info("run %s sealed Ended [high-watermark %d] at %s", self.run_id, self.final_high_watermark, self.path)
             return self.final_high_watermark
         except WriterHalted:
             self._abandoned = True
+            log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
             return None
         except BaseException:
             self.writer.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # never leave the sidecar behind
@@ -367,8 +381,15 @@ class EventStoreLifecycle:
         config = self.config
         identity = config.identity
         base_dir = Path(config.base_dir)
+        log.info("boot: instance %s in %s", identity.instance_id, base_dir)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
+        log.info(
+            "boot: %d run files swept, %d recovered, parent run %s",
+            len(states),
+            len(recovery.recovered),
+            recovery.parent_run_id,
+        )
         if config.replay_from_run_id is not None:
             _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
         components = components or RegisteredComponents()
@@ -413,6 +434,7 @@ class EventStoreLifecycle:
             if reason is not None:
                 raise RunStartedHalted(f"writer halted before RunStarted was durable: {reason}")
             raise RunStartedTimeout(f"RunStarted not durable within {config.run_started_timeout_s}s")
+        log.info("boot: run %s open, RunStarted durable at seq %d, file %s", manifest.run_id, seq, path)
         self.session = session
         return session
 

@@ -27,6 +27,8 @@ __all__ = [
 
 
 class RunStatus(enum.Enum):
+    """A run's lifecycle status: Running until sealed Ended, CrashedRecovered or Quarantined."""
+
     Running = "Running"
     Ended = "Ended"
     CrashedRecovered = "CrashedRecovered"
@@ -71,6 +73,8 @@ class RegisteredComponents(msgspec.Struct, frozen=True):
 
 
 class RunManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The per-run metadata stored in a run file: identity, parent, status, high-watermark."""
+
     run_id: str
     instance_id: str
     start_ts_init: int

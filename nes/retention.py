@@ -49,6 +49,8 @@ class RetentionRun(msgspec.Struct, frozen=True):
 
 
 class RetentionPlan(msgspec.Struct, frozen=True):
+    """Which sealed runs a retention mode would reclaim (a plan only: nothing is deleted)."""
+
     mode: str  # RetentionMode.label()
     runs_considered: list[str]  # sealed runs, oldest first
     restore_point: str | None

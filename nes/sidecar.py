@@ -270,7 +270,10 @@ class WriterCore:
         return self.durable_high_watermark
 
     def halt_reason(self, err: BaseException) -> HaltReason:
-        if isinstance(err, RecordError):
+        """The halt reason for a failure: a malformed or corrupt ring record is BackendCorrupted."""
+        from shm.ring import RingError  # raised by the ring's pop only for a corrupt record
+
+        if isinstance(err, (RecordError, RingError)):
             return BackendCorrupted(self.durable_high_watermark, f"malformed ring record: {err}")
         return from_backend_error(err, self.durable_high_watermark)
 

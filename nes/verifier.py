@@ -43,6 +43,7 @@ from nes.backend.layout import (
     open_read_only,
 )
 from nes.codec import HASH_LEN, FrameError, decode_frame
+from nes.errors import EventStoreError
 from nes.hash import DOMAIN_HASH_STATE
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.markers.verifier import MarkerVerifyReport
@@ -224,6 +225,8 @@ _ENTRY_DAMAGE = (HashMismatch, Gap, KeySeqMismatch, UndecodableEntry, OpenError)
 
 # ---- verdicts -----------------------------------------------------------------------------------
 class VerifyReport(msgspec.Struct, frozen=True):
+    """The verifier's verdict on one run file: counts, findings, marker report, summary lines."""
+
     path: str
     run_id: str | None
     status: str
@@ -285,7 +288,7 @@ class WorkerFailure(msgspec.Struct, frozen=True):
         return msgspec.json.encode(self).decode()
 
 
-class VerifyOpenError(OSError):
+class VerifyOpenError(EventStoreError, OSError):
     """The path cannot be verified at all (missing, not a regular file)."""
 
 

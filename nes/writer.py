@@ -21,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import socket
@@ -38,7 +39,7 @@ import posix_ipc
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
-from nes.errors import Backend, Corrupted, Disk, EventStoreError
+from nes.errors import Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
 from nes.halt import (
     BackendCorrupted,
     BackendDisk,
@@ -87,15 +88,19 @@ DEFAULT_MAX_BATCH_ENTRIES = 2048
 DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 DEFAULT_IDLE_LINGER_S = 0.005
+MAX_RING_BYTES = 1 << 40  # 1 TiB: far above any RAM here, below what the OS calls overflow on
+MAX_TIMEOUT_S = 86400.0  # one day: every timeout is a finite number of seconds in (0, this]
 MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
 
 
 # ---- errors ---------------------------------------------------------------------------------
-class SubmitError(Exception):
+class SubmitError(EventStoreError):
     """Base of what `submit()` raises; the entry was not accepted."""
 
 
 class WriterClosed(SubmitError):
+    """`submit()` after `close()`: the writer accepts nothing more."""
+
     def __str__(self) -> str:
         return "writer is closed"
 
@@ -128,7 +133,7 @@ class InvalidDraft(SubmitError, ValueError):
 
 
 class RecordTooLarge(InvalidDraft):
-    pass
+    """The entry's record is larger than `WriterConfig.max_record_bytes` (1 MiB by default)."""
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -154,19 +159,29 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     close_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.ring_bytes < 4096 or self.ring_bytes & (self.ring_bytes - 1):
-            raise ValueError(f"ring_bytes must be a power of two >= 4096, got {self.ring_bytes}")
+        """Raises ConfigError (`<field>: ...`) for a wrong type or a value out of range."""
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            wanted = (int,) if name in _INT_FIELDS else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ConfigError(f"{name}: Expected `{wanted[-1].__name__}`, got `{type(value).__name__}`")
+        if not 4096 <= self.ring_bytes <= MAX_RING_BYTES or self.ring_bytes & (self.ring_bytes - 1):
+            raise ConfigError(f"ring_bytes: must be a power of two in [4096, {MAX_RING_BYTES}], got {self.ring_bytes}")
         if not 64 <= self.max_record_bytes <= self.ring_bytes // 4:
-            raise ValueError(
-                f"max_record_bytes must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
+            raise ConfigError(
+                f"max_record_bytes: must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
             )
         if self.max_batch_entries < 1:
-            raise ValueError(f"max_batch_entries must be >= 1, got {self.max_batch_entries}")
+            raise ConfigError(f"max_batch_entries: must be >= 1, got {self.max_batch_entries}")
         if not 0 <= self.idle_linger_s <= 1.0:
-            raise ValueError(f"idle_linger_s must be in [0, 1], got {self.idle_linger_s}")
+            raise ConfigError(f"idle_linger_s: must be in [0, 1], got {self.idle_linger_s}")
         for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+                raise ConfigError(f"{name}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+
+
+_INT_FIELDS = frozenset({"ring_bytes", "max_record_bytes", "max_batch_entries"})
 
 
 # ---- the draft --------------------------------------------------------------------------------
@@ -315,7 +330,10 @@ class EventStoreWriter:
         from shm.ring import Ring  # the ring is only needed for the process transport
 
         config = config or WriterConfig()
-        ring = Ring.create(config.ring_bytes, config.max_record_bytes)
+        try:
+            ring = Ring.create(config.ring_bytes, config.max_record_bytes)
+        except (ValueError, OSError, posix_ipc.Error) as exc:
+            raise _ring_create_error(config.ring_bytes, exc) from None
         try:
             ours, theirs = socket.socketpair()
         except BaseException:
@@ -411,7 +429,11 @@ class EventStoreWriter:
         return None if self._proc is None else self._proc.pid
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
-        """True once `seq` is durable; False on timeout or if the writer halted before it."""
+        """True once `seq` is durable; False on timeout or if the writer halted before it.
+
+        `seq` is an int; `timeout` a finite number of seconds (<= 0 only checks). Anything
+        else raises InvalidArgument."""
+        _check_wait_args(seq, timeout)
         if self._core is not None:
             return self._core.durable_high_watermark >= seq
         deadline = time.monotonic() + timeout
@@ -439,7 +461,10 @@ class EventStoreWriter:
         if ts_publish <= self._last_ts_publish:
             ts_publish = self._last_ts_publish + 1
         seq = self._next_seq
-        template = draft._template
+        try:
+            template = draft._template
+        except AttributeError:
+            raise InvalidDraft(f"submit expects an EntryDraft, got {type(draft).__name__}") from None
         record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
         if len(record) > self.config.max_record_bytes:
             raise RecordTooLarge(
@@ -590,6 +615,9 @@ class EventStoreWriter:
         if first and self._notify_w >= 0:
             os.write(self._notify_w, b"H")
         if fire:
+            log.error(
+                "writer halted (%s): %s [high-watermark %d]", type(reason).__name__, reason, reason.durable_high_watermark
+            )
             try:
                 self._halt_hook(reason)
             except Exception:  # noqa: BLE001 - a failing hook must not take the writer's threads down
@@ -665,3 +693,22 @@ def _open_error(reason: HaltReason) -> EventStoreError:
     if isinstance(reason, BackendCorrupted):
         return Corrupted(reason.msg)
     return Backend(getattr(reason, "msg", str(reason)))
+
+
+def _check_wait_args(seq: object, timeout: object) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise InvalidArgument(f"wait_durable: seq must be an int, got {type(seq).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"wait_durable: timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not math.isfinite(timeout):
+        raise InvalidArgument(f"wait_durable: timeout must be a finite number of seconds, got {timeout!r}")
+
+
+def _ring_create_error(ring_bytes: int, exc: BaseException) -> EventStoreError:
+    """Why the OS refused the ring segment: the file-size limit (Disk) or anything else (Backend)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and ring_bytes > limit:
+        return Disk(f"ring of {ring_bytes} bytes exceeds the file-size limit RLIMIT_FSIZE ({limit} bytes)")
+    return Backend(f"cannot create a ring of {ring_bytes} bytes: {exc}")

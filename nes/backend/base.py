@@ -46,6 +46,8 @@ __all__ = [
 
 
 class IndexKind(enum.Enum):
+    """The secondary indexes an entry can be filed under (a key maps to the seqs carrying it)."""
+
     ClientOrderId = "ClientOrderId"
     VenueOrderId = "VenueOrderId"
 
@@ -104,6 +106,8 @@ class PreparedBatch(NamedTuple):
 
 
 class ScanDirection(enum.Enum):
+    """Order of a range scan: ascending (Forward) or descending (Reverse) seq."""
+
     Forward = "Forward"
     Reverse = "Reverse"
 

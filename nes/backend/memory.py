@@ -19,6 +19,8 @@ __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend(RunStoreBase):
+    """The storage contract in memory (tests and simulation); nothing is durable."""
+
     def __init__(self) -> None:
         self._run = None
         self._values: list[bytes] = []  # index = seq - 1
