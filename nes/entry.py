@@ -15,7 +15,7 @@ from itertools import islice
 import msgspec
 
 from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq
-from nes.errors import Corrupted, Gap, HashMismatch
+from nes.errors import Corrupted, Gap, HashMismatch, InvalidArgument
 from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
 from nes.headers import Headers
 
@@ -37,12 +37,12 @@ _TOPIC_WILDCARDS = ("*", "?")
 def validate_topic(topic: object) -> str:
     """A bus topic: a non-blank string without the wildcard characters `*` and `?`."""
     if not isinstance(topic, str):
-        raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        raise InvalidArgument(f"topic must be a str, got {type(topic).__name__}")
     if not topic.strip():
-        raise ValueError("topic must not be empty or whitespace")
+        raise InvalidArgument("topic must not be empty or whitespace")
     for ch in _TOPIC_WILDCARDS:
         if ch in topic:
-            raise ValueError(f"topic {topic!r} must not contain wildcard {ch!r}")
+            raise InvalidArgument(f"topic {topic!r} must not contain wildcard {ch!r}")
     return topic
 
 

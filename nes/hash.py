@@ -12,6 +12,7 @@ from __future__ import annotations
 from blake3 import blake3
 
 from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame
+from nes.errors import InvalidArgument
 from nes.headers import Headers
 
 __all__ = ["EntryHash", "compute_entry_hash", "hash_frame"]
@@ -26,7 +27,7 @@ class EntryHash(bytes):
     @classmethod
     def of(cls, raw: bytes) -> EntryHash:
         if len(raw) != HASH_LEN:
-            raise ValueError(f"an entry hash is {HASH_LEN} bytes, got {len(raw)}")
+            raise InvalidArgument(f"an entry hash is {HASH_LEN} bytes, got {len(raw)}")
         return cls(raw)
 
     @property

@@ -65,6 +65,7 @@ def run_json_worker(module: str, args: list[str], timeout_s: float, result_type:
             capture_output=True,
             timeout=timeout_s,
             env=worker_env(),
+            process_group=0,  # a terminal's Ctrl-C goes to the caller, which kills us (no stray traceback)
             check=False,
         )
     except subprocess.TimeoutExpired:  # run() has killed and reaped the child

@@ -173,6 +173,7 @@ def _sweep_worker(
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=worker_env(),
+        process_group=0,  # a terminal's Ctrl-C goes to us; we kill the worker (no stray traceback)
     )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

@@ -27,7 +27,7 @@ import msgspec
 
 from nes.backend.base import EventStore, IndexKind, ScanDirection
 from nes.entry import EventStoreEntry
-from nes.errors import Corrupted
+from nes.errors import Corrupted, InvalidArgument
 from nes.manifest import RunManifest
 from nes.snapshot import SnapshotAnchor
 
@@ -47,9 +47,9 @@ B = TypeVar("B", bound=EventStore)
 
 def _check_u64(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value <= U64_MAX:
-        raise ValueError(f"{name} must be in [0, 2**64-1], got {value}")
+        raise InvalidArgument(f"{name} must be in [0, 2**64-1], got {value}")
     return value
 
 
@@ -83,9 +83,9 @@ class RangeScan(Iterator[EventStoreEntry]):
         _check_u64("from_seq", from_seq)
         _check_u64("to_seq", to_seq)
         if not isinstance(direction, ScanDirection):
-            raise TypeError(f"direction must be a ScanDirection, got {direction!r}")
+            raise InvalidArgument(f"direction must be a ScanDirection, got {direction!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
-            raise ValueError(f"chunk_size must be an int >= 0, got {chunk_size!r}")
+            raise InvalidArgument(f"chunk_size must be an int >= 0, got {chunk_size!r}")
         self._backend = backend
         self._direction = direction
         self._chunk_size = max(chunk_size, 1)  # 0 would never advance

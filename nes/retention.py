@@ -24,6 +24,7 @@ import msgspec
 from nes.backend import layout
 from nes.codec import key_seq
 from nes.config import Bounded, Full, RetentionMode, SnapshotAnchored
+from nes.errors import InvalidArgument
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.manifest import RunStatus, decode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor
@@ -99,7 +100,7 @@ def plan_retention(mode: RetentionMode, runs: list[RetentionRun]) -> RetentionPl
         )
     if isinstance(mode, SnapshotAnchored):
         return plan(ids[:restore_index], f"reclaims runs older than restore point {restore_point}")
-    raise TypeError(f"unknown retention mode {mode!r}")
+    raise InvalidArgument(f"unknown retention mode {mode!r}")
 
 
 DEFAULT_READ_TIMEOUT_S = 30.0

@@ -178,7 +178,9 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
-                raise ConfigError(f"{name}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+                raise ConfigError(
+                    f"{name}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}"
+                )
 
 
 _INT_FIELDS = frozenset({"ring_bytes", "max_record_bytes", "max_batch_entries"})
@@ -357,6 +359,7 @@ class EventStoreWriter:
                 pass_fds=(theirs.fileno(),),
                 close_fds=True,
                 env=worker_env(),
+                process_group=0,  # a terminal's Ctrl-C is the trader's; the writer drains on EOF
             )
             assert proc.stdin is not None
             proc.stdin.write(args)
@@ -615,9 +618,8 @@ class EventStoreWriter:
         if first and self._notify_w >= 0:
             os.write(self._notify_w, b"H")
         if fire:
-            log.error(
-                "writer halted (%s): %s [high-watermark %d]", type(reason).__name__, reason, reason.durable_high_watermark
-            )
+            hw = reason.durable_high_watermark
+            log.error("writer halted (%s): %s [high-watermark %d]", type(reason).__name__, reason, hw)
             try:
                 self._halt_hook(reason)
             except Exception:  # noqa: BLE001 - a failing hook must not take the writer's threads down

@@ -32,7 +32,16 @@ import msgspec
 from nes.backend import layout
 from nes.codec import key_seq, seq_key
 from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
-from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
+from nes.errors import (
+    Backend,
+    Closed,
+    Corrupted,
+    CrashedPredecessor,
+    Disk,
+    EventStoreError,
+    InvalidArgument,
+    is_disk_pressure,
+)
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
@@ -259,7 +268,7 @@ class LmdbBackend(RunStoreBase):
         (`begin_append`). The flock still keeps other writers out; readers of a Running run
         (recovery, `list_runs`) open it without the lock file in any case."""
         if map_size < 1 << 16:
-            raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
+            raise InvalidArgument(f"map_size must be at least 64 KiB, got {map_size}")
         self.base_dir = Path(base_dir)
         self._initial_map_size = map_size
         self._exclusive = exclusive
