@@ -24,9 +24,9 @@ from typing import Any, Union
 
 import msgspec
 
-from nes.errors import ConfigError
+from nes.errors import MAX_TIMEOUT_S, ConfigError
 from nes.ids import validate_path_id
-from nes.writer import MAX_TIMEOUT_S, WriterConfig
+from nes.writer import WriterConfig
 
 __all__ = [
     "ConfigError",

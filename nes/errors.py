@@ -55,6 +55,8 @@ __all__ = [
     "CrashedPredecessor",
     "ConfigError",
     "InvalidArgument",
+    "MAX_TIMEOUT_S",
+    "check_timeout_s",
     "NO_RUN_OPEN",
     "DISK_PRESSURE_ERRNOS",
     "is_disk_pressure",
@@ -178,6 +180,16 @@ class InvalidArgument(EventStoreError, ValueError, TypeError):
     def __init__(self, msg: str) -> None:
         super().__init__(msg)
         self.msg = msg
+
+
+MAX_TIMEOUT_S = 86400.0  # one day: the longest timeout any nes call accepts
+
+
+def check_timeout_s(value: object, what: str) -> float:
+    """`value` as a timeout in seconds: a finite number in (0, MAX_TIMEOUT_S], else InvalidArgument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_S:
+        raise InvalidArgument(f"{what} must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+    return float(value)
 
 
 def is_disk_pressure(exc: BaseException) -> bool:

@@ -33,7 +33,7 @@ import msgspec
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.config import EventStoreConfig
-from nes.errors import CrashedPredecessor, EventStoreError
+from nes.errors import CrashedPredecessor, EventStoreError, InvalidArgument, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.isolation import worker_env
@@ -142,6 +142,7 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
+    check_timeout_s(timeout_s, "timeout_s")
     remaining = [p.name for p in layout.list_run_files(base_dir, instance_id)]
     states: list[RunFileState] = []
     while remaining:
@@ -370,6 +371,10 @@ class EventStoreLifecycle:
         clock_ns: Callable[[], int] = time.time_ns,
         options: EventStoreLifecycleOptions | None = None,
     ) -> None:
+        if not isinstance(config, EventStoreConfig):
+            raise InvalidArgument(f"config must be an EventStoreConfig, got {type(config).__name__}")
+        if not callable(halt):
+            raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")
         self.config = config
         self._halt = halt
         self._clock_ns = clock_ns

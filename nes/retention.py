@@ -77,6 +77,8 @@ def _is_restore_point(run: RetentionRun) -> bool:
 
 def plan_retention(mode: RetentionMode, runs: list[RetentionRun]) -> RetentionPlan:
     """Pure: which sealed runs could be reclaimed under `mode` (see the module contract)."""
+    if not isinstance(mode, (Full, Bounded, SnapshotAnchored)):
+        raise InvalidArgument(f"mode must be Full(), Bounded(n) or SnapshotAnchored(), got {mode!r}")
     sealed = sorted(
         (run for run in runs if run.status is not RunStatus.Running),
         key=lambda run: (run.start_ts_init, run.run_id),

@@ -39,7 +39,7 @@ import posix_ipc
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
-from nes.errors import Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
+from nes.errors import MAX_TIMEOUT_S, Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
 from nes.halt import (
     BackendCorrupted,
     BackendDisk,
@@ -89,7 +89,6 @@ DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 DEFAULT_IDLE_LINGER_S = 0.005
 MAX_RING_BYTES = 1 << 40  # 1 TiB: far above any RAM here, below what the OS calls overflow on
-MAX_TIMEOUT_S = 86400.0  # one day: every timeout is a finite number of seconds in (0, this]
 MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
 
 

@@ -279,3 +279,28 @@ def test_public_argument_checks_raise_invalid_argument(tmp_path: Path) -> None:
         nes.build_run_id(-1)
     with pytest.raises(InvalidArgument, match=r"^invalid instance_id '\.\./x'"):
         LmdbBackend(tmp_path).open_run(RunManifest(run_id="1-00000000", instance_id="../x", start_ts_init=1))
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, math.nan, 0])
+def test_worker_timeouts_of_public_calls_must_be_finite(tmp_path: Path, timeout: float) -> None:
+    expected = f"timeout_s must be a finite number of seconds in (0, 86400], got {timeout!r}"
+    with pytest.raises(InvalidArgument) as swept:
+        nes.recover_predecessors(tmp_path, INSTANCE, timeout)
+    assert str(swept.value) == expected
+    (tmp_path / "x.lmdb").write_bytes(b"\0" * 4096)
+    with pytest.raises(InvalidArgument) as verified:
+        nes.verify_in_worker(tmp_path / "x.lmdb", timeout)  # used to raise OverflowError for inf
+    assert str(verified.value) == expected
+
+
+def test_lifecycle_refuses_a_config_that_is_not_one() -> None:
+    with pytest.raises(InvalidArgument, match=r"^config must be an EventStoreConfig, got dict$"):
+        EventStoreLifecycle({"base_dir": "runs"})  # type: ignore[arg-type]
+    config = EventStoreConfig(base_dir="runs", identity=RunIdentity("t"))
+    with pytest.raises(InvalidArgument, match=r"^halt must be callable \(called with a HaltReason\), got str$"):
+        EventStoreLifecycle(config, halt="print")  # type: ignore[arg-type]
+
+
+def test_plan_retention_refuses_a_mode_that_is_not_one() -> None:
+    with pytest.raises(InvalidArgument, match=r"^mode must be Full\(\), Bounded\(n\) or SnapshotAnchored\(\), got 'full'$"):
+        nes.plan_retention("full", [])  # type: ignore[arg-type]
