@@ -103,9 +103,12 @@ class EncoderRegistry:
         self._encoders: dict[type, Encoder] = {}
 
     def register(self, message_type: type, encoder: Encoder) -> None:
+        """Register the encoder for a message type (replaces an earlier one)."""
         self._encoders[message_type] = encoder
 
     def encode(self, message: object) -> EncodedPayload | None:
+        """Encode a message with its type's encoder; None when none is registered, EncodeError
+        when the encoder fails."""
         encoder = self._encoders.get(type(message))
         if encoder is None:
             return None
@@ -156,6 +159,9 @@ class BusCaptureAdapter:
         self.submitted = 0
 
     def capture(self, topic: str, message: object, ts_init: int, headers: Headers | None = None) -> int | None:
+        """Encode a bus message with its registered encoder and submit it; returns the seq, or
+        None for a message type with no encoder (not captured). After a failed submit every
+        later capture raises that error again."""
         if self._failed is not None:
             raise self._failed
         encoded = self._registry.encode(message)

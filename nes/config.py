@@ -121,6 +121,7 @@ class Full(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="m
     """Keep every sealed run."""
 
     def label(self) -> str:
+        """The mode as a label: `full`."""
         return "full"
 
 
@@ -134,6 +135,7 @@ class Bounded(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
             raise ConfigError(f"retention.keep_last: must be an int >= 1, got {self.keep_last!r}")
 
     def label(self) -> str:
+        """The mode as a label: `bounded:<keep_last>`."""
         return f"bounded:{self.keep_last}"
 
 
@@ -143,6 +145,7 @@ class SnapshotAnchored(
     """Keep the latest known-good restore point and everything newer."""
 
     def label(self) -> str:
+        """The mode as a label: `snapshot-anchored`."""
         return "snapshot-anchored"
 
 

@@ -61,6 +61,7 @@ class EventStoreEntry(msgspec.Struct, frozen=True, gc=False):
     entry_hash: EntryHash
 
     def recompute_hash(self) -> EntryHash:
+        """The BLAKE3 entry hash of this entry's fields (compare with entry_hash)."""
         return compute_entry_hash(
             self.seq,
             self.ts_init,
@@ -91,6 +92,7 @@ class EventStoreEntry(msgspec.Struct, frozen=True, gc=False):
         return cls(seq, ts_init, ts_publish, topic, payload_type, bytes(payload), headers, entry_hash)
 
     def frame(self) -> bytes:
+        """The canonical frame bytes (what the entry hash covers)."""
         return encode_frame(
             self.seq,
             self.ts_init,

@@ -31,7 +31,7 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- RunStartedTimeout          RunStarted was not durable within run_started_timeout_s
     |  |- RunStartedHalted           the writer halted before RunStarted was durable
     |  `- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
-    |- EncodeError (ValueError)      capture: no encoder for a message, or the encoder failed
+    |- EncodeError (ValueError)      capture: a registered encoder failed on a message
     `- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
 
 Halt reasons (`BackpressureStall`, `BackendDisk`, `BackendCorrupted`, `BackendError`,

@@ -26,15 +26,18 @@ class EntryHash(bytes):
 
     @classmethod
     def of(cls, raw: bytes) -> EntryHash:
+        """The EntryHash of 32 raw bytes."""
         if len(raw) != HASH_LEN:
             raise InvalidArgument(f"an entry hash is {HASH_LEN} bytes, got {len(raw)}")
         return cls(raw)
 
     @property
     def bytes(self) -> bytes:
+        """The 32 raw hash bytes."""
         return bytes(self)
 
     def to_hex(self) -> str:
+        """The hash as 64 lowercase hex characters."""
         return self.hex()
 
     def __repr__(self) -> str:

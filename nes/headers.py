@@ -39,9 +39,11 @@ class Headers(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def empty(cls) -> Headers:
+        """Headers with neither correlation_id nor causation_id."""
         return _EMPTY
 
     def is_empty(self) -> bool:
+        """True when neither id is set."""
         return self.correlation_id is None and self.causation_id is None
 
 

@@ -290,33 +290,41 @@ class EventStoreSession:
 
     @property
     def run_id(self) -> str:
+        """This run's id (`<start_ts_init>-<8 hex>`), the run file's name."""
         return self.manifest.run_id
 
     @property
     def halted(self) -> bool:
+        """True once the writer halted (fail-stop): every later submit raises WriterHalted."""
         return self.writer.halted
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """Why the writer halted (the first reason), or None."""
         return self.writer.halt_reason
 
     @property
     def high_watermark(self) -> int:
+        """The durable high-watermark: every seq at or below it is on disk."""
         return self.writer.high_watermark
 
     @property
     def closed(self) -> bool:
+        """True once the session was closed (sealed) or abandoned."""
         return self.final_high_watermark is not None or self._abandoned
 
     _abandoned = False
 
     def submit(self, draft: EntryDraft) -> int:
+        """Append one entry; returns its seq (user entries start at 2). See EventStoreWriter.submit."""
         return self.writer.submit(draft)
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
+        """True once `seq` is durable; False on timeout (seconds) or after a halt."""
         return self.writer.wait_durable(seq, timeout)
 
     def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+        """Anchor a snapshot blob (stored by the caller) at the current high-watermark; returns the anchor."""
         return self.writer.record_snapshot_anchor(blob_ref, content_hash)
 
     def close(self) -> int | None:
@@ -382,6 +390,7 @@ class EventStoreLifecycle:
         self.session: EventStoreSession | None = None
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
+        """Boot: recovery sweep, parent choice, new run, writer sidecar; returns once RunStarted is durable."""
         if self.session is not None and not self.session.closed:
             self.session.close()  # seals it (or leaves a halted one for recovery)
         config = self.config
@@ -445,6 +454,7 @@ class EventStoreLifecycle:
         return session
 
     def close(self) -> int | None:
+        """Close the current session (RunEnded, sealed Ended); returns its final high-watermark."""
         if self.session is None:
             return None
         return self.session.close()

@@ -35,6 +35,7 @@ class RunStatus(enum.Enum):
     Quarantined = "Quarantined"
 
     def is_terminal(self) -> bool:
+        """True for every status but Running."""
         return self is not RunStatus.Running
 
     def __str__(self) -> str:
@@ -92,6 +93,7 @@ class RunManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: RunStatus = RunStatus.Running
 
     def is_sealed(self) -> bool:
+        """True once the run has a terminal status."""
         return self.status.is_terminal()
 
 

@@ -61,6 +61,7 @@ class SnapshotReplayPlan(msgspec.Struct, frozen=True):
     to_seq: int  # the durable high-watermark when the plan was made
 
     def is_empty(self) -> bool:
+        """True when there is nothing to replay."""
         return self.from_seq > self.to_seq
 
 
@@ -189,18 +190,23 @@ class EventStoreReader(Generic[B]):
     # ---- delegation ----------------------------------------------------------------------
     @property
     def backend(self) -> B:
+        """The backend this reader reads."""
         return self._backend
 
     def into_inner(self) -> B:
+        """Hand the backend back (the reader is done with it)."""
         return self._backend
 
     def manifest(self) -> RunManifest:
+        """The run's manifest."""
         return self._backend.manifest()
 
     def high_watermark(self) -> int:
+        """The last durable seq (0 for an empty run)."""
         return self._backend.high_watermark()
 
     def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
+        """The newest snapshot anchor, or None."""
         return self._backend.latest_snapshot_anchor()
 
     # ---- point reads and index lookups ---------------------------------------------------
@@ -230,6 +236,7 @@ class EventStoreReader(Generic[B]):
         return RangeScan(self._backend, from_seq, to_seq, direction, chunk_size)
 
     def snapshot_replay_plan(self) -> SnapshotReplayPlan:
+        """The seq window to replay after restoring the latest snapshot (all of the run without one)."""
         anchor = self._backend.latest_snapshot_anchor()
         to_seq = self._backend.high_watermark()
         if anchor is None:
@@ -252,6 +259,7 @@ class EventStoreReader(Generic[B]):
 
     # ---- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the backend (if it has a close())."""
         close = getattr(self._backend, "close", None)
         if close is not None:
             close()

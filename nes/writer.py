@@ -248,6 +248,7 @@ class EntryDraft:
     def without_indices(
         cls, topic: str, payload_type: str, payload: bytes, ts_init: int, headers: Headers | None = None
     ) -> EntryDraft:
+        """A draft that files no index keys."""
         return cls(topic, payload_type, payload, ts_init, headers, ())
 
     @property
@@ -403,10 +404,12 @@ class EventStoreWriter:
     # -- state ---------------------------------------------------------------------------------
     @property
     def halted(self) -> bool:
+        """True once the writer halted (fail-stop)."""
         return self._halted
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """The first halt reason, or None."""
         return self._halt_reason
 
     @property
@@ -424,10 +427,12 @@ class EventStoreWriter:
 
     @property
     def next_seq(self) -> int:
+        """The seq the next accepted submit will get."""
         return self._next_seq
 
     @property
     def writer_pid(self) -> int | None:
+        """The writer sidecar's process id (None in-process)."""
         return None if self._proc is None else self._proc.pid
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
@@ -455,6 +460,7 @@ class EventStoreWriter:
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
+        """Stamp seq and ts_publish and push the entry; returns its seq. Raises InvalidDraft (not an EntryDraft), RecordTooLarge, WriterClosed, WriterHalted or HaltSignaled; nothing is written then."""
         if self._halted:
             raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
         if self._closed:

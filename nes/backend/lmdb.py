@@ -292,6 +292,7 @@ class LmdbBackend(RunStoreBase):
 
     @property
     def path(self) -> Path | None:
+        """The open run's file path (None before open)."""
         return None if self._file is None else self._file.path
 
     def _f(self) -> _RunFile:
@@ -300,6 +301,7 @@ class LmdbBackend(RunStoreBase):
         return self._file
 
     def open_run(self, manifest: RunManifest) -> None:
+        """Create the run file for `manifest` and hold it Running; CrashedPredecessor if it exists Running."""
         if self._run is not None and self._run.read_only:
             raise Closed()  # a sealed read-only handle is never reused for a new run
         if self._run is not None and not self._run.manifest.is_sealed():
@@ -360,6 +362,7 @@ class LmdbBackend(RunStoreBase):
         return backend
 
     def open_sealed(self, instance_id: str, run_id: str) -> LmdbBackend:
+        """A read-only handle on a sealed run of this base directory."""
         return self.open_sealed_file(layout.run_file_path(self.base_dir, instance_id, run_id))
 
     def list_runs(self, instance_id: str) -> list[RunManifest]:
