@@ -304,3 +304,11 @@ def test_lifecycle_refuses_a_config_that_is_not_one() -> None:
 def test_plan_retention_refuses_a_mode_that_is_not_one() -> None:
     with pytest.raises(InvalidArgument, match=r"^mode must be Full\(\), Bounded\(n\) or SnapshotAnchored\(\), got 'full'$"):
         nes.plan_retention("full", [])  # type: ignore[arg-type]
+
+
+def test_an_lmdb_error_names_the_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.lmdb"
+    path.write_bytes(b"x" * 8192)
+    with pytest.raises(nes.Corrupted) as info:
+        nes.open_event_store_replay_source(path)
+    assert str(info.value) == f"corrupted run: open {path}: MDB_INVALID: File is not an LMDB file"

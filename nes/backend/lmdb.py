@@ -59,7 +59,10 @@ def classify_lmdb_error(exc: BaseException, what: str, path: Path | None = None)
     limit or its filesystem is nearly full is `Disk`, not a generic backend error."""
     if isinstance(exc, EventStoreError):
         return exc
-    text = f"{what}: {exc}"
+    detail, subject = str(exc), what.rsplit(" ", 1)[-1]
+    if detail.startswith(f"{subject}: "):  # py-lmdb names the path itself: print it once
+        detail = detail[len(subject) + 2 :]
+    text = f"{what}: {detail}"
     if isinstance(exc, lmdb.DiskError) or is_disk_pressure(exc) or any(t in str(exc) for t in _DISK_TEXTS):
         return Disk(text)
     if path is not None and _EIO_TEXT in str(exc) and _out_of_room(path):
