@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_demo(base, ns.orders)
     except EventStoreError as exc:
-        print(f"nes demo: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"nes demo: {exc}", file=sys.stderr)
         return 2
     width = max(len(k) for k in result)
     for key, value in result.items():

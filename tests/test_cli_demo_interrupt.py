@@ -37,6 +37,17 @@ def test_demo_with_no_orders_is_a_one_line_error_exit_2(tmp_path: Path, orders: 
     assert list(tmp_path.iterdir()) == []  # nothing was booted
 
 
+def test_demo_that_cannot_create_its_run_is_a_one_line_error_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    done = nes_cli("demo", "--orders", "3", "--dir", str(blocker))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nes demo: backend error: create {blocker}/"), done.stderr
+    assert "Not a directory" in lines[0]
+
+
 @pytest.mark.parametrize("orders", [0, -1, True, 2.5])
 def test_run_demo_rejects_a_bad_order_count_before_booting(tmp_path: Path, orders: object) -> None:
     with pytest.raises(InvalidArgument) as info:
