@@ -391,6 +391,8 @@ class EventStoreLifecycle:
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
         """Boot: recovery sweep, parent choice, new run, writer sidecar; returns once RunStarted is durable."""
+        if components is not None and not isinstance(components, RegisteredComponents):
+            raise InvalidArgument(f"components must be RegisteredComponents or None, got {type(components).__name__}")
         if self.session is not None and not self.session.closed:
             self.session.close()  # seals it (or leaves a halted one for recovery)
         config = self.config

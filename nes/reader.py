@@ -218,10 +218,12 @@ class EventStoreReader(Generic[B]):
 
     def lookup(self, kind: IndexKind, key: str) -> int | None:
         """The first seq recorded under (kind, key), or None."""
+        _check_kind(kind)
         return self._backend.lookup(kind, key)
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
         """Every seq recorded under (kind, key), ascending."""
+        _check_kind(kind)
         return self._backend.lookup_all(kind, key)
 
     # ---- scans -----------------------------------------------------------------------------
@@ -269,3 +271,8 @@ class EventStoreReader(Generic[B]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_kind(kind: object) -> None:
+    if not isinstance(kind, IndexKind):
+        raise InvalidArgument(f"kind must be an IndexKind, got {kind!r}")

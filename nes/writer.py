@@ -313,6 +313,9 @@ class EventStoreWriter:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> EventStoreWriter:
         """Synchronous mode: each submit is committed (one transaction) before it returns."""
+        _check_writer_args(config, halt)
+        if not isinstance(backend, RunStoreBase):
+            raise InvalidArgument(f"backend must be an LmdbBackend or MemoryBackend, got {type(backend).__name__}")
         core = WriterCore(backend)
         writer = cls(config or WriterConfig(), halt, clock_ns, core.durable_high_watermark)
         writer._core = core
@@ -331,6 +334,9 @@ class EventStoreWriter:
         `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY."""
         from shm.ring import Ring  # the ring is only needed for the process transport
 
+        _check_writer_args(config, halt)
+        if not isinstance(manifest, RunManifest):
+            raise InvalidArgument(f"manifest must be a RunManifest, got {type(manifest).__name__}")
         config = config or WriterConfig()
         try:
             ring = Ring.create(config.ring_bytes, config.max_record_bytes)
@@ -460,7 +466,9 @@ class EventStoreWriter:
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
-        """Stamp seq and ts_publish and push the entry; returns its seq. Raises InvalidDraft (not an EntryDraft), RecordTooLarge, WriterClosed, WriterHalted or HaltSignaled; nothing is written then."""
+        """Stamp seq and ts_publish and push the entry; returns its seq. Raises InvalidDraft (not
+        an EntryDraft), RecordTooLarge, WriterClosed, WriterHalted or HaltSignaled; nothing is
+        written then."""
         if self._halted:
             raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
         if self._closed:
@@ -719,3 +727,10 @@ def _ring_create_error(ring_bytes: int, exc: BaseException) -> EventStoreError:
     if limit != resource.RLIM_INFINITY and ring_bytes > limit:
         return Disk(f"ring of {ring_bytes} bytes exceeds the file-size limit RLIMIT_FSIZE ({limit} bytes)")
     return Backend(f"cannot create a ring of {ring_bytes} bytes: {exc}")
+
+
+def _check_writer_args(config: object, halt: object) -> None:
+    if config is not None and not isinstance(config, WriterConfig):
+        raise InvalidArgument(f"config must be a WriterConfig or None, got {type(config).__name__}")
+    if not callable(halt):
+        raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")

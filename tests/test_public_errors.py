@@ -312,3 +312,29 @@ def test_an_lmdb_error_names_the_file_once(tmp_path: Path) -> None:
     with pytest.raises(nes.Corrupted) as info:
         nes.open_event_store_replay_source(path)
     assert str(info.value) == f"corrupted run: open {path}: MDB_INVALID: File is not an LMDB file"
+
+
+def test_writer_constructors_check_their_arguments(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match=r"^manifest must be a RunManifest, got str$"):
+        EventStoreWriter.spawn(tmp_path, "m")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"^config must be a WriterConfig or None, got dict$"):
+        EventStoreWriter.spawn(tmp_path, manifest(), {"ring_bytes": 4096})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"^backend must be an LmdbBackend or MemoryBackend, got str$"):
+        EventStoreWriter.in_process("x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match=r"^halt must be callable \(called with a HaltReason\), got int$"):
+        EventStoreWriter.in_process(nes.MemoryBackend(), halt=3)  # type: ignore[arg-type]
+    assert not (tmp_path / INSTANCE).exists()  # no writer was started
+
+
+def test_open_and_lookups_check_their_arguments(tmp_path: Path) -> None:
+    lifecycle = EventStoreLifecycle(EventStoreConfig(base_dir=tmp_path, identity=RunIdentity(INSTANCE)))
+    with pytest.raises(InvalidArgument, match=r"^components must be RegisteredComponents or None, got str$"):
+        lifecycle.open("x")  # type: ignore[arg-type]
+    with lifecycle.open() as session:
+        pass
+    with nes.open_event_store_replay_source(session.path) as reader:
+        with pytest.raises(InvalidArgument, match=r"^kind must be an IndexKind, got 'ClientOrderId'$"):
+            reader.lookup("ClientOrderId", "O-1")  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match=r"^kind must be an IndexKind, got 'ClientOrderId'$"):
+            reader.lookup_all("ClientOrderId", "O-1")  # type: ignore[arg-type]
+        assert reader.lookup(nes.IndexKind.ClientOrderId, "O-1") is None
