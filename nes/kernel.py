@@ -390,7 +390,8 @@ class EventStoreLifecycle:
         self.session: EventStoreSession | None = None
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
-        """Boot: recovery sweep, parent choice, new run, writer sidecar; returns once RunStarted is durable."""
+        """Boot (see the module contract): recovery sweep, parent choice, new run, writer sidecar;
+        returns the session once RunStarted is durable."""
         if components is not None and not isinstance(components, RegisteredComponents):
             raise InvalidArgument(f"components must be RegisteredComponents or None, got {type(components).__name__}")
         if self.session is not None and not self.session.closed:

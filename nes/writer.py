@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import posix_ipc
