@@ -118,3 +118,40 @@ def test_ctrl_c_during_demo_exits_130_with_one_line_and_the_run_recovers_clean(
     assert verdict.is_clean(), verdict.lines()
     if min_file_bytes:
         assert verdict.high_watermark > 1
+
+
+def test_ctrl_c_during_verify_exits_130_with_one_line_and_stops_the_worker(tmp_path: Path) -> None:
+    import psutil
+
+    from nes.verifier import WORKER_FAULT_ENV
+
+    done = nes_cli("demo", "--orders", "5", "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    run_file = next((tmp_path / DEMO_INSTANCE_ID).glob("*.lmdb"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), WORKER_FAULT_ENV: "hang"}  # the worker never answers
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nes", "verify", str(run_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        parent = psutil.Process(proc.pid)
+
+        def worker() -> list[psutil.Process]:
+            return [c for c in parent.children() if "workers.verify" in " ".join(c.cmdline())]
+
+        _wait_for(lambda: bool(worker()), 60.0, "the verifier worker")
+        (child,) = worker()
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's foreground group: nes, not its worker
+        out, err = proc.communicate(timeout=60.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == "nes: interrupted\n"
+    assert out == ""
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
