@@ -155,3 +155,16 @@ def test_ctrl_c_during_verify_exits_130_with_one_line_and_stops_the_worker(tmp_p
     assert err == "nes: interrupted\n"
     assert out == ""
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_event_store_error_no_command_reported_is_one_line_exit_2(tmp_path: Path) -> None:
+    run_file = tmp_path / "x.lmdb"
+    run_file.write_bytes(b"\0" * 4096)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NES_VERIFY_TIMEOUT_SECS": "1e9"}  # past the one-day cap
+    done = subprocess.run(
+        [sys.executable, "-m", "nes", "verify", str(run_file)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "must be a finite number of seconds in (0, 86400]" in done.stderr

@@ -5,7 +5,8 @@ Each command module exposes `register(subparsers)`, which adds its parser and se
 returns the exit code. Exit codes shared by every command: 0 success / clean, 1 corrupt (verify),
 2 cannot run (bad input, missing file), 130 interrupted: Ctrl-C in any command prints one line
 (`nes: interrupted`) on stderr, no traceback; a run being written is left to the writer sidecar,
-which commits what was submitted (the next boot's recovery seals it), never half-written.
+which commits what was submitted (the next boot's recovery seals it), never half-written. An
+`EventStoreError` a command does not report itself is one line `nes: <error>` and exit 2.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 
 from nes._version import __version__
+from nes.errors import EventStoreError
 from nes.cli import demo, retention, verify
 
 __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one `nes` command; returns its exit code (130 after Ctrl-C, with one line on stderr)."""
     try:
         return _dispatch(sys.argv[1:] if argv is None else list(argv))
+    except EventStoreError as exc:  # a command that did not report it itself: still one line
+        print(f"nes: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
         print("nes: interrupted", file=sys.stderr)
