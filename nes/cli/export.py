@@ -3,7 +3,8 @@
 verified in the verifier worker first and refused unless clean (or `--force`).
 
 Exit codes: 0 every run exported; 1 a run was refused because it does not verify clean, or was
-found damaged while exporting (the others are still exported); 2 cannot run (missing or
+found damaged while exporting even with `--force` (nothing of it is written; the others are
+still exported); 2 cannot run (missing or
 unreadable run file, bad arguments); 130 interrupted (no partial file is left).
 """
 
@@ -31,8 +32,12 @@ def _cmd(ns: argparse.Namespace) -> int:
                 total = run_file.high_watermark()
             with progress(total, f"export {run}", ns.quiet) as bar:
                 result = export_run(run, ns.out, ns.format, force=ns.force, verify=verify, progress=bar)
-        except (ExportRefused, *DAMAGE) as exc:
+        except ExportRefused as exc:
             fail(f"{run}: {exc}", EXIT_CORRUPT)
+            worst = max(worst, EXIT_CORRUPT) if worst != EXIT_ERROR else worst
+            continue
+        except DAMAGE as exc:  # found while reading (with --force): nothing is written
+            fail(f"{run}: run file is damaged, nothing exported: {exc}", EXIT_CORRUPT)
             worst = max(worst, EXIT_CORRUPT) if worst != EXIT_ERROR else worst
             continue
         except (EventStoreError, ValueError, OSError) as exc:

@@ -254,11 +254,18 @@ class RunFile:
 
     def iter_range(self, from_seq: int, to_seq: int, chunk: int = DEFAULT_CHUNK) -> Iterator[EventStoreEntry]:
         """Entries `from_seq ..= to_seq` in seq order, one short transaction per chunk; a live
-        run's entries committed meanwhile are included up to `to_seq`."""
+        run's entries committed meanwhile are included up to `to_seq`. On damage, every entry
+        before the damaged one is yielded first, then the error is raised."""
         cursor = max(from_seq, 1)
         while cursor <= to_seq:
             hi = min(to_seq, cursor + chunk - 1)
-            entries = self.read(cursor, hi)
+            try:
+                entries = self.read(cursor, hi)
+            except (Corrupted, HashMismatch, Gap):
+                # Hand out every good entry before the damage, then raise at the damaged one.
+                for seq in range(cursor, hi + 1):
+                    yield from self.read(seq, seq)
+                raise
             if not entries:
                 return
             yield from entries
