@@ -1,6 +1,8 @@
 """`nes tail RUN | --base-dir D --instance I [-n N] [-f] [--json]`: the last entries of a run;
 with `-f`, follow it as the writer commits and move on to the instance's next run when it is
 sealed (a `# run ... sealed ...; following ...` line on stderr). Runs until Ctrl-C (exit 130).
+While following it runs at a lower CPU priority (nice +10): on a loaded machine the trader and
+its writer come first.
 
 Exit codes: 0 done; 1 damage read; 2 cannot run (missing file, no run, bad arguments); 130
 interrupted (the normal end of `-f`).
@@ -9,12 +11,15 @@ interrupted (the normal end of `-f`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from nes.cli._common import EXIT_OK, emit_json, fail, run_guarded
 
-__all__ = ["register"]
+__all__ = ["register", "FOLLOW_NICENESS"]
+
+FOLLOW_NICENESS = 10  # `-f` lowers its own priority by this much
 
 
 def _cmd(ns: argparse.Namespace) -> int:
@@ -44,6 +49,11 @@ def _cmd(ns: argparse.Namespace) -> int:
         sys.stdout.flush()
         if not ns.follow:
             return EXIT_OK
+        # An observer: yield the CPU to the trader and its writer on a busy machine.
+        try:
+            os.nice(FOLLOW_NICENESS)
+        except OSError:
+            pass
         after = entries[-1].seq if entries else 0
         if not entries:
             with RunFile(path) as run_file:
