@@ -46,8 +46,18 @@ from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
 from nes.verifier import Verifier, VerifyReport, verify_in_worker
 from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
 
+from nes.ops.export import ExportRefused, export_run
+from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
+from nes.ops.runfile import RunFile, RunFileError
+from nes.ops.runs import RunRow, list_runs
+from nes.ops.show import InvalidRange, UnknownOrderId
+from nes.ops.tail import follow
+from nes.ops.trace import UnknownSeq, causation_chain, trace_order
+
 __all__ = [
     "AppendEntry",
+    "ApplyReport",
+    "apply_retention",
     "Backend",
     "BackendCorrupted",
     "BackendDisk",
@@ -57,6 +67,7 @@ __all__ = [
     "Bounded",
     "build_run_id",
     "BusCaptureAdapter",
+    "causation_chain",
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
@@ -78,6 +89,9 @@ __all__ = [
     "EventStoreReader",
     "EventStoreSession",
     "EventStoreWriter",
+    "export_run",
+    "ExportRefused",
+    "follow",
     "Full",
     "Gap",
     "HaltReason",
@@ -85,6 +99,8 @@ __all__ = [
     "Headers",
     "IndexKey",
     "IndexKind",
+    "InvalidRange",
+    "list_runs",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",
@@ -100,16 +116,23 @@ __all__ = [
     "RegisteredComponents",
     "ReplayReport",
     "restore_snapshot_and_replay_tail",
+    "RetentionApplyError",
     "RetentionPlan",
     "RetentionRun",
     "RunIdentity",
+    "RunFile",
+    "RunFileError",
     "RunManifest",
+    "RunRow",
     "RunStatus",
     "ScanDirection",
     "SnapshotAnchor",
     "SnapshotAnchored",
     "SnapshotReplayPlan",
     "Topic",
+    "trace_order",
+    "UnknownOrderId",
+    "UnknownSeq",
     "Verifier",
     "verify_in_worker",
     "VerifyReport",

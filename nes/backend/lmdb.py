@@ -164,11 +164,11 @@ class _RunFile:
                 kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
             }
 
-        def open_correlation(**opts: object) -> None:
+        def open_correlation(txn: lmdb.Transaction | None = None, create: bool = True) -> None:
             # Files written before the correlation index have none: they read without it.
             try:
                 self.correlation: lmdb._Database | None = env.open_db(
-                    layout.DB_IDX_CORRELATION, dupsort=True, dupfixed=True, **opts
+                    layout.DB_IDX_CORRELATION, txn=txn, create=create, dupsort=True, dupfixed=True
                 )
             except lmdb.NotFoundError:
                 self.correlation = None

@@ -39,8 +39,8 @@ class MemoryBackend(RunStoreBase):
         correlation_rows = correlation_index_rows(batch.items)
 
         def store() -> None:
-            for correlation, key in correlation_rows:
-                self._correlation.setdefault(correlation, []).append(key_seq(key))
+            for correlation, seq_bytes in correlation_rows:
+                self._correlation.setdefault(correlation, []).append(key_seq(seq_bytes))
             for kind, key, seq in batch.index_rows:
                 seqs = self._index[kind].setdefault(key, [])
                 if not seqs or seqs[-1] != seq:

@@ -34,7 +34,7 @@ def _cmd(ns: argparse.Namespace) -> int:
             for row in rows:
                 emit_json(row)
             return EXIT_OK
-        table = [_HEADER]
+        table: list[tuple[str, ...]] = [_HEADER]
         for r in rows:
             table.append((
                 r.instance_id, r.run_id, r.status, r.parent_run_id or "-",
@@ -44,9 +44,9 @@ def _cmd(ns: argparse.Namespace) -> int:
                 _size(r.size_bytes),
                 "-" if r.latest_anchor_high_watermark is None else str(r.latest_anchor_high_watermark),
             ))
-        widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER))]
-        for row in table:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        widths = [max(len(cells[i]) for cells in table) for i in range(len(_HEADER))]
+        for cells in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
         for r in rows:
             if r.error:
                 print(f"# {r.run_id}: {r.error}")

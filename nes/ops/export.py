@@ -58,7 +58,7 @@ class ExportResult(msgspec.Struct, frozen=True):
 
 def export_schema() -> Any:
     """The Parquet schema of an export (pyarrow)."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     return pa.schema([
         ("seq", pa.uint64()), ("ts_init", pa.uint64()), ("ts_publish", pa.uint64()),
@@ -183,8 +183,8 @@ def _batches(run_file: RunFile, high_watermark: int, progress: Progress | None) 
 
 def _write_parquet(run_file: RunFile, high_watermark: int, temp: Path, client: dict[int, str],
                    venue: dict[int, str], progress: Progress | None) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     schema = export_schema()
     rows = 0

@@ -37,7 +37,7 @@ def progress(total: int | None, desc: str, quiet: bool = False) -> Iterator[Prog
     if not wants_progress(quiet):
         yield _Silent()
         return
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="entry", unit_scale=True, leave=False, mininterval=0.2)
     try:

@@ -174,6 +174,7 @@ def apply_retention(
     returns None for a clean run, else a one-line reason."""
     if (archive_dir is None) == (not delete):
         raise RetentionApplyError("give exactly one of an archive directory or delete=True")
+    base_dir = Path(base_dir)
     instance_dir = layout.instance_dir(base_dir, instance_id)
     if not instance_dir.is_dir():
         raise RetentionApplyError(f"{instance_dir}: no such instance directory")

@@ -188,7 +188,7 @@ class RunFile:
         if raw is None:
             raise RunFileError(f"{self.path}: run file has no manifest")
         try:
-            return decode_manifest(raw)
+            return decode_manifest(bytes(raw))
         except (msgspec.MsgspecError, ValueError) as exc:
             raise RunFileError(f"{self.path}: manifest does not decode: {exc}") from None
 
@@ -199,7 +199,7 @@ class RunFile:
             if not cursor.last():
                 return 0
             try:
-                return key_seq(cursor.key())
+                return key_seq(bytes(cursor.key()))
             except ValueError as exc:
                 raise Corrupted(f"{self.path}: entries table: {exc}") from None
 
@@ -211,7 +211,7 @@ class RunFile:
                 return None
             raw = cursor.value()
         try:
-            return decode_anchor(raw)
+            return decode_anchor(bytes(raw))
         except (msgspec.MsgspecError, ValueError) as exc:
             raise Corrupted(f"{self.path}: snapshot anchor does not decode: {exc}") from None
 
@@ -241,13 +241,13 @@ class RunFile:
             cursor = txn.cursor()
             if not cursor.last():
                 return []
-            hi = min(to_seq, key_seq(cursor.key()))
+            hi = min(to_seq, key_seq(bytes(cursor.key())))
             lo = max(from_seq, 1)
             if lo > hi or not cursor.set_range(seq_key(lo)):
                 return []
-            rows = []
+            rows: list[tuple[bytes, bytes]] = []
             for key, value in cursor.iternext(keys=True, values=True):
-                rows.append((key, value))
+                rows.append((bytes(key), bytes(value)))
                 if len(rows) > hi - lo:
                     break
             return decode_stored_rows(rows, lo, hi)

@@ -98,7 +98,7 @@ def list_runs(base_dir: str | Path, instance_id: str | None = None) -> list[RunR
         instances = [instance_id]
     else:
         instances = sorted(p.name for p in base.iterdir() if p.is_dir())
-    rows = []
+    rows: list[RunRow] = []
     for instance in instances:
         try:
             files = layout.list_run_files(base, instance)
