@@ -309,3 +309,33 @@ def test_export_bad_inputs_exit_2(tmp_path: Path) -> None:
                           "no such run file")
     with pytest.raises(RunFileError):
         export_run(tmp_path / "x.lmdb", tmp_path, "jsonl")
+
+
+def test_ctrl_c_during_a_cli_export_exits_130_and_leaves_no_file(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.operator_helpers import ROOT
+
+    path = make_run_file(tmp_path / "big.lmdb", entries=150_000, payload_size=64, map_size=256 << 20)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nes", "export", str(path), "--format", "jsonl", "--out", str(out), "--force"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not list(out.rglob(".data.jsonl.*.tmp")):  # the export has started writing rows
+            assert proc.poll() is None and time.monotonic() < deadline, "export ended before it could be interrupted"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and err.strip().endswith(b"interrupted")
+    assert not [f for f in out.rglob("*") if f.is_file()]

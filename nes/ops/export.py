@@ -30,7 +30,7 @@ from nes.backend.base import IndexKind
 from nes.entry import EventStoreEntry
 from nes.errors import EventStoreError
 from nes.ops.progress import Progress
-from nes.ops.render import payload_as_json
+from nes.ops.render import payload_json_text
 from nes.ops.runfile import RunFile
 
 __all__ = ["ExportRefused", "ExportResult", "export_run", "EXPORT_COLUMNS", "FORMATS", "order_ids_by_seq"]
@@ -79,7 +79,6 @@ def order_ids_by_seq(run_file: RunFile, kind: IndexKind, up_to: int) -> dict[int
 
 
 def _row(entry: EventStoreEntry, client: dict[int, str], venue: dict[int, str]) -> dict[str, Any]:
-    decoded = payload_as_json(entry.payload)
     headers = entry.headers
     return {
         "seq": entry.seq,
@@ -93,7 +92,7 @@ def _row(entry: EventStoreEntry, client: dict[int, str], venue: dict[int, str]) 
         "venue_order_id": venue.get(entry.seq),
         "entry_hash": bytes(entry.entry_hash).hex(),
         "payload": entry.payload,
-        "payload_json": None if decoded is None else msgspec.json.encode(decoded).decode(),
+        "payload_json": payload_json_text(entry.payload),
     }
 
 
@@ -190,8 +189,23 @@ def _write_parquet(run_file: RunFile, high_watermark: int, temp: Path, client: d
     rows = 0
     with pq.ParquetWriter(str(temp), schema, compression="zstd") as writer:
         for batch in _batches(run_file, high_watermark, progress):
-            records = [_row(entry, client, venue) for entry in batch]
-            columns = {name: [r[name] for r in records] for name in EXPORT_COLUMNS}
+            corr = [e.headers.correlation_id for e in batch]
+            caus = [e.headers.causation_id for e in batch]
+            seqs = [e.seq for e in batch]
+            columns = {
+                "seq": seqs,
+                "ts_init": [e.ts_init for e in batch],
+                "ts_publish": [e.ts_publish for e in batch],
+                "topic": [e.topic for e in batch],
+                "payload_type": [e.payload_type for e in batch],
+                "correlation_id": [None if c is None else str(c) for c in corr],
+                "causation_id": [None if c is None else str(c) for c in caus],
+                "client_order_id": [client.get(seq) for seq in seqs],
+                "venue_order_id": [venue.get(seq) for seq in seqs],
+                "entry_hash": [bytes(e.entry_hash).hex() for e in batch],
+                "payload": [e.payload for e in batch],
+                "payload_json": [payload_json_text(e.payload) for e in batch],
+            }
             writer.write_table(pa.Table.from_pydict(columns, schema=schema))
             rows += len(batch)
         if rows == 0:

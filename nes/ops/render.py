@@ -10,6 +10,7 @@ MessagePack payload become hex strings; map keys become strings.
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "entry_line",
     "format_ns",
     "payload_as_json",
+    "payload_json_text",
     "message_id",
     "MESSAGE_ID_FIELDS",
 ]
@@ -72,6 +74,11 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     return value
 
 
+# MessagePack type bytes of bin and ext values: a payload with none of these bytes anywhere holds
+# no bytes/ext value, so its decoded form is JSON-ready as it is (the common, fast case).
+_BIN_OR_EXT = re.compile(rb"[\xc4-\xc9\xd4-\xd8]")
+
+
 def payload_as_json(payload: bytes) -> Any | None:
     """The payload as a JSON-ready value if it is MessagePack (a map or an array using every
     byte), else None."""
@@ -81,10 +88,34 @@ def payload_as_json(payload: bytes) -> Any | None:
         return None
     if not isinstance(value, (dict, list)):
         return None
+    if _BIN_OR_EXT.search(payload) is None and _plain_keys(value):
+        return value
     try:
         return _jsonable(value)
     except (ValueError, RecursionError):
         return None
+
+
+def _plain_keys(value: Any) -> bool:
+    """Top-level map keys are all text (nested maps are rare; _jsonable handles them when not)."""
+    return not isinstance(value, dict) or all(type(k) is str for k in value)
+
+
+def payload_json_text(payload: bytes) -> str | None:
+    """`payload_as_json` encoded as compact JSON text, or None."""
+    value = payload_as_json(payload)
+    if value is None:
+        return None
+    try:
+        return _json_encoder.encode(value).decode()
+    except (TypeError, ValueError, msgspec.EncodeError):
+        try:
+            return _json_encoder.encode(_jsonable(value)).decode()
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+            return None
+
+
+_json_encoder = msgspec.json.Encoder()
 
 
 def message_id(entry: EventStoreEntry) -> uuid.UUID | None:
@@ -128,8 +159,8 @@ def entry_record(entry: EventStoreEntry) -> dict[str, Any]:
 
 def entry_line(entry: EventStoreEntry, indent: str = "") -> str:
     """One human-readable line for an entry (this form may change; scripts use `--json`)."""
-    decoded = payload_as_json(entry.payload)
-    payload = entry.payload.hex() if decoded is None else msgspec.json.encode(decoded).decode()
+    text = payload_json_text(entry.payload)
+    payload = entry.payload.hex() if text is None else text
     headers = entry.headers
     corr = "-" if headers.correlation_id is None else str(headers.correlation_id)[:8]
     caus = "-" if headers.causation_id is None else str(headers.causation_id)[:8]
