@@ -339,3 +339,18 @@ def test_ctrl_c_during_a_cli_export_exits_130_and_leaves_no_file(tmp_path: Path)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err and err.strip().endswith(b"interrupted")
     assert not [f for f in out.rglob("*") if f.is_file()]
+
+
+def test_runs_lists_a_file_that_crashes_the_reader_as_unreadable_and_the_others_normally(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inst = tmp_path / DEMO_INSTANCE_ID
+    inst.mkdir()
+    shutil.copy(demo, inst / demo.name)
+    poison = inst / "1000000000000000000-0000000a.lmdb"
+    shutil.copy(demo, poison)
+    monkeypatch.setenv("NES_RUNS_WORKER_FAULT", poison.name)  # the worker aborts on this file
+    rows = list_runs(tmp_path)
+    assert [r.status for r in rows] == ["Unreadable", "Ended"]
+    assert "crashed the reader" in (rows[0].error or "") and "SIGABRT" in (rows[0].error or "")
+    assert list_runs(tmp_path, isolated=False)[0].status == "Ended"  # in-process, no fault hook

@@ -5,7 +5,9 @@ are not run files), newest last (by start time, then instance and run id). A fil
 be read (missing manifest, truncated, not LMDB, foreign LMDB) is listed with `error` set and
 the fields the file name gives (run id, start time), never skipped and never fatal. The
 high-watermark is the last committed entry key on disk, so a live (Running) run shows its
-progress. Files are opened read-only and lockless (`RunFile`).
+progress. Files are opened read-only and lockless (`RunFile`), in a `workers.runs` child
+process (one for all files; if it crashes, one per file, so the file that crashed it is listed
+as `Unreadable` with the crash, and the others normally).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from nes.ids import validate_path_id
 from nes.ops.render import format_ns
 from nes.ops.runfile import RunFile, RunFileError
 
-__all__ = ["RunRow", "list_runs", "run_row"]
+__all__ = ["RunRow", "list_runs", "run_row", "RUNS_WORKER_FAULT_ENV", "DEFAULT_RUNS_TIMEOUT_S"]
+
+RUNS_WORKER_FAULT_ENV = "NES_RUNS_WORKER_FAULT"
+DEFAULT_RUNS_TIMEOUT_S = 30.0
 
 
 class RunRow(msgspec.Struct, frozen=True):
@@ -84,8 +89,35 @@ def run_row(path: Path, instance_id: str) -> RunRow:
     )
 
 
-def list_runs(base_dir: str | Path, instance_id: str | None = None) -> list[RunRow]:
-    """Rows for every run file under `base_dir` (or of one instance), newest last.
+def _rows_in_worker(files: list[tuple[str, Path]], timeout_s: float) -> list[RunRow]:
+    from nes.isolation import WorkerCrash, run_json_worker
+
+    if not files:
+        return []
+    args = [part for instance, path in files for part in (instance, str(path))]
+    try:
+        return run_json_worker("workers.runs", args, timeout_s, list[RunRow])
+    except WorkerCrash:
+        if len(files) == 1:
+            raise
+    rows = []
+    for instance, path in files:  # find the file that crashes the reader; list the others
+        try:
+            rows.extend(_rows_in_worker([(instance, path)], timeout_s))
+        except WorkerCrash as crash:
+            run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+            start = _start_from_name(run_id)
+            rows.append(RunRow(instance, run_id, str(path), "Unreadable", None, None, start, format_ns(start), None,
+                               "-", None, None, f"reading it crashed the reader: {crash.status}"))
+    return rows
+
+
+def list_runs(
+    base_dir: str | Path, instance_id: str | None = None, *, isolated: bool = True,
+    timeout_s: float = DEFAULT_RUNS_TIMEOUT_S,
+) -> list[RunRow]:
+    """Rows for every run file under `base_dir` (or of one instance), newest last; with
+    `isolated` (the default) the files are read in a worker process (see the module contract).
     Raises RunFileError when `base_dir` (or the instance directory) does not exist and
     ValueError for an instance id that is not a path component."""
     base = Path(base_dir)
@@ -98,11 +130,14 @@ def list_runs(base_dir: str | Path, instance_id: str | None = None) -> list[RunR
         instances = [instance_id]
     else:
         instances = sorted(p.name for p in base.iterdir() if p.is_dir())
-    rows: list[RunRow] = []
+    files: list[tuple[str, Path]] = []
     for instance in instances:
         try:
-            files = layout.list_run_files(base, instance)
+            files.extend((instance, path) for path in layout.list_run_files(base, instance))
         except ValueError:
             continue  # a directory whose name is not an instance id holds no runs
-        rows.extend(run_row(path, instance) for path in files)
+    if isolated:
+        rows = _rows_in_worker(files, timeout_s)
+    else:
+        rows = [run_row(path, instance) for instance, path in files]
     return sorted(rows, key=lambda r: (r.start_ts_init or 0, r.instance_id, r.run_id))
