@@ -15,6 +15,9 @@ Figures (the last output line is one JSON object):
   following the run, divided by the same without a follower; runs alternate, best of each.
 - `tail_follow_p50_ms` / `p99`: from `wait_durable` returning in the trader to the entry's
   line arriving on `nes tail -f --json`'s stdout, one entry every 5 ms.
+- `correlation_index_us_per_entry` (entries with headers) and `..._no_headers_us_per_entry`:
+  what deriving the `idx_correlation_id` rows adds to the writer's commit path, beside
+  `blake3_us_per_entry`, hashing the same frames (the writer's own per-entry work).
 """
 
 from __future__ import annotations
@@ -199,6 +202,34 @@ def follow_latency(base: Path, entries: int) -> tuple[float, float]:
             follower.wait()
 
 
+def correlation_cost(count: int = 200_000) -> tuple[float, float, float]:
+    from nes.backend.base import correlation_index_rows
+    from nes.codec import seq_key
+    from nes.entry import encode_stored_value
+    from nes.hash import DOMAIN_HASH_STATE
+
+    def rows(headers: Headers) -> list[tuple[bytes, bytes]]:
+        entry = EventStoreEntry.build(1, 1, 2, "exec.OrderFilled", "OrderFilled", b"p" * 200, headers)
+        value = encode_stored_value(entry)
+        return [(seq_key(n), value) for n in range(1, count + 1)]
+
+    with_headers, without = rows(Headers(uuid.uuid4(), uuid.uuid4())), rows(Headers())
+    start = time.perf_counter()
+    assert len(correlation_index_rows(with_headers)) == count
+    t_with = (time.perf_counter() - start) / count * 1e6
+    start = time.perf_counter()
+    assert correlation_index_rows(without) == []
+    t_without = (time.perf_counter() - start) / count * 1e6
+    new = DOMAIN_HASH_STATE.copy
+    start = time.perf_counter()
+    for _, value in with_headers:
+        hasher = new()
+        hasher.update(value[32:])
+        hasher.digest()
+    t_hash = (time.perf_counter() - start) / count * 1e6
+    return t_with, t_without, t_hash
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
@@ -212,6 +243,9 @@ def main() -> int:
             rates[with_follower].append(writer_rate(base / f"w{len(rates[False]) + len(rates[True])}", writer_count,
                                                     with_follower))
             print(f"writer {'with' if with_follower else 'without'} follower: {rates[with_follower][-1]:,.0f} entries/s")
+        corr_with, corr_without, blake3_us = correlation_cost()
+        print(f"correlation index rows: {corr_with:.3f} us/entry with headers, {corr_without:.3f} without; "
+              f"BLAKE3 of the frame {blake3_us:.3f} us")
         p50, p99 = follow_latency(base / "lat", 300 if args.quick else 1000)
         print(f"tail -f durable -> printed: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         path, coid = build_run(base / "big", n_entries)
@@ -233,6 +267,9 @@ def main() -> int:
         "writer_with_follower_ratio": round(max(rates[True]) / max(rates[False]), 3),
         "tail_follow_p50_ms": round(p50, 2),
         "tail_follow_p99_ms": round(p99, 2),
+        "correlation_index_us_per_entry": round(corr_with, 3),
+        "correlation_index_no_headers_us_per_entry": round(corr_without, 3),
+        "blake3_us_per_entry": round(blake3_us, 3),
     }
     print(json.dumps(result))
     return 0
