@@ -354,3 +354,52 @@ def test_runs_lists_a_file_that_crashes_the_reader_as_unreadable_and_the_others_
     assert [r.status for r in rows] == ["Unreadable", "Ended"]
     assert "crashed the reader" in (rows[0].error or "") and "SIGABRT" in (rows[0].error or "")
     assert list_runs(tmp_path, isolated=False)[0].status == "Ended"  # in-process, no fault hook
+
+
+_GROWING_WRITER = """
+import sys, uuid
+from pathlib import Path
+from nes.backend.base import AppendEntry
+from nes.backend.lmdb import LmdbBackend
+from nes.entry import EventStoreEntry
+from nes.headers import Headers
+from nes.manifest import RunManifest
+backend = LmdbBackend(Path(sys.argv[1]), map_size=1 << 16)
+backend.open_run(RunManifest("1-00000001", "grow", 1))
+def batch(lo, hi):
+    return [AppendEntry(EventStoreEntry.build(s, s, s, "t.x", "X", b"x" * 500, Headers(uuid.uuid4(), None)))
+            for s in range(lo, hi)]
+backend.append_batch(batch(1, 20))
+print("ready", flush=True)
+sys.stdin.readline()
+backend.append_batch(batch(20, 5000))
+print(backend.path.stat().st_size, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_reader_keeps_reading_a_live_run_whose_writer_grew_its_map_past_the_readers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.operator_helpers import ROOT
+
+    writer = subprocess.Popen([sys.executable, "-c", _GROWING_WRITER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert writer.stdout is not None and writer.stdin is not None
+        assert writer.stdout.readline().strip() == "ready"
+        with RunFile(tmp_path / "grow" / "1-00000001.lmdb") as run_file:
+            assert run_file.manifest().status is RunStatus.Running and len(run_file.read(1, 100)) == 19
+            writer.stdin.write("\n")
+            writer.stdin.flush()
+            assert int(writer.stdout.readline()) > (1 << 16) * 4
+            assert run_file.high_watermark() == 4999
+            assert [e.seq for e in run_file.iter_range(1, 10_000)] == list(range(1, 5000))
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=30) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
