@@ -403,3 +403,25 @@ def test_a_reader_keeps_reading_a_live_run_whose_writer_grew_its_map_past_the_re
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+@pytest.mark.parametrize("bad", ["missing", "truncated", "foreign", "garbage", "directory"])
+@pytest.mark.parametrize("command", [("show",), ("tail",), ("trace", "--seq", "1"),
+                                     ("export", "--format", "jsonl", "--out", "OUT")])
+def test_every_run_command_refuses_a_bad_run_file_with_one_line_and_exit_2(
+    demo: Path, tmp_path: Path, command: tuple[str, ...], bad: str
+) -> None:
+    path = tmp_path / f"{bad}.lmdb"
+    expected = {"missing": "no such run file", "truncated": "truncated", "foreign": "not a nes run file",
+                "garbage": "not an LMDB file", "directory": "is a directory"}[bad]
+    if bad == "truncated":
+        shutil.copy(demo, path)
+        os.truncate(path, path.stat().st_size - 4096)
+    elif bad == "foreign":
+        foreign_lmdb(path)
+    elif bad == "garbage":
+        path.write_bytes(os.urandom(20_000))
+    elif bad == "directory":
+        path.mkdir()
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    assert_one_line_error(cli(args[0], str(path), *args[1:]), 2, expected)
