@@ -71,9 +71,19 @@ from nes.writer import (
     WriterHalted,
 )
 
+from nes.ops.export import ExportRefused, export_run
+from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
+from nes.ops.runfile import RunFile, RunFileError
+from nes.ops.runs import RunRow, list_runs
+from nes.ops.show import InvalidRange, UnknownOrderId
+from nes.ops.tail import follow
+from nes.ops.trace import UnknownSeq, causation_chain, trace_order
+
 __all__ = [
     "__version__",
     "AppendEntry",
+    "ApplyReport",
+    "apply_retention",
     "Backend",
     "BackendCorrupted",
     "BackendDisk",
@@ -83,6 +93,7 @@ __all__ = [
     "Bounded",
     "build_run_id",
     "BusCaptureAdapter",
+    "causation_chain",
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
@@ -106,6 +117,9 @@ __all__ = [
     "EventStoreReader",
     "EventStoreSession",
     "EventStoreWriter",
+    "export_run",
+    "ExportRefused",
+    "follow",
     "Full",
     "Gap",
     "HaltReason",
@@ -116,6 +130,8 @@ __all__ = [
     "IndexKind",
     "InvalidArgument",
     "InvalidDraft",
+    "InvalidRange",
+    "list_runs",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",
@@ -133,12 +149,16 @@ __all__ = [
     "ReplayReport",
     "ReplaySourceError",
     "restore_snapshot_and_replay_tail",
+    "RetentionApplyError",
     "RetentionPlan",
     "RetentionRun",
     "RunIdentity",
+    "RunFile",
+    "RunFileError",
     "RunManifest",
     "RunStartedHalted",
     "RunStartedTimeout",
+    "RunRow",
     "RunStatus",
     "ScanDirection",
     "SnapshotAnchor",
@@ -147,6 +167,9 @@ __all__ = [
     "SnapshotReplayPlan",
     "SubmitError",
     "Topic",
+    "trace_order",
+    "UnknownOrderId",
+    "UnknownSeq",
     "Verifier",
     "verify_in_worker",
     "VerifyOpenError",

@@ -32,7 +32,14 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- RunStartedHalted           the writer halted before RunStarted was durable
     |  `- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
     |- EncodeError (ValueError)      capture: a registered encoder failed on a message
-    `- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
+    |- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
+    |- RunFileError                  operator commands: a path that is not a readable run file
+    |                                (missing, not a regular file, not LMDB, truncated, foreign)
+    |- InvalidRange                  `nes show`: a seq window that selects nothing (from > to, < 1)
+    |- UnknownOrderId                `nes show`/`trace`: no entry carries that order id
+    |- UnknownSeq                    `nes trace`: the seq is 0 or past the high-watermark
+    |- ExportRefused                 `nes export`: the run does not verify clean (no `force`)
+    `- RetentionApplyError           `nes retention apply` cannot run at all (bad archive dir, ...)
 
 Halt reasons (`BackpressureStall`, `BackendDisk`, `BackendCorrupted`, `BackendError`,
 `WriterDied`, in `nes.halt`) are values handed to the halt hook and carried by `WriterHalted`,

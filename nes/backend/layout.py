@@ -8,6 +8,8 @@ beside it), created 0600 in a 0700 directory. Named databases:
 | `entries`             | seq, u64 big-endian      | `entry_hash[32] || canonical frame`    |
 | `idx_client_order_id` | id, UTF-8 (dupsort,      | every seq that carried the id, u64 BE  |
 | `idx_venue_order_id`  |  dupfixed)               |                                        |
+| `idx_correlation_id`  | correlation id, 16 raw   | every seq whose frame carries it, u64 BE |
+|                       | UUID bytes (dupsort, dupfixed) | (derived from the frame at append) |
 | `manifest`            | `current`                | the run manifest (msgpack)             |
 | `anchors`             | high-watermark, u64 BE   | snapshot anchor (msgpack); last = latest |
 | `meta`                | `format`                 | store format version, u32 BE           |
@@ -34,6 +36,14 @@ DB_META = b"meta"
 INDEX_DBS: dict[IndexKind, bytes] = {
     IndexKind.ClientOrderId: b"idx_client_order_id",
     IndexKind.VenueOrderId: b"idx_venue_order_id",
+}
+# Derived from each entry's frame (not from encoder index keys), in the same write transaction
+# as the entry: correlation id (16 raw UUID bytes) -> seq.
+DB_IDX_CORRELATION = b"idx_correlation_id"
+# Every index database (all dupsort + dupfixed, value = seq u64 BE), name -> label.
+ALL_INDEX_DBS: dict[bytes, str] = {
+    **{name: kind.value for kind, name in INDEX_DBS.items()},
+    DB_IDX_CORRELATION: "CorrelationId",
 }
 MANIFEST_KEY = b"current"
 FORMAT_KEY = b"format"

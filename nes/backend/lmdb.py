@@ -31,7 +31,9 @@ import msgspec
 
 from nes.backend import layout
 from nes.codec import key_seq, seq_key
-from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
+from nes.backend.base import (
+    IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
+)
 from nes.errors import (
     Backend,
     Closed,
@@ -174,15 +176,26 @@ class _RunFile:
                 kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
             }
 
+        def open_correlation(txn: lmdb.Transaction | None = None, create: bool = True) -> None:
+            # Files written before the correlation index have none: they read without it.
+            try:
+                self.correlation: lmdb._Database | None = env.open_db(
+                    layout.DB_IDX_CORRELATION, txn=txn, create=create, dupsort=True, dupfixed=True
+                )
+            except lmdb.NotFoundError:
+                self.correlation = None
+
         try:
             if writable:  # creates what is missing, in one write transaction
                 with env.begin(write=True) as txn:
                     open_all(txn=txn)
+                    open_correlation(txn=txn)
             else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
                     if txn.get(layout.DB_META) is None:
                         raise Corrupted("missing store format marker; the run file must be regenerated")
                 open_all(create=False)
+                open_correlation(create=False)
         except EventStoreError:
             raise
         except lmdb.Error as exc:
@@ -388,6 +401,7 @@ class LmdbBackend(RunStoreBase):
         py-lmdb releases the GIL meanwhile). A full map, at put or at commit, doubles the map
         and redoes the batch."""
         run_file = self._f()
+        correlation_rows = correlation_index_rows(batch.items)
 
         def put() -> lmdb.Transaction:
             while True:
@@ -396,6 +410,8 @@ class LmdbBackend(RunStoreBase):
                     _, added = txn.cursor(db=run_file.entries).putmulti(batch.items, append=True)
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
+                    if correlation_rows:
+                        txn.cursor(db=run_file.correlation).putmulti(correlation_rows, dupdata=True)
                     for kind, key, seq in batch.index_rows:
                         txn.put(key.encode("utf-8"), seq_key(seq), db=run_file.indexes[kind], dupdata=True)
                     return txn
@@ -465,6 +481,16 @@ class LmdbBackend(RunStoreBase):
                 ]
             except UnicodeDecodeError as exc:
                 raise Corrupted(f"index key is not UTF-8: {exc}") from exc
+
+    def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
+        run_file = self._f()
+        if run_file.correlation is None:
+            return []
+        with run_file.env.begin(db=run_file.correlation) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(correlation_key):
+                return []
+            return [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
         run_file = self._f()

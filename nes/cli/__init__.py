@@ -16,15 +16,15 @@ import signal
 import sys
 
 from nes._version import __version__
+from nes.cli import demo, export, retention, runs, show, tail, trace, verify
 from nes.errors import EventStoreError
-from nes.cli import demo, retention, verify
 
 __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Command groups, in the order `nes --help` lists them. Add a module here to add a command.
-COMMAND_MODULES = (demo, verify, retention)
+COMMAND_MODULES = (demo, verify, runs, show, tail, trace, export, retention)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,5 +52,20 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: list[str]) -> int:
     if args and args[0] == "demo":  # pass everything after `demo` through untouched
         return demo.run(args[1:])
-    ns = _parser().parse_args(args)
-    return int(ns.handler(ns))
+    try:
+        ns = _parser().parse_args(args)
+        return int(ns.handler(ns))
+    except BrokenPipeError:  # `nes show ... | head`: the reader left; not an error
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
