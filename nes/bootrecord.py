@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import msgspec
-import posix_ipc  # type: ignore[import-not-found]
+import posix_ipc
 import psutil  # type: ignore[import-untyped]
 
 from shm.ring import RingNames, is_ring_token

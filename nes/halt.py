@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from nes.errors import Corrupted, Disk
+from nes.errors import Backend, Corrupted, Disk
 
 __all__ = [
     "HaltReason",
@@ -54,6 +54,8 @@ class BackpressureStall(_Halt, frozen=True, tag=True):
 
 
 class BackendDisk(_Halt, frozen=True, tag=True):
+    """Halt reason: the disk (or RLIMIT_FSIZE) is full."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -61,6 +63,8 @@ class BackendDisk(_Halt, frozen=True, tag=True):
 
 
 class BackendCorrupted(_Halt, frozen=True, tag=True):
+    """Halt reason: corruption (a damaged run file or a malformed/corrupt ring record)."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -68,6 +72,8 @@ class BackendCorrupted(_Halt, frozen=True, tag=True):
 
 
 class BackendError(_Halt, frozen=True, tag=True):
+    """Halt reason: any other backend failure (I/O error, invariant violation, stalled ack)."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -75,6 +81,8 @@ class BackendError(_Halt, frozen=True, tag=True):
 
 
 class WriterDied(_Halt, frozen=True, tag=True):
+    """Halt reason: the writer process vanished without reporting a halt."""
+
     detail: str
 
     def __str__(self) -> str:
@@ -90,6 +98,8 @@ def from_backend_error(err: BaseException, durable_high_watermark: int) -> HaltR
         return BackendDisk(durable_high_watermark, err.msg)
     if isinstance(err, Corrupted):
         return BackendCorrupted(durable_high_watermark, err.msg)
+    if isinstance(err, Backend):  # its message, not its str(): no doubled "backend error: " prefix
+        return BackendError(durable_high_watermark, err.msg)
     return BackendError(durable_high_watermark, str(err) or type(err).__name__)
 
 

@@ -5,16 +5,21 @@ from the start of its boot until it is closed or abandoned; the file holds the h
 second lifecycle (in this process or another) fails at boot, before it opens, recovers or
 creates anything, with `nes.kernel.InstanceLocked` naming that pid. The lock is tied to the
 open file description: it is released when the session releases it or when the holding process
-dies (SIGKILL included), and it is never inherited by the writer or worker processes.
+dies (SIGKILL included). The writer process inherits it on purpose (`EventStoreWriter.spawn`
+`hold_fds`): a writer that outlives its trader (it drains the ring, then exits) still holds the
+instance, so no new boot can sweep or start a run beside it. A boot that finds the lock held by
+a pid that is gone waits for that orphaned writer (up to the writer's `close_timeout_s`).
+Recovery and verifier workers never inherit it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
-__all__ = ["InstanceLock", "LOCK_FILE_NAME", "read_holder_pid"]
+__all__ = ["InstanceLock", "LOCK_FILE_NAME", "read_holder_pid", "pid_alive"]
 
 LOCK_FILE_NAME = "instance.lock"
 _MAX_PID_BYTES = 32
@@ -35,6 +40,21 @@ def read_holder_pid(lock_path: Path) -> int | None:
     except ValueError:
         return None
     return pid if pid > 0 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` is a live (not zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 class InstanceLock:
@@ -65,6 +85,22 @@ class InstanceLock:
             os.close(fd)  # releases the flock
             raise
         return cls(path, fd)
+
+    @classmethod
+    def acquire_within(cls, instance_dir: Path, timeout_s: float) -> InstanceLock | None:
+        """`try_acquire`, retried every 10 ms for up to `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lock = cls.try_acquire(instance_dir)
+            if lock is not None or time.monotonic() >= deadline:
+                return lock
+            time.sleep(0.01)
+
+    @property
+    def fd(self) -> int:
+        """The locked descriptor (-1 once released): pass it to a child process that must
+        hold the lock as long as it lives."""
+        return self._fd
 
     @property
     def held(self) -> bool:

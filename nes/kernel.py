@@ -17,8 +17,9 @@ sweep owns it). Opening again in the same lifecycle closes the current session f
 belongs to the session (run) it happened in.
 
 Before step 1 the boot takes the instance lock (`nes.instancelock`), held by the session until
-it is closed or abandoned: a second lifecycle on the same instance raises `InstanceLocked`
-naming the holder's pid and opens nothing. A boot interrupted by Ctrl-C (KeyboardInterrupt) or,
+it is closed or abandoned, and by its writer process until that exits: a second lifecycle on the
+same instance raises `InstanceLocked` naming the holder's pid and opens nothing (if that pid is
+gone, the boot first waits up to `close_timeout_s` for its orphaned writer to drain). A boot interrupted by Ctrl-C (KeyboardInterrupt) or,
 in the main thread with the default SIGTERM disposition, by SIGTERM stops what it started
 (workers, writer, ring), releases the lock and then goes on dying as the signal asks.
 Lineage survives a kill at any point of the boot: a crashed run that the sweep sealed before the
@@ -43,13 +44,13 @@ from pathlib import Path
 import msgspec
 
 from nes.backend import layout
-from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, read_manifest
 from nes.config import EventStoreConfig
-from nes.errors import CrashedPredecessor, EventStoreError
 from nes.bootrecord import ensure_private_dir
+from nes.errors import CrashedPredecessor, EventStoreError, InvalidArgument, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
-from nes.instancelock import InstanceLock, read_holder_pid
+from nes.instancelock import InstanceLock, pid_alive, read_holder_pid
 from nes.isolation import worker_env
 from nes.manifest import RegisteredComponents, RunManifest, RunStatus
 from nes.recovery import (
@@ -58,7 +59,7 @@ from nes.recovery import (
     RecoveredRun,
     RecoveryOutcome,
     choose_parent,
-    decide_recovery_status,
+    decide_recovery,
 )
 from nes.snapshot import SnapshotAnchor
 from nes.writer import EntryDraft, EventStoreWriter, SubmitError, WriterHalted
@@ -86,23 +87,23 @@ log = logging.getLogger("nes.kernel")
 ABANDON_HUNG_WRITER_S = 1.0
 
 # ---- errors -----------------------------------------------------------------------------------
-class BootError(Exception):
+class BootError(EventStoreError):
     """The boot sequence could not open a new run; nothing was opened."""
 
 
 class RunStartedTimeout(BootError):
-    pass
+    """RunStarted was not durable within `run_started_timeout_s`."""
 
 
 class RunStartedHalted(BootError):
-    pass
+    """The writer halted before RunStarted was durable."""
 
 
 class ReplaySourceError(BootError):
-    pass
+    """`replay_from_run_id` names no usable run, or that run fails verification."""
 
 
-class InstanceLocked(BootError, EventStoreError):
+class InstanceLocked(BootError):
     """Another live session holds the instance (`pid`: its process, None if unknown); this
     boot opened nothing."""
 
@@ -116,7 +117,7 @@ class InstanceLocked(BootError, EventStoreError):
         return f"instance {self.instance_dir} is in use by {holder} (one live session per instance)"
 
 
-class BootInterrupted(BootError, EventStoreError):
+class BootInterrupted(BootError):
     """SIGTERM arrived during the boot; what the boot started has been stopped (the process
     then terminates by that signal)."""
 
@@ -140,6 +141,7 @@ class RunFileState(msgspec.Struct, frozen=True):
     high_watermark: int = 0
     error: str | None = None
     parent_run_id: str | None = None  # the run's own parent link (lineage)
+    rule: str = ""  # the recovery rule that decided `status` (when `recovered`)
 
 
 def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
@@ -167,7 +169,7 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 parent_run_id=manifest.parent_run_id,
             )
         scan = scan_tail(path)
-        status = decide_recovery_status(scan)
+        rule, status = decide_recovery(scan)
         backend = LmdbBackend(base_dir)
         try:
             try:
@@ -185,6 +187,7 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             True,
             scan.high_watermark,
             parent_run_id=manifest.parent_run_id,
+            rule=rule,
         )
     except EventStoreError as err:
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
@@ -196,6 +199,7 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
+    check_timeout_s(timeout_s, "timeout_s")
     remaining = [p.name for p in layout.list_run_files(Path(base_dir), instance_id)]
     states: list[RunFileState] = []
     while remaining:
@@ -208,6 +212,14 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     for state in states:
         if state.error is not None:
             log.error("run file %s skipped this boot (retried next boot): %s", state.file, state.error)
+        elif state.recovered:
+            log.warning(
+                "recovery: sealed run %s %s (%s) [high-watermark %d]",
+                state.run_id,
+                state.status.value if state.status is not None else None,
+                state.rule,
+                state.high_watermark,
+            )
     return states
 
 
@@ -219,6 +231,7 @@ def _sweep_worker(
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=worker_env(),
+        process_group=0,  # a terminal's Ctrl-C goes to us; we kill the worker (no stray traceback)
     )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -287,10 +300,17 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
             [(run_id, s.start_ts_init, s.status, s.recovered) for run_id, s in known.items() if s.status is not None],
             replay_from_run_id,
             named_parents={s.parent_run_id for s in states if s.parent_run_id is not None},
+            unread_start_ts=[_file_start_ts(s.file) for s in states if s.run_id is None],
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None
     return RecoveryOutcome(recovered, parent)
+
+
+def _file_start_ts(file_name: str) -> int | None:
+    """The start time a run file's name carries (`<start_ts_init>-<8 hex>.lmdb`), None if not."""
+    head = file_name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _preflight_replay_source(base_dir: Path, instance_id: str, run_id: str, timeout_s: float) -> None:
@@ -333,33 +353,41 @@ class EventStoreSession:
 
     @property
     def run_id(self) -> str:
+        """This run's id (`<start_ts_init>-<8 hex>`), the run file's name."""
         return self.manifest.run_id
 
     @property
     def halted(self) -> bool:
+        """True once the writer halted (fail-stop): every later submit raises WriterHalted."""
         return self.writer.halted
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """Why the writer halted (the first reason), or None."""
         return self.writer.halt_reason
 
     @property
     def high_watermark(self) -> int:
+        """The durable high-watermark: every seq at or below it is on disk."""
         return self.writer.high_watermark
 
     @property
     def closed(self) -> bool:
+        """True once the session was closed (sealed) or abandoned."""
         return self.final_high_watermark is not None or self._abandoned
 
     _abandoned = False
 
     def submit(self, draft: EntryDraft) -> int:
+        """Append one entry; returns its seq (user entries start at 2). See EventStoreWriter.submit."""
         return self.writer.submit(draft)
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
+        """True once `seq` is durable; False on timeout (seconds) or after a halt."""
         return self.writer.wait_durable(seq, timeout)
 
     def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+        """Anchor a snapshot blob (stored by the caller) at the current high-watermark; returns the anchor."""
         return self.writer.record_snapshot_anchor(blob_ref, content_hash)
 
     def close(self) -> int | None:
@@ -371,11 +399,14 @@ class EventStoreSession:
             if self.writer.halted:
                 self.writer.abandon()
                 self._abandoned = True
+                log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
                 return None
             self.final_high_watermark = self.writer.close()
+            log.info("run %s sealed Ended [high-watermark %d] at %s", self.run_id, self.final_high_watermark, self.path)
             return self.final_high_watermark
         except WriterHalted:
             self._abandoned = True
+            log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
             return None
         except BaseException:
             self.writer.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # never leave the sidecar behind
@@ -419,6 +450,10 @@ class EventStoreLifecycle:
         clock_ns: Callable[[], int] = time.time_ns,
         options: EventStoreLifecycleOptions | None = None,
     ) -> None:
+        if not isinstance(config, EventStoreConfig):
+            raise InvalidArgument(f"config must be an EventStoreConfig, got {type(config).__name__}")
+        if not callable(halt):
+            raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")
         self.config = config
         self._halt = halt
         self._clock_ns = clock_ns
@@ -426,17 +461,29 @@ class EventStoreLifecycle:
         self.session: EventStoreSession | None = None
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
-        """Boot a new run (see the module contract) and make it the current session."""
+        """Boot (see the module contract): recovery sweep, parent choice, new run, writer sidecar;
+        returns the session once RunStarted is durable."""
+        if components is not None and not isinstance(components, RegisteredComponents):
+            raise InvalidArgument(f"components must be RegisteredComponents or None, got {type(components).__name__}")
         if self.session is not None and not self.session.closed:
             self.session.close()  # seals it (or leaves a halted one for recovery)
         config = self.config
         base_dir = Path(config.base_dir)
         instance_dir = base_dir / validate_path_id(config.identity.instance_id, "instance_id")
         with _boot_signals():
-            ensure_private_dir(instance_dir)
-            lock = InstanceLock.try_acquire(instance_dir)
+            try:
+                ensure_private_dir(instance_dir)
+                lock = InstanceLock.try_acquire(instance_dir)
+            except OSError as exc:  # not a directory, no permission, disk full
+                raise classify_lmdb_error(exc, f"create {instance_dir}") from exc
+            holder = None
             if lock is None:
-                raise InstanceLocked(str(instance_dir), read_holder_pid(instance_dir / "instance.lock"))
+                holder = read_holder_pid(instance_dir / "instance.lock")
+                if holder is not None and not pid_alive(holder):
+                    # its session's trader is gone; its writer is still draining: wait for it
+                    lock = InstanceLock.acquire_within(instance_dir, config.writer.close_timeout_s)
+            if lock is None:
+                raise InstanceLocked(str(instance_dir), holder)
             try:
                 session = self._boot(base_dir, lock, components)
             except BaseException:
@@ -448,8 +495,15 @@ class EventStoreLifecycle:
     def _boot(self, base_dir: Path, lock: InstanceLock, components: RegisteredComponents | None) -> EventStoreSession:
         config = self.config
         identity = config.identity
+        log.info("boot: instance %s in %s", identity.instance_id, base_dir)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
+        log.info(
+            "boot: %d run files swept, %d recovered, parent run %s",
+            len(states),
+            len(recovery.recovered),
+            recovery.parent_run_id,
+        )
         if config.replay_from_run_id is not None:
             _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
         components = components or RegisteredComponents()
@@ -477,7 +531,9 @@ class EventStoreLifecycle:
                 backend.close()
                 raise
         else:
-            writer = EventStoreWriter.spawn(base_dir, manifest, config.writer, self._halt, self._clock_ns)
+            writer = EventStoreWriter.spawn(
+                base_dir, manifest, config.writer, self._halt, self._clock_ns, hold_fds=(lock.fd,)
+            )
         path = layout.run_file_path(base_dir, identity.instance_id, manifest.run_id)
         session = EventStoreSession(manifest, path, writer, recovery, backend, lock)
         try:
@@ -498,9 +554,11 @@ class EventStoreLifecycle:
             if reason is not None:
                 raise RunStartedHalted(f"writer halted before RunStarted was durable: {reason}")
             raise RunStartedTimeout(f"RunStarted not durable within {config.run_started_timeout_s}s")
+        log.info("boot: run %s open, RunStarted durable at seq %d, file %s", manifest.run_id, seq, path)
         return session
 
     def close(self) -> int | None:
+        """Close the current session (RunEnded, sealed Ended); returns its final high-watermark."""
         if self.session is None:
             return None
         return self.session.close()

@@ -8,7 +8,8 @@ Contract (pure: values in, values out; no files, no processes; the kernel does t
   exist, be sealed and not be Quarantined (ValueError otherwise) and wins; without one, the
   parent is the newest (by start_ts_init) of: the runs this sweep sealed CrashedRecovered, and
   the newest run sealed before this sweep if it is CrashedRecovered and no run names it as its
-  parent (`named_parents`). The second kind is a crashed run whose recovering boot died after
+  parent (`named_parents`), unless a newer run file could not be read this boot (it may be
+  the one that names it; `unread_start_ts`). The second kind is a crashed run whose recovering boot died after
   sealing it and before its own run existed: the lineage is re-derived, not lost. (A boot
   killed after sealing two Running predecessors, a crashed one and a newer one that ended with
   RunEnded, leaves the crashed one without a successor: it is not the newest.)
@@ -31,13 +32,16 @@ __all__ = [
     "TailScan",
     "RECOVERY_RULES",
     "decide_recovery_status",
+    "decide_recovery",
     "RecoveredRun",
     "RecoveryOutcome",
     "ParentCandidate",
     "choose_parent",
 ]
 
-RUN_STARTED_TOPIC = "event_store.run_started"
+# The crate's lifecycle topics. Files written before nes 0.1.0 carry RunStarted under
+# "event_store.run_started"; nothing reads that topic back (recovery only looks for RunEnded).
+RUN_STARTED_TOPIC = "run.lifecycle.RunStarted"
 RUN_STARTED_TYPE = "RunStarted"
 
 
@@ -66,9 +70,14 @@ RECOVERY_RULES: tuple[tuple[str, Callable[[TailScan], bool], RunStatus], ...] = 
 
 def decide_recovery_status(scan: TailScan) -> RunStatus:
     """The terminal status a Running predecessor is sealed with, given its durable tail."""
-    for _why, matches, status in RECOVERY_RULES:
+    return decide_recovery(scan)[1]
+
+
+def decide_recovery(scan: TailScan) -> tuple[str, RunStatus]:
+    """The first matching rule of `RECOVERY_RULES`: (why, status)."""
+    for why, matches, status in RECOVERY_RULES:
         if matches(scan):
-            return status
+            return why, status
     raise AssertionError("RECOVERY_RULES ends with a catch-all")  # pragma: no cover
 
 
@@ -81,6 +90,8 @@ class RecoveredRun(msgspec.Struct, frozen=True):
 
 
 class RecoveryOutcome(msgspec.Struct, frozen=True):
+    """What a boot's recovery sweep did: the runs it sealed, and the new run's parent."""
+
     recovered: list[RecoveredRun]
     parent_run_id: str | None
 
@@ -90,10 +101,15 @@ ParentCandidate = tuple[str, int, RunStatus, bool]
 
 
 def choose_parent(
-    runs: Sequence[ParentCandidate], replay_from_run_id: str | None, named_parents: Collection[str] = ()
+    runs: Sequence[ParentCandidate],
+    replay_from_run_id: str | None,
+    named_parents: Collection[str] = (),
+    unread_start_ts: Collection[int | None] = (),
 ) -> str | None:
     """The new run's parent_run_id (see the module contract). `named_parents`: every run id
-    that some run's manifest names as its parent."""
+    that some run's manifest names as its parent. `unread_start_ts`: the start times of run
+    files whose manifest could not be read this boot (None: unknown); such a file may name
+    a crashed run as its parent, so no run older than one of them is adopted as an orphan."""
     if replay_from_run_id is not None:
         status = next((status for run_id, _, status, _ in runs if run_id == replay_from_run_id), None)
         if status is None:
@@ -115,6 +131,7 @@ def choose_parent(
     ]
     if sealed_before:
         start_ts_init, run_id, status = max(sealed_before, key=lambda run: (run[0], run[1]))
-        if status is RunStatus.CrashedRecovered and run_id not in named_parents:
+        unread_newer = any(ts is None or ts >= start_ts_init for ts in unread_start_ts)
+        if status is RunStatus.CrashedRecovered and run_id not in named_parents and not unread_newer:
             crashed.append((start_ts_init, run_id))  # sealed by a boot that died before its run
     return max(crashed)[1] if crashed else None

@@ -33,6 +33,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import socket
@@ -45,12 +46,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+import posix_ipc
 
 from nes.backend import layout
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
-from nes.errors import Backend, Corrupted, Disk, EventStoreError
+from nes.errors import MAX_TIMEOUT_S, Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
 from nes.halt import (
     BackendCorrupted,
     BackendDisk,
@@ -102,17 +104,21 @@ DEFAULT_MAX_BATCH_ENTRIES = 2048
 DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 DEFAULT_IDLE_LINGER_S = 0.005
+MAX_RING_BYTES = 1 << 40  # 1 TiB: far above any RAM here, below what the OS calls overflow on
 MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
 DEATH_READ_TIMEOUT_S = 10.0  # reading the exact high-watermark after the writer died
 WRITER_LOG_SUFFIX = ".writer.log"
+SPAWN_ABORT_WAIT_S = 5.0  # an interrupted spawn lets its starting writer end by itself this long
 
 
 # ---- errors ---------------------------------------------------------------------------------
-class SubmitError(Exception):
+class SubmitError(EventStoreError):
     """Base of what `submit()` raises; the entry was not accepted."""
 
 
 class WriterClosed(SubmitError):
+    """`submit()` after `close()`: the writer accepts nothing more."""
+
     def __str__(self) -> str:
         return "writer is closed"
 
@@ -145,7 +151,7 @@ class InvalidDraft(SubmitError, ValueError):
 
 
 class RecordTooLarge(InvalidDraft):
-    pass
+    """The entry's record is larger than `WriterConfig.max_record_bytes` (1 MiB by default)."""
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -171,19 +177,31 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     close_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.ring_bytes < 4096 or self.ring_bytes & (self.ring_bytes - 1):
-            raise ValueError(f"ring_bytes must be a power of two >= 4096, got {self.ring_bytes}")
+        """Raises ConfigError (`<field>: ...`) for a wrong type or a value out of range."""
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            wanted = (int,) if name in _INT_FIELDS else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ConfigError(f"{name}: Expected `{wanted[-1].__name__}`, got `{type(value).__name__}`")
+        if not 4096 <= self.ring_bytes <= MAX_RING_BYTES or self.ring_bytes & (self.ring_bytes - 1):
+            raise ConfigError(f"ring_bytes: must be a power of two in [4096, {MAX_RING_BYTES}], got {self.ring_bytes}")
         if not 64 <= self.max_record_bytes <= self.ring_bytes // 4:
-            raise ValueError(
-                f"max_record_bytes must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
+            raise ConfigError(
+                f"max_record_bytes: must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
             )
         if self.max_batch_entries < 1:
-            raise ValueError(f"max_batch_entries must be >= 1, got {self.max_batch_entries}")
+            raise ConfigError(f"max_batch_entries: must be >= 1, got {self.max_batch_entries}")
         if not 0 <= self.idle_linger_s <= 1.0:
-            raise ValueError(f"idle_linger_s must be in [0, 1], got {self.idle_linger_s}")
+            raise ConfigError(f"idle_linger_s: must be in [0, 1], got {self.idle_linger_s}")
         for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+                raise ConfigError(
+                    f"{name}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}"
+                )
+
+
+_INT_FIELDS = frozenset({"ring_bytes", "max_record_bytes", "max_batch_entries"})
 
 
 # ---- the draft --------------------------------------------------------------------------------
@@ -249,6 +267,7 @@ class EntryDraft:
     def without_indices(
         cls, topic: str, payload_type: str, payload: bytes, ts_init: int, headers: Headers | None = None
     ) -> EntryDraft:
+        """A draft that files no index keys."""
         return cls(topic, payload_type, payload, ts_init, headers, ())
 
     @property
@@ -328,6 +347,9 @@ class EventStoreWriter:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> EventStoreWriter:
         """Synchronous mode: each submit is committed (one transaction) before it returns."""
+        _check_writer_args(config, halt)
+        if not isinstance(backend, RunStoreBase):
+            raise InvalidArgument(f"backend must be an LmdbBackend or MemoryBackend, got {type(backend).__name__}")
         core = WriterCore(backend)
         writer = cls(config or WriterConfig(), halt, clock_ns, core.durable_high_watermark)
         writer._core = core
@@ -341,25 +363,40 @@ class EventStoreWriter:
         config: WriterConfig | None = None,
         halt: HaltCallback = noop_halt,
         clock_ns: Callable[[], int] = time.time_ns,
+        *,
+        hold_fds: Sequence[int] = (),
     ) -> EventStoreWriter:
         """Create the ring, start the writer sidecar process, which opens the run file
-        `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY."""
+        `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY. `hold_fds`: descriptors the
+        writer process keeps open (unused) for its whole life; the kernel passes the instance
+        lock, so a writer that outlives its trader keeps the instance until it has drained."""
         from nes.bootrecord import ensure_private_dir, reclaim_dead_boots, remove_boot_record, write_boot_record
         from shm.ring import Ring, RingNames  # the ring is only needed for the process transport
 
+        _check_writer_args(config, halt)
+        if not isinstance(manifest, RunManifest):
+            raise InvalidArgument(f"manifest must be a RunManifest, got {type(manifest).__name__}")
         config = config or WriterConfig()
         run_path = layout.run_file_path(Path(base_dir), manifest.instance_id, manifest.run_id)
-        ensure_private_dir(run_path.parent)
-        reclaim_dead_boots(run_path.parent)  # rings of earlier boots that died before READY
         names = RingNames.fresh()
-        record = write_boot_record(run_path.parent, names.token)  # before the names exist
+        try:
+            ensure_private_dir(run_path.parent)
+            reclaim_dead_boots(run_path.parent)  # rings of earlier boots that died before READY
+            record = write_boot_record(run_path.parent, names.token)  # before the names exist
+        except OSError as exc:  # not a directory, no permission, disk full
+            from nes.backend.lmdb import classify_lmdb_error
+
+            raise classify_lmdb_error(exc, f"create {run_path.parent}") from exc
         log_path = run_path.with_name(run_path.name[: -len(layout.RUN_FILE_SUFFIX)] + WRITER_LOG_SUFFIX)
         ring: Ring | None = None
         proc: subprocess.Popen[bytes] | None = None
         channel: ControlChannel | None = None
         ours = theirs = None
         try:
-            ring = Ring.create(config.ring_bytes, config.max_record_bytes, names)
+            try:
+                ring = Ring.create(config.ring_bytes, config.max_record_bytes, names)
+            except (ValueError, OSError, posix_ipc.Error) as exc:
+                raise _ring_create_error(config.ring_bytes, exc) from None
             ours, theirs = socket.socketpair()
             args = msgspec.json.encode(
                 {
@@ -381,9 +418,10 @@ class EventStoreWriter:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=log_fd,
-                    pass_fds=(theirs.fileno(),),
+                    pass_fds=(theirs.fileno(), *hold_fds),
                     close_fds=True,
                     env=worker_env(),
+                    process_group=0,  # a terminal's Ctrl-C is the trader's; the writer drains on EOF
                 )
             finally:
                 os.close(log_fd)
@@ -411,14 +449,20 @@ class EventStoreWriter:
             remove_boot_record(record)
         except BaseException:
             # Also on KeyboardInterrupt / a boot signal: nothing of a failed spawn stays behind.
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+            # Our end closed (EOF) and the names unlinked, a writer that is still starting ends
+            # by itself (its attach fails, or it drains nothing and exits): killed mid-way, it
+            # could leave a run file it had half created. A writer that failed is killed.
             for sock in (channel, ours, theirs):
                 if sock is not None:
                     sock.close()
             if ring is not None:
                 ring.close()  # the owner unlinks its names
+            if proc is not None:
+                try:
+                    proc.wait(timeout=SPAWN_ABORT_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             remove_boot_record(record)
             _remove_if_empty(log_path)
             raise
@@ -441,6 +485,7 @@ class EventStoreWriter:
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """The first halt reason, or None."""
         return self._halt_reason
 
     @property
@@ -466,15 +511,21 @@ class EventStoreWriter:
 
     @property
     def next_seq(self) -> int:
+        """The seq the next accepted submit will get."""
         return self._next_seq
 
     @property
     def writer_pid(self) -> int | None:
+        """The writer sidecar's process id (None in-process)."""
         return None if self._proc is None else self._proc.pid
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
         """True once `seq` is durable; False on timeout, or if the writer halted, died or was
-        closed (by any thread) before it was. Safe from any number of threads at once."""
+        closed (by any thread) before it was. Safe from any number of threads at once.
+
+        `seq` is an int; `timeout` a finite number of seconds (<= 0 only checks). Anything
+        else raises InvalidArgument."""
+        _check_wait_args(seq, timeout)
         if self._core is not None:
             return self._core.durable_high_watermark >= seq
         deadline = time.monotonic() + timeout
@@ -499,8 +550,9 @@ class EventStoreWriter:
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
-        """Accept `draft` as the next seq and return that seq (see the module contract).
-        Thread-safe: concurrent submits are serialised, each gets its own seq."""
+        """Stamp seq and ts_publish and push the entry; returns its seq. Raises InvalidDraft (not
+        an EntryDraft), RecordTooLarge, WriterClosed, WriterHalted or HaltSignaled; nothing is
+        written then. Thread-safe: concurrent submits are serialised, each gets its own seq."""
         lock = self._submit_lock
         lock.acquire()  # explicit: about half the cost of a `with` block on this path
         try:
@@ -512,7 +564,10 @@ class EventStoreWriter:
             if ts_publish <= self._last_ts_publish:
                 ts_publish = self._last_ts_publish + 1
             seq = self._next_seq
-            template = draft._template
+            try:
+                template = draft._template
+            except AttributeError:
+                raise InvalidDraft(f"submit expects an EntryDraft, got {type(draft).__name__}") from None
             record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
             if len(record) > self.config.max_record_bytes:
                 raise RecordTooLarge(
@@ -709,6 +764,8 @@ class EventStoreWriter:
             except OSError:
                 pass  # released concurrently: nobody watches control_fd any more
         if fire:
+            hw = reason.durable_high_watermark
+            log.error("writer halted (%s): %s [high-watermark %d]", type(reason).__name__, reason, hw)
             try:
                 self._halt_hook(reason)
             except Exception:  # noqa: BLE001 - a failing hook must not take the writer's threads down
@@ -826,3 +883,29 @@ def _open_error(reason: HaltReason) -> EventStoreError:
     if isinstance(reason, BackendCorrupted):
         return Corrupted(reason.msg)
     return Backend(getattr(reason, "msg", str(reason)))
+
+
+def _check_wait_args(seq: object, timeout: object) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise InvalidArgument(f"wait_durable: seq must be an int, got {type(seq).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"wait_durable: timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not math.isfinite(timeout):
+        raise InvalidArgument(f"wait_durable: timeout must be a finite number of seconds, got {timeout!r}")
+
+
+def _ring_create_error(ring_bytes: int, exc: BaseException) -> EventStoreError:
+    """Why the OS refused the ring segment: the file-size limit (Disk) or anything else (Backend)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and ring_bytes > limit:
+        return Disk(f"ring of {ring_bytes} bytes exceeds the file-size limit RLIMIT_FSIZE ({limit} bytes)")
+    return Backend(f"cannot create a ring of {ring_bytes} bytes: {exc}")
+
+
+def _check_writer_args(config: object, halt: object) -> None:
+    if config is not None and not isinstance(config, WriterConfig):
+        raise InvalidArgument(f"config must be a WriterConfig or None, got {type(config).__name__}")
+    if not callable(halt):
+        raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")

@@ -665,17 +665,46 @@ def test_a_second_lifecycle_in_the_same_process_is_refused_until_the_first_sessi
     assert oct(lock.stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_killed_holder_frees_the_instance(tmp_path):
+def test_a_boot_after_the_holder_was_killed_waits_for_its_orphaned_writer_then_recovers_its_run(tmp_path):
+    """The killed trader's writer still holds the instance while it drains; the next boot
+    waits for it (bounded) instead of failing, then seals the run and continues from it."""
     holder = _start_child(tmp_path)
     line = holder.stdout.readline().decode().split()
     assert line[:1] == ["ready"], line
+    writer = psutil.Process(int(line[2]))
+    writer.suspend()  # the orphan is still draining when the next boot starts
     holder.kill()
     holder.wait()
     holder.stdout.close()
     holder.stdin.close()
-    assert wait_gone(int(line[2]))  # its writer drains and exits
+    from threading import Timer
+
+    Timer(0.5, writer.resume).start()
     with open_run(make_config(tmp_path)) as session:
+        assert not writer.is_running() or writer.status() == psutil.STATUS_ZOMBIE
         assert session.recovery.parent_run_id == line[3]
+        assert [r.status for r in session.recovery.recovered] == [RunStatus.CrashedRecovered]
+
+
+def test_an_orphaned_writer_that_never_drains_fails_the_boot_with_instance_locked(tmp_path):
+    from nes import InstanceLocked
+    from nes.writer import WriterConfig
+
+    holder = _start_child(tmp_path)
+    line = holder.stdout.readline().decode().split()
+    writer = psutil.Process(int(line[2]))
+    writer.suspend()
+    try:
+        holder.kill()
+        holder.wait()
+        with pytest.raises(InstanceLocked, match=f"pid {holder.pid}"):
+            open_run(make_config(tmp_path, writer=WriterConfig(close_timeout_s=0.3)))
+        assert run_files(tmp_path) == [layout.run_file_path(tmp_path, INSTANCE, line[3])]
+    finally:
+        writer.resume()
+        holder.stdout.close()
+        holder.stdin.close()
+    assert wait_gone(writer.pid)
 
 
 # ---- shared memory of a boot that died (issue 8, item 3) -------------------------------------------
@@ -698,7 +727,13 @@ def _boot_child_at_writer_spawn(base: Path) -> tuple[subprocess.Popen, str]:
     child = _start_child(base, "boot", start_new_session=True)
     deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline:
-        writers = [c for c in psutil.Process(child.pid).children() if "workers.writer" in " ".join(c.cmdline())]
+        writers = []
+        for process in psutil.Process(child.pid).children():
+            try:
+                if "workers.writer" in " ".join(process.cmdline()):
+                    writers.append(process)
+            except psutil.NoSuchProcess:
+                continue  # a recovery worker that just finished
         if writers:
             tokens = _ring_tokens_mapped_by(child.pid)
             if tokens:

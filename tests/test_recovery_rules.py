@@ -40,7 +40,7 @@ def scan(
 
 def test_run_ended_constants_are_the_writers() -> None:
     assert (RUN_ENDED_TOPIC, RUN_ENDED_TYPE) == (writer.RUN_ENDED_TOPIC, writer.RUN_ENDED_TYPE)
-    assert (RUN_STARTED_TOPIC, RUN_STARTED_TYPE) == ("event_store.run_started", "RunStarted")
+    assert (RUN_STARTED_TOPIC, RUN_STARTED_TYPE) == ("run.lifecycle.RunStarted", "RunStarted")
 
 
 @pytest.mark.parametrize(
@@ -148,3 +148,12 @@ def test_quarantined_configured_replay_run_is_refused() -> None:
 def test_running_configured_replay_run_is_refused() -> None:
     with pytest.raises(ValueError, match="replay_from_run_id 10-aaaaaaaa is Running"):
         choose_parent([("10-aaaaaaaa", 10, Running, False)], "10-aaaaaaaa")
+
+
+def test_an_orphan_crashed_run_is_not_adopted_while_a_newer_run_file_is_unreadable() -> None:
+    """A newer file this boot could not read (its writer still creating it, say) may be the
+    run that names the crashed one: adopting it now would give it two children."""
+    runs = [("20-bbbbbbbb", 20, Crashed, False)]
+    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[25]) is None
+    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[None]) is None
+    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[10]) == "20-bbbbbbbb"

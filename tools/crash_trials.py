@@ -5,7 +5,8 @@ group: boots a session with a real writer sidecar and submits entries in a loop,
 durable high-watermark it saw via `wait_durable`) and kills something at a random point:
 
 - `trader` / `writer`: SIGKILL that process after the trader's boot;
-- `group`: SIGKILL the whole process group (trader and writer at once) after the boot;
+- `group`: SIGKILL the trader's process group and all its descendants (trader, writer,
+  workers at once; the writer runs in a process group of its own) after the boot;
 - `boot` / `group-boot`: SIGKILL the trader / the process group at a random point of a boot
   that has a crashed predecessor to recover (left by a first killed trader), so the kill lands
   before, during or after the recovery sweep, the writer spawn or RunStarted;
@@ -154,6 +155,19 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the trader's process group and every descendant at once (the writer runs in a
+    process group of its own, so a group kill alone would spare it): everything dies together,
+    as with a container kill or a power loss of the machine's processes."""
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    _kill_group(pid)
+    for child in descendants:
+        _kill(child.pid)
+
+
 def _leave_crashed_predecessor(base_dir: Path, instance_id: str, problems: list[str]) -> str | None:
     """A trader killed after its boot: its run stays Running once its writer has drained."""
     proc = _start_child(base_dir, instance_id)
@@ -267,7 +281,7 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
     try:
         if target in BOOT_TARGETS:
             time.sleep(kill_after_s)
-            (_kill_group if group_kill else _kill)(proc.pid)
+            (_kill_tree if group_kill else _kill)(proc.pid)
             proc.wait()
         else:
             writer_line = lines.wait_for("writer ", BOOT_DEADLINE_S)
@@ -278,7 +292,7 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
                 raise RuntimeError(f"trader did not reach its close: {lines.lines}")
             time.sleep(kill_after_s)
             if group_kill:
-                _kill_group(proc.pid)
+                _kill_tree(proc.pid)
             else:
                 _kill(writer_pid if target == "writer" else proc.pid)
             # The trader dead: its writer drains what was pushed and exits on the control EOF.
