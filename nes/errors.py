@@ -30,7 +30,9 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |- BootError                     the boot sequence could not open a new run
     |  |- RunStartedTimeout          RunStarted was not durable within run_started_timeout_s
     |  |- RunStartedHalted           the writer halted before RunStarted was durable
-    |  `- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
+    |  |- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
+    |  |- InstanceLocked             another live session (or its draining writer) holds the instance
+    |  `- BootInterrupted            SIGTERM arrived during the boot (after its cleanup)
     |- EncodeError (ValueError)      capture: a registered encoder failed on a message
     |- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
     |- RunFileError                  operator commands: a path that is not a readable run file

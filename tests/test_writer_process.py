@@ -453,6 +453,9 @@ def test_orphaned_writer_does_not_hold_the_traders_stdout_stderr(tmp_path: Path)
         line = child.stdout.readline().decode().split()
         assert line[:1] == ["ready"], line
         writer_pid = int(line[2])
+        trader_out = {os.readlink(f"/proc/{child.pid}/fd/{fd}") for fd in (1, 2)}
+        writer_out = {os.readlink(f"/proc/{writer_pid}/fd/{fd}") for fd in (1, 2)}
+        assert not trader_out & writer_out, (trader_out, writer_out)
         os.kill(writer_pid, signal.SIGSTOP)  # an orphan that is slow to go
         child.kill()
         child.wait(10)

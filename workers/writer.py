@@ -57,6 +57,9 @@ def _main(argv: list[str] | None) -> tuple[int, str | None]:
     # Ctrl-C in the trader's terminal must not kill the writer mid-batch: the trader's EOF
     # (it exits or closes) is what ends this process, after it committed what was pushed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Nor a hangup: orphaned while stopped (its trader died), the kernel sends it SIGHUP then
+    # SIGCONT; it must go on to drain and exit on the EOF like any orphan.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # A file-size limit must surface as EFBIG (a BackendDisk halt), not kill the process.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # The commit thread must get the GIL back soon after an fsync returns, not after the
