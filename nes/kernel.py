@@ -300,17 +300,10 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
             [(run_id, s.start_ts_init, s.status, s.recovered) for run_id, s in known.items() if s.status is not None],
             replay_from_run_id,
             named_parents={s.parent_run_id for s in states if s.parent_run_id is not None},
-            unread_start_ts=[_file_start_ts(s.file) for s in states if s.run_id is None],
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None
     return RecoveryOutcome(recovered, parent)
-
-
-def _file_start_ts(file_name: str) -> int | None:
-    """The start time a run file's name carries (`<start_ts_init>-<8 hex>.lmdb`), None if not."""
-    head = file_name.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 def _preflight_replay_source(base_dir: Path, instance_id: str, run_id: str, timeout_s: float) -> None:

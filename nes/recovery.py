@@ -8,9 +8,10 @@ Contract (pure: values in, values out; no files, no processes; the kernel does t
   exist, be sealed and not be Quarantined (ValueError otherwise) and wins; without one, the
   parent is the newest (by start_ts_init) of: the runs this sweep sealed CrashedRecovered, and
   the newest run sealed before this sweep if it is CrashedRecovered and no run names it as its
-  parent (`named_parents`), unless a newer run file could not be read this boot (it may be
-  the one that names it; `unread_start_ts`). The second kind is a crashed run whose recovering boot died after
-  sealing it and before its own run existed: the lineage is re-derived, not lost. (A boot
+  parent (`named_parents`). The second kind is a crashed run whose recovering boot died after
+  sealing it and before its own run existed: the lineage is re-derived, not lost. (No run file
+  can appear after the sweep that names it: the instance lock is held by every live writer of
+  the instance, orphans included, so no writer of a dead boot is still creating one.) (A boot
   killed after sealing two Running predecessors, a crashed one and a newer one that ended with
   RunEnded, leaves the crashed one without a successor: it is not the newest.)
 """
@@ -101,15 +102,10 @@ ParentCandidate = tuple[str, int, RunStatus, bool]
 
 
 def choose_parent(
-    runs: Sequence[ParentCandidate],
-    replay_from_run_id: str | None,
-    named_parents: Collection[str] = (),
-    unread_start_ts: Collection[int | None] = (),
+    runs: Sequence[ParentCandidate], replay_from_run_id: str | None, named_parents: Collection[str] = ()
 ) -> str | None:
     """The new run's parent_run_id (see the module contract). `named_parents`: every run id
-    that some run's manifest names as its parent. `unread_start_ts`: the start times of run
-    files whose manifest could not be read this boot (None: unknown); such a file may name
-    a crashed run as its parent, so no run older than one of them is adopted as an orphan."""
+    that some run's manifest names as its parent."""
     if replay_from_run_id is not None:
         status = next((status for run_id, _, status, _ in runs if run_id == replay_from_run_id), None)
         if status is None:
@@ -131,7 +127,6 @@ def choose_parent(
     ]
     if sealed_before:
         start_ts_init, run_id, status = max(sealed_before, key=lambda run: (run[0], run[1]))
-        unread_newer = any(ts is None or ts >= start_ts_init for ts in unread_start_ts)
-        if status is RunStatus.CrashedRecovered and run_id not in named_parents and not unread_newer:
+        if status is RunStatus.CrashedRecovered and run_id not in named_parents:
             crashed.append((start_ts_init, run_id))  # sealed by a boot that died before its run
     return max(crashed)[1] if crashed else None

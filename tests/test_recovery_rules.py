@@ -149,11 +149,3 @@ def test_running_configured_replay_run_is_refused() -> None:
     with pytest.raises(ValueError, match="replay_from_run_id 10-aaaaaaaa is Running"):
         choose_parent([("10-aaaaaaaa", 10, Running, False)], "10-aaaaaaaa")
 
-
-def test_an_orphan_crashed_run_is_not_adopted_while_a_newer_run_file_is_unreadable() -> None:
-    """A newer file this boot could not read (its writer still creating it, say) may be the
-    run that names the crashed one: adopting it now would give it two children."""
-    runs = [("20-bbbbbbbb", 20, Crashed, False)]
-    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[25]) is None
-    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[None]) is None
-    assert choose_parent(runs, None, named_parents=set(), unread_start_ts=[10]) == "20-bbbbbbbb"

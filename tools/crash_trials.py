@@ -327,9 +327,9 @@ def run_trial(base_dir: Path, rng: random.Random, target: str | None = None, ins
     closed = lines.wait_for("closed ", 0) is not None
 
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=instance_id))
-    files_before = {p.name for p in layout.list_run_files(base_dir, instance_id)} - set(_unreadable(base_dir, instance_id))
+    unreadable_before = set(_unreadable(base_dir, instance_id))
     states = _boot_until_sealed(config, base_dir, instance_id, problems)
-    unreadable = sorted(set(_unreadable(base_dir, instance_id)) - files_before)
+    unreadable = sorted(set(_unreadable(base_dir, instance_id)) - unreadable_before)
     problems += _lineage_problems(base_dir, instance_id)
     leaked = leaked_tokens(tokens_before)
     if leaked:
