@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import lmdb
 import msgspec
 
 from nes.backend import layout
-from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.backend.lmdb import LmdbBackend, is_future_format, read_manifest
 from nes.config import EventStoreConfig
-from nes.errors import CrashedPredecessor, EventStoreError
+from nes.errors import Corrupted, EventStoreError
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.isolation import worker_env
@@ -97,14 +98,20 @@ class RunFileState(msgspec.Struct, frozen=True):
     recovered: bool = False  # it was Running and the sweep sealed it
     high_watermark: int = 0
     error: str | None = None
+    fatal: bool = False  # a file of a future format: the boot stops (Corrupted)
 
 
 def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
-    """Inside a worker: read one run file; if Running, scan its tail and seal it by the rule."""
+    """Inside a worker: read one run file; if Running, verify it and seal it by the rule
+    (`nes.recovery`): whatever the verifier reports makes it Quarantined. A sealed run
+    without its seal record gets one. A file of an unknown (future) format raises `Corrupted`:
+    the sweep stops the boot rather than seal what it cannot read."""
     from nes.verifier import scan_tail
 
     path = Path(base_dir) / instance_id / file_name
     try:
+        if path.is_symlink() or not path.is_file():
+            return RunFileState(file_name, error="not a regular file (symlinks are never followed)")
         manifest = read_manifest(path)
         if manifest.instance_id != instance_id or file_name != f"{manifest.run_id}{layout.RUN_FILE_SUFFIX}":
             # Sealing goes through the backend, which derives the path from the manifest: a
@@ -114,22 +121,20 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 error=f"manifest names run {manifest.instance_id}/{manifest.run_id}, which is not this file",
             )
         if manifest.is_sealed():
+            with LmdbBackend.open_sealed_file(path) as sealed:
+                sealed.write_missing_seal_record()  # a crash between seal and record left none
             return RunFileState(
                 file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark
             )
         scan = scan_tail(path)
         status = decide_recovery_status(scan)
-        backend = LmdbBackend(base_dir)
-        try:
-            try:
-                backend.open_run(manifest)
-            except CrashedPredecessor:
-                pass  # expected: the backend now holds the predecessor, writable
-            backend.seal(status)
-        finally:
-            backend.close()
+        LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
+        if scan.damaged:
+            log.warning("run %s sealed Quarantined: %s", manifest.run_id, scan.detail)
         return RunFileState(file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark)
     except EventStoreError as err:
+        return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=is_future_format(err))
+    except (OSError, lmdb.Error) as err:  # never escapes the worker as a crash
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 
 
@@ -148,6 +153,9 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
             break
         states.append(failed)
         remaining = remaining[remaining.index(failed.file) + 1 :]
+    for state in states:
+        if state.fatal:
+            raise Corrupted(f"run file {state.file}: {state.error}")
     for state in states:
         if state.error is not None:
             log.error("run file %s skipped this boot (retried next boot): %s", state.file, state.error)
@@ -207,6 +215,17 @@ def _sweep_worker(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _check_private_dirs(base_dir: Path, instance_id: str) -> None:
+    """The base and instance directories, where they exist, are 0700 and ours (a looser one we
+    own is tightened; a symlink or someone else's is refused with `BootError`)."""
+    for directory in (base_dir, layout.instance_dir(base_dir, instance_id)):
+        if os.path.lexists(directory):
+            try:
+                layout.check_private_dir(directory)
+            except PermissionError as exc:
+                raise BootError(str(exc)) from None
 
 
 def recover_predecessors(
@@ -362,6 +381,7 @@ class EventStoreLifecycle:
         config = self.config
         identity = config.identity
         base_dir = Path(config.base_dir)
+        _check_private_dirs(base_dir, identity.instance_id)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
         if config.replay_from_run_id is not None:

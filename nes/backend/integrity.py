@@ -1,0 +1,147 @@
+"""What covers the bytes of a run file beyond the entry hashes (format version 2).
+
+Contract: every byte a reader can return, or that recovery, retention or replay decide on, is
+covered by a digest the verifier recomputes; the entry hash itself stays the crate's.
+- Entries: the crate's entry hash (`nes.hash`), unchanged.
+- Index rows: every write transaction that appends entries `first..last` also writes a commit
+  record `digests["commit" || first u64 BE] = last u64 BE || rows u64 BE || digest[32]`, where
+  `digest` is the sum mod 2**256 of `BLAKE3(INDEX_ROW_DOMAIN || len(db) || db || len(key) ||
+  key || value)` over the index rows that transaction put, in *every* index database the layout
+  lists (`layout.INDEX_DBS`). An order-independent sum lets the verifier stream each index
+  database once; a renamed key, a re-pointed row, an added or a lost row changes a sum.
+  Commit records tile `1..high_watermark` exactly.
+- Manifest: `digests["manifest"] = BLAKE3(MANIFEST_DOMAIN || manifest bytes)`, written in the
+  transaction that writes the manifest.
+- Snapshot anchors: `digests["anchor" || key] = BLAKE3(ANCHOR_DOMAIN || key || value)`, written
+  in the transaction that writes the anchor.
+- Rollback: LMDB has no page checksums, so a flipped meta page can roll a file back one commit.
+  A seal writes a small record outside the LMDB file (`nes.backend.seal_record`) that the
+  verifier compares with what the file says.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from blake3 import blake3
+
+__all__ = [
+    "DB_DIGESTS",
+    "MANIFEST_DIGEST_KEY",
+    "COMMIT_PREFIX",
+    "ANCHOR_PREFIX",
+    "CommitRecord",
+    "index_row_hash",
+    "IndexRowSum",
+    "manifest_digest",
+    "anchor_digest",
+    "anchor_key",
+    "commit_key",
+    "sum_rows",
+    "encode_commit",
+    "decode_commit",
+]
+
+DB_DIGESTS = b"digests"
+MANIFEST_DIGEST_KEY = b"manifest"
+COMMIT_PREFIX = b"commit"
+ANCHOR_PREFIX = b"anchor"
+INDEX_ROW_DOMAIN = b"nes/index-row/v1"
+MANIFEST_DOMAIN = b"nes/manifest/v1"
+ANCHOR_DOMAIN = b"nes/anchor/v1"
+_MOD = 1 << 256
+_COMMIT = struct.Struct(">QQ32s")
+_U64 = struct.Struct(">Q")
+_LEN8 = struct.Struct(">B")
+_LEN16 = struct.Struct(">H")
+
+
+def index_row_hash(db_name: bytes, key: bytes, value: bytes) -> int:
+    """One index row's contribution to its commit's digest (an int < 2**256)."""
+    h = blake3(INDEX_ROW_DOMAIN)
+    h.update(_LEN8.pack(len(db_name)))
+    h.update(db_name)
+    h.update(_LEN16.pack(len(key)))
+    h.update(key)
+    h.update(value)
+    return int.from_bytes(h.digest(), "big")
+
+
+class IndexRowSum:
+    """The running digest of one commit's index rows (order-independent)."""
+
+    __slots__ = ("rows", "total")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.total = 0
+
+    def add(self, db_name: bytes, key: bytes, value: bytes) -> None:
+        """Account for one row put into index database `db_name`."""
+        self.rows += 1
+        self.total = (self.total + index_row_hash(db_name, key, value)) % _MOD
+
+    def digest(self) -> bytes:
+        """The 32-byte digest stored in the commit record."""
+        return self.total.to_bytes(32, "big")
+
+
+class CommitRecord(tuple[int, int, int, bytes]):
+    """(first_seq, last_seq, rows, digest) of one write transaction."""
+
+    __slots__ = ()
+
+    @property
+    def first_seq(self) -> int:
+        return self[0]
+
+    @property
+    def last_seq(self) -> int:
+        return self[1]
+
+
+def commit_key(first_seq: int) -> bytes:
+    """The digests-db key of the commit record whose first entry is `first_seq`."""
+    return COMMIT_PREFIX + _U64.pack(first_seq)
+
+
+def encode_commit(last_seq: int, rows: IndexRowSum) -> bytes:
+    """The commit record's value."""
+    return _COMMIT.pack(last_seq, rows.rows, rows.digest())
+
+
+def decode_commit(key: bytes, value: bytes) -> CommitRecord | None:
+    """A commit record from its raw row, or None if the row is malformed."""
+    if len(key) != len(COMMIT_PREFIX) + 8 or len(value) != _COMMIT.size:
+        return None
+    (first,) = _U64.unpack_from(key, len(COMMIT_PREFIX))
+    last, rows, digest = _COMMIT.unpack(value)
+    return CommitRecord((first, last, rows, digest))
+
+
+def manifest_digest(manifest_bytes: bytes) -> bytes:
+    """The digest stored beside the manifest."""
+    return blake3(MANIFEST_DOMAIN + bytes(manifest_bytes)).digest()
+
+
+def anchor_key(anchor_db_key: bytes) -> bytes:
+    """The digests-db key of the anchor stored under `anchor_db_key`."""
+    return ANCHOR_PREFIX + bytes(anchor_db_key)
+
+
+def anchor_digest(anchor_db_key: bytes, value: bytes) -> bytes:
+    """The digest stored beside a snapshot anchor row."""
+    h = blake3(ANCHOR_DOMAIN)
+    h.update(_LEN16.pack(len(anchor_db_key)))
+    h.update(bytes(anchor_db_key))
+    h.update(bytes(value))
+    return h.digest()
+
+
+def sum_rows(rows: Iterable[tuple[bytes, bytes, bytes]]) -> IndexRowSum:
+    """The digest of `(db_name, key, value)` rows (tests and tools)."""
+    total = IndexRowSum()
+    for db_name, key, value in rows:
+        total.add(db_name, key, value)
+    return total
