@@ -24,6 +24,7 @@ from nes.errors import (
     Gap,
     HashMismatch,
     OutOfOrder,
+    UnsupportedFormat,
 )
 from nes.hash import EntryHash, compute_entry_hash
 from nes.headers import Headers
@@ -61,6 +62,7 @@ __all__ = [
     "compute_entry_hash",
     "compute_snapshot_content_hash",
     "Corrupted",
+    "UnsupportedFormat",
     "CrashedPredecessor",
     "default_registry",
     "DEFAULT_SCAN_CHUNK_SIZE",

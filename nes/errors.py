@@ -22,6 +22,7 @@ __all__ = [
     "EventStoreError",
     "Backend",
     "Corrupted",
+    "UnsupportedFormat",
     "Disk",
     "HashMismatch",
     "OutOfOrder",
@@ -64,6 +65,11 @@ class Backend(_MessageError):
 
 class Corrupted(_MessageError):
     prefix = "corrupted run: "
+
+
+class UnsupportedFormat(Corrupted):
+    """A run file without this nes's format marker (missing, malformed, an older or a future
+    version). Listing, recovery and retention stop on it instead of skipping the file."""
 
 
 class Disk(_MessageError):

@@ -232,7 +232,7 @@ class ManifestMismatch(_Finding):
         if self.field == "high_watermark":
             reason = f"manifest high_watermark {self.actual} disagrees with durable high_watermark {self.expected}"
         elif self.field == "start_ts_init":
-            reason = f"manifest start_ts_init {self.actual} sits above earliest entry ts_init {self.expected}"
+            reason = f"manifest start_ts_init {self.actual} sits above first entry ts_init {self.expected}"
         elif self.field == "end_ts_init" and self.actual == "None":
             reason = f"sealed manifest is missing end_ts_init while entries up to ts_init {self.expected} exist"
         elif self.field == "end_ts_init" and self.expected == "None":
@@ -547,7 +547,7 @@ class _EntryScan(msgspec.Struct):
     entries_scanned: int = 0
     high_watermark: int = 0
     max_ts_init: int | None = None
-    min_ts_init: int | None = None
+    min_ts_init: int | None = None  # ts_init of seq 1 (RunStarted), when intact
     findings: list = []
     gaps: list = []  # (from_seq, to_seq), ascending
     damaged: set = set()  # seqs stored but damaged (hash, key/seq, undecodable)
@@ -629,7 +629,7 @@ def _scan_chunk(
                     continue
                 if ts_init > max_ts:
                     max_ts = ts_init
-                if ts_init < min_ts:
+                if seq == 1:
                     min_ts = ts_init
     scan.entries_scanned += count
     if expected - 1 > scan.high_watermark:
@@ -774,6 +774,9 @@ def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
 
 def _check_manifest(manifest: RunManifest, scan: _EntryScan) -> list:
     findings: list = []
+    # The crate compares with the earliest ts_init; nes compares with the first entry in replay
+    # order (RunStarted, stamped with start_ts_init itself): later entries may carry engine
+    # time older than the wall-clock start (a backtest), which is not damage.
     if scan.min_ts_init is not None and manifest.start_ts_init > scan.min_ts_init:
         findings.append(ManifestMismatch("start_ts_init", str(scan.min_ts_init), str(manifest.start_ts_init)))
     if not manifest.is_sealed():

@@ -79,7 +79,7 @@ def format_version_problem(raw: bytes | None) -> str | None:
     if raw is None:
         return "missing store format marker; the run file must be regenerated"
     if len(raw) != U32.size:
-        return f"store format marker of {len(raw)} bytes (expected {U32.size})"
+        return f"unsupported event store on-disk format version (a marker of {len(raw)} bytes, expected {U32.size})"
     (version,) = U32.unpack(raw)
     if version == 1:
         return (

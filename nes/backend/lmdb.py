@@ -33,7 +33,16 @@ from nes.backend import integrity, layout
 from nes.backend.seal_record import SealRecord, write_seal_record
 from nes.codec import key_seq, seq_key
 from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
-from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
+from nes.errors import (
+    Backend,
+    Closed,
+    Corrupted,
+    CrashedPredecessor,
+    Disk,
+    EventStoreError,
+    UnsupportedFormat,
+    is_disk_pressure,
+)
 from nes.manifest import RunManifest, RunStatus, check_seal_transition, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
@@ -182,7 +191,7 @@ class _RunFile:
             else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
                     if txn.get(layout.DB_META) is None:
-                        raise Corrupted("missing store format marker; the run file must be regenerated")
+                        raise UnsupportedFormat("missing store format marker; the run file must be regenerated")
                     self.meta = env.open_db(layout.DB_META, txn=txn, create=False)
                     self.check_format(txn)
                 open_all(create=False)
@@ -219,7 +228,7 @@ class _RunFile:
             raw = txn.get(layout.FORMAT_KEY, db=self.meta)
         problem = layout.format_version_problem(raw)
         if problem is not None:
-            raise Corrupted(problem)
+            raise UnsupportedFormat(problem)
 
     def read_manifest(self) -> RunManifest:
         with self.env.begin(db=self.manifest_db) as txn:
@@ -583,13 +592,12 @@ class _reads_mapped:
             raise classify_lmdb_error(exc, f"read {self._path}") from exc
 
 
-_FUTURE_FORMAT = "unsupported event store on-disk format version"
 
 
 def is_future_format(err: BaseException) -> bool:
-    """`err` says a run file has a format version this nes does not know (listing, recovery
-    and retention stop on it rather than skip the file)."""
-    return isinstance(err, Corrupted) and _FUTURE_FORMAT in str(err)
+    """`err` says a run file lacks this nes's format marker (missing, older or future version):
+    listing, recovery and retention stop on it rather than skip the file."""
+    return isinstance(err, UnsupportedFormat)
 
 
 def _put_manifest(txn: lmdb.Transaction, run_file: _RunFile, manifest: RunManifest) -> None:
