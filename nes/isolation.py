@@ -31,9 +31,10 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class WorkerCrash(Exception):
     """The worker gave no result: `status` says why (signal, exit status, timeout)."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, returncode: int | None = None) -> None:
         super().__init__(status)
         self.status = status
+        self.returncode = returncode
 
 
 def worker_env() -> dict[str, str]:
@@ -73,7 +74,7 @@ def run_json_worker(module: str, args: list[str], timeout_s: float, result_type:
     except subprocess.TimeoutExpired:  # run() has killed and reaped the child
         raise WorkerCrash(f"timed out after {timeout_s:g}s") from None
     if done.returncode != 0:
-        raise WorkerCrash(describe_exit(done.returncode, done.stderr))
+        raise WorkerCrash(describe_exit(done.returncode, done.stderr), done.returncode)
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise WorkerCrash("exited with status 0 without a report")
