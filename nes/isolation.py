@@ -160,7 +160,7 @@ def run_progress_worker(
     if out.strip():
         last = out.strip()
     if returncode != 0:
-        raise WorkerCrash(describe_exit(returncode, err))
+        raise WorkerCrash(describe_exit(returncode, err), returncode)
     if last is None:
         raise WorkerCrash("exited with status 0 without a report")
     try:

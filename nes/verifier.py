@@ -46,6 +46,8 @@ from nes.backend.integrity import (
     manifest_digest,
 )
 from nes.backend.layout import (
+    MARKER_FILE_SUFFIX,
+    RUN_FILE_SUFFIX,
     DB_ANCHORS,
     DB_ENTRIES,
     DB_MANIFEST,
@@ -54,6 +56,7 @@ from nes.backend.layout import (
     INDEX_DBS,
     MANIFEST_KEY,
     format_version_problem,
+    check_run_file_shape,
     marker_sidecar_path,
     open_read_only,
 )
@@ -78,6 +81,10 @@ __all__ = [
     "ManifestDigestMismatch",
     "SealRecordMismatch",
     "LiveRunChurn",
+    "VerifyOutcome",
+    "VerifySummary",
+    "expand_verify_paths",
+    "verify_path",
     "KeySeqMismatch",
     "UndecodableEntry",
     "DanglingIndex",
@@ -435,7 +442,7 @@ class LiveRunChurn(Corrupted):
 # was read (no page of the chunk's snapshot can have been reused yet). Everything a run file
 # holds is append-only and keyed by seq, so chunks read in later transactions are cut at the
 # high-watermark of the first one: the report describes that first snapshot.
-_CHUNK_ROWS = 32_768
+_CHUNK_ROWS = 4_096
 _MIN_CHUNK_ROWS = 16
 _MAX_RETRIES = 64
 
@@ -1019,7 +1026,119 @@ def verify_in_worker(
     path_str = str(path)
     if not os.path.isfile(path_str):
         raise VerifyOpenError(f"run file not found: {path_str}")
+    before = _last_txnid(path_str)
+    for _attempt in range(_LIVE_WORKER_RETRIES):
+        try:
+            return run_progress_worker("workers.verify", [path_str], timeout_s, VerifyReport, progress)
+        except WorkerCrash as crash:
+            if crash.returncode == 2:  # the worker's own "cannot verify" (e.g. a live run churning)
+                raise VerifyOpenError(crash.status.split(": ", 1)[-1]) from None
+            after = _last_txnid(path_str)
+            if crash.returncode is not None and crash.returncode < 0 and after is not None and after != before:
+                # Killed by a signal while a writer committed: LMDB reused a page under a read
+                # (a live run's reader is invisible to its writer). Not damage: read it again.
+                before = after
+                continue
+            return WorkerFailure(path_str, crash.status)
+    raise VerifyOpenError("the run file changed faster than a consistent snapshot could be read; verify again")
+
+
+_LIVE_WORKER_RETRIES = 20
+
+
+def _last_txnid(path: str) -> int | None:
     try:
-        return run_progress_worker("workers.verify", [path_str], timeout_s, VerifyReport, progress)
-    except WorkerCrash as crash:
-        return WorkerFailure(path_str, crash.status)
+        return check_run_file_shape(path)[2]
+    except (OSError, Corrupted):
+        return None
+
+
+# ---- several paths, one outcome shape -----------------------------------------------------------
+EXIT_CLEAN, EXIT_CORRUPT, EXIT_ERROR = 0, 1, 2
+
+
+class VerifyOutcome(msgspec.Struct, frozen=True):
+    """One path's outcome in one shape for every case (`nes verify --json` prints these):
+    `verdict` is clean, corrupt (findings, a file that is not a run, a worker crash or
+    stall) or error (nothing could be verified: no run file, bad settings)."""
+
+    path: str
+    verdict: str  # "clean" | "corrupt" | "error"
+    exit_code: int  # 0 | 1 | 2
+    run_id: str | None = None
+    status: str | None = None
+    high_watermark: int | None = None
+    entries_scanned: int | None = None
+    findings: list[Finding] = []
+    markers: MarkerVerifyReport | None = None
+    worker_status: str | None = None
+    error: str | None = None
+    lines: list[str] = []  # the human output lines (stdout for clean/corrupt, stderr for error)
+
+    @classmethod
+    def of(cls, verdict: VerifyReport | WorkerFailure) -> VerifyOutcome:
+        """The outcome of a verdict."""
+        clean = verdict.is_clean()
+        kind, code = ("clean", EXIT_CLEAN) if clean else ("corrupt", EXIT_CORRUPT)
+        if isinstance(verdict, WorkerFailure):
+            return cls(verdict.path, kind, code, worker_status=verdict.worker_status, lines=verdict.lines())
+        return cls(
+            verdict.path, kind, code, verdict.run_id, verdict.status, verdict.high_watermark, verdict.entries_scanned,
+            list(verdict.findings), verdict.markers, error=verdict.open_error(), lines=verdict.lines(),
+        )
+
+    @classmethod
+    def failed(cls, path: str, error: str) -> VerifyOutcome:
+        """Nothing could be verified at `path`."""
+        return cls(path, "error", EXIT_ERROR, error=error, lines=[f'error path={path} error="{_quote(error)}"'])
+
+
+class VerifySummary(msgspec.Struct, frozen=True):
+    """Counts over several paths; `exit_code` is 1 if any is corrupt, else 2 if any could not
+    be verified, else 0."""
+
+    paths: int
+    clean: int
+    corrupt: int
+    errors: int
+    exit_code: int
+
+    @classmethod
+    def of(cls, outcomes: list[VerifyOutcome]) -> VerifySummary:
+        """The summary of `outcomes`."""
+        counts = {kind: sum(o.verdict == kind for o in outcomes) for kind in ("clean", "corrupt", "error")}
+        code = EXIT_CORRUPT if counts["corrupt"] else EXIT_ERROR if counts["error"] else EXIT_CLEAN
+        return cls(len(outcomes), counts["clean"], counts["corrupt"], counts["error"], code)
+
+    def line(self) -> str:
+        """`summary paths=N clean=C corrupt=K errors=E`."""
+        return f"summary paths={self.paths} clean={self.clean} corrupt={self.corrupt} errors={self.errors}"
+
+
+def expand_verify_paths(paths: list[str]) -> list[str]:
+    """Each path as given, a directory replaced by its run files (sorted, marker sidecars and
+    symlinks left out)."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            names = sorted(os.listdir(path))
+            out.extend(
+                os.path.join(path, name) for name in names
+                if name.endswith(RUN_FILE_SUFFIX) and not name.endswith(MARKER_FILE_SUFFIX)
+                and os.path.isfile(os.path.join(path, name)) and not os.path.islink(os.path.join(path, name))
+            )
+        else:
+            out.append(path)
+    return out
+
+
+def verify_path(path: str, timeout_s: float, progress: Callable[[str, int], None] | None = None) -> VerifyOutcome:
+    """Verify one path in a worker (stall timeout `timeout_s`) into its outcome."""
+    if not os.path.lexists(path):
+        return VerifyOutcome.failed(path, "no run file")
+    if not os.path.isfile(path):
+        return VerifyOutcome.failed(path, "not a regular file")
+    try:
+        return VerifyOutcome.of(verify_in_worker(path, timeout_s, progress))
+    except OSError as exc:
+        return VerifyOutcome.failed(path, str(exc) or type(exc).__name__)

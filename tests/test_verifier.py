@@ -322,7 +322,7 @@ def test_binary_missing_run_file_exits_error(tmp_path: Path) -> None:
     path = tmp_path / "absent.lmdb"
     done = run_cli("verify", str(path))
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == f'error path={path} error="run file not found"\n'
+    assert done.stderr == f'error path={path} error="no run file"\n'
     assert list(tmp_path.iterdir()) == []
 
 

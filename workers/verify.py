@@ -6,7 +6,8 @@ Thin by design: the scan lives in `nes.verifier`. It runs in its own process so 
 crashes LMDB (SIGBUS on a truncated map) kills only this worker.
 
 Fault hook for tests: `NES_VERIFY_WORKER_FAULT=abort` aborts before scanning, `=hang` sleeps
-forever (the parent's timeout path).
+forever (the parent's timeout path), `=slow` reports progress every 0.4 s for 3.2 s before
+scanning (the timeout is on lack of progress, not total time).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def _apply_fault_hook() -> None:
     if fault == "hang":
         while True:
             time.sleep(3600)
+    if fault == "slow":  # slow but steady: progress every 0.4 s for 3.2 s, then the real scan
+        for tick in range(8):
+            sys.stdout.buffer.write(msgspec.json.encode({"progress": ["entries", tick]}) + b"\n")
+            sys.stdout.buffer.flush()
+            time.sleep(0.4)
 
 
 class _Progress:
