@@ -144,7 +144,7 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
-    remaining = [p.name for p in layout.list_run_files(base_dir, instance_id)]
+    remaining = [p.name for p in layout.list_run_files(Path(base_dir), instance_id)]
     states: list[RunFileState] = []
     while remaining:
         done, failed = _sweep_worker(str(base_dir), instance_id, remaining, timeout_s)
@@ -246,7 +246,9 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
     known = {s.run_id: s for s in states if s.run_id is not None and s.status is not None}
     try:
         parent = choose_parent(
-            [(s.run_id, s.start_ts_init, s.status, s.recovered) for s in known.values()], replay_from_run_id
+            [(run_id, s.start_ts_init, s.status, s.recovered) for run_id, s in known.items()
+             if run_id is not None and s.status is not None],
+            replay_from_run_id,
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None

@@ -170,7 +170,10 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 # ---- LMDB run files (read-only) -------------------------------------------------------------------
 def _last_key(txn: lmdb.Transaction, db: lmdb._Database) -> tuple[bytes, bytes] | None:
     cursor = txn.cursor(db)
-    return cursor.item() if cursor.last() else None
+    if not cursor.last():
+        return None
+    key, value = cursor.item()
+    return bytes(key), bytes(value)
 
 
 def read_retention_run(path: Path) -> RetentionRun:

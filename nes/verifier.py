@@ -29,7 +29,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import lmdb
 import msgspec
@@ -121,7 +121,7 @@ class _Finding(msgspec.Struct, frozen=True, tag=True):
         raise NotImplementedError
 
 
-class HashMismatch(_Finding):
+class HashMismatch(_Finding, frozen=True, tag=True):
     """The stored hash differs from BLAKE3 over the stored frame (under key `seq`)."""
 
     seq: int
@@ -130,7 +130,7 @@ class HashMismatch(_Finding):
         return f"hash mismatch at seq {self.seq}"
 
 
-class Gap(_Finding):
+class Gap(_Finding, frozen=True, tag=True):
     """Seqs `from_seq..to_seq` (inclusive) are missing inside the durable high-watermark."""
 
     from_seq: int
@@ -140,7 +140,7 @@ class Gap(_Finding):
         return f"gap from seq {self.from_seq} to {self.to_seq}"
 
 
-class KeySeqMismatch(_Finding):
+class KeySeqMismatch(_Finding, frozen=True, tag=True):
     """The entry stored under `key_seq` carries `embedded_seq` in its frame (the crate's SeqMismatch)."""
 
     key_seq: int
@@ -150,7 +150,7 @@ class KeySeqMismatch(_Finding):
         return f"seq mismatch at table key {self.key_seq}: embedded seq was {self.embedded_seq}"
 
 
-class UndecodableEntry(_Finding):
+class UndecodableEntry(_Finding, frozen=True, tag=True):
     """An entries row that is not `hash || frame` at all (short value, bad key, bad frame)."""
 
     seq: int
@@ -160,7 +160,7 @@ class UndecodableEntry(_Finding):
         return f"undecodable entry at seq {self.seq}: {self.detail}"
 
 
-class DanglingIndex(_Finding):
+class DanglingIndex(_Finding, frozen=True, tag=True):
     """An index row pointing past the durable high-watermark or at a missing entry."""
 
     kind: str
@@ -171,7 +171,7 @@ class DanglingIndex(_Finding):
         return f"index drift {self.kind} key={self.key}: dangling target seq {self.seq}"
 
 
-class IndexTargetCorrupted(_Finding):
+class IndexTargetCorrupted(_Finding, frozen=True, tag=True):
     """An index row pointing at an entry that is stored but damaged (the crate's TargetCorrupted)."""
 
     kind: str
@@ -182,7 +182,7 @@ class IndexTargetCorrupted(_Finding):
         return f"index drift {self.kind} key={self.key}: corrupted target seq {self.seq}"
 
 
-class CorruptedIndex(_Finding):
+class CorruptedIndex(_Finding, frozen=True, tag=True):
     """An index row whose value is not an 8-byte seq."""
 
     kind: str
@@ -193,7 +193,7 @@ class CorruptedIndex(_Finding):
         return f"corrupted {self.kind} index key {self.key!r}: {self.detail}"
 
 
-class IndexDigestMismatch(_Finding):
+class IndexDigestMismatch(_Finding, frozen=True, tag=True):
     """The index rows of the commit that appended seqs `first_seq..last_seq` are not the rows
     that commit wrote (a key renamed, a row re-pointed, added or lost)."""
 
@@ -205,7 +205,7 @@ class IndexDigestMismatch(_Finding):
         return f"index rows of commit seqs {self.first_seq}..{self.last_seq} do not match their digest: {self.detail}"
 
 
-class CommitRecordMismatch(_Finding):
+class CommitRecordMismatch(_Finding, frozen=True, tag=True):
     """The commit records (one per write transaction) do not tile `1..high_watermark`, or one
     does not decode."""
 
@@ -215,7 +215,7 @@ class CommitRecordMismatch(_Finding):
         return f"commit records disagree with the entries: {self.detail}"
 
 
-class CorruptManifest(_Finding):
+class CorruptManifest(_Finding, frozen=True, tag=True):
     """The manifest is missing or does not decode."""
 
     detail: str
@@ -227,7 +227,7 @@ class CorruptManifest(_Finding):
 _MANIFEST_KIND = {"high_watermark": "HighWatermark", "start_ts_init": "StartTsInit", "end_ts_init": "EndTsInit"}
 
 
-class ManifestMismatch(_Finding):
+class ManifestMismatch(_Finding, frozen=True, tag=True):
     """A manifest field disagrees with the entries (`expected` is what the entries say)."""
 
     field: str
@@ -253,7 +253,7 @@ class ManifestMismatch(_Finding):
         return f"manifest mismatch {kind}: {reason}"
 
 
-class ManifestDigestMismatch(_Finding):
+class ManifestDigestMismatch(_Finding, frozen=True, tag=True):
     """The manifest bytes are not the ones the writer stored (its digest disagrees or is gone)."""
 
     detail: str
@@ -262,7 +262,7 @@ class ManifestDigestMismatch(_Finding):
         return f"manifest digest mismatch: {self.detail}"
 
 
-class CorruptSnapshotAnchor(_Finding):
+class CorruptSnapshotAnchor(_Finding, frozen=True, tag=True):
     """An anchors row that does not decode, whose key is not its high-watermark, or whose bytes
     are not the ones the writer stored (anchor digest)."""
 
@@ -273,7 +273,7 @@ class CorruptSnapshotAnchor(_Finding):
         return f"snapshot anchor invalid: anchor at key {self.key} {self.detail}"
 
 
-class AnchorPastWatermark(_Finding):
+class AnchorPastWatermark(_Finding, frozen=True, tag=True):
     """A snapshot anchor claims entries beyond the durable high-watermark."""
 
     anchor_high_watermark: int
@@ -286,7 +286,7 @@ class AnchorPastWatermark(_Finding):
         )
 
 
-class SealRecordMismatch(_Finding):
+class SealRecordMismatch(_Finding, frozen=True, tag=True):
     """The seal record beside the file (written at seal, outside LMDB) disagrees with the file:
     the file was rolled back (e.g. a sealed run reads Running again) or the record is damaged."""
 
@@ -296,7 +296,7 @@ class SealRecordMismatch(_Finding):
         return f"seal record mismatch: {self.detail}"
 
 
-class OpenError(_Finding):
+class OpenError(_Finding, frozen=True, tag=True):
     """The file exists but is not a readable run file (LMDB refused it, format marker wrong)."""
 
     detail: str
@@ -452,7 +452,7 @@ class _Snapshot:
         self.env = env
         self.txnid: int | None = None
         self.later = False  # some chunk was read after a newer commit than the snapshot's
-        self._dbs: dict[bytes, object] = {}
+        self._dbs: dict[bytes, lmdb._Database | None] = {}
         # Handles must exist before a transaction begins to be usable in it.
         for name in (DB_META, DB_MANIFEST, DB_ENTRIES, DB_ANCHORS, DB_DIGESTS):
             self._open(name, False)
@@ -465,7 +465,7 @@ class _Snapshot:
         except lmdb.NotFoundError:
             self._dbs[name] = None
 
-    def db(self, txn: lmdb.Transaction, name: bytes, dupsort: bool = False) -> object | None:
+    def db(self, txn: lmdb.Transaction, name: bytes, dupsort: bool = False) -> lmdb._Database | None:
         """The handle of named database `name`, None if the file has none (all are opened once,
         up front, outside any transaction)."""
         return self._dbs.get(name)
@@ -516,7 +516,8 @@ class _Snapshot:
                         positioned = _seek_after(cursor, after, dupsort)
                     if not positioned:
                         return out, True
-                    for key, value in cursor.iternext(keys=True, values=True):
+                    for raw_key, raw_value in cursor.iternext(keys=True, values=True):
+                        key, value = bytes(raw_key), bytes(raw_value)
                         if prefix and not key.startswith(prefix):
                             return out, True
                         out.append((key, value))
@@ -561,7 +562,7 @@ class _EntryScan(msgspec.Struct):
     last_hash: bytes = b""  # the stored hash of the last entry
 
 
-def _scan_entries(txn: lmdb.Transaction, db: object) -> _EntryScan:
+def _scan_entries(txn: lmdb.Transaction, db: lmdb._Database) -> _EntryScan:
     """Hash, key-vs-embedded-seq and gap check of every entry, in key order (one transaction)."""
     scan = _EntryScan(0, 0, None, None, [], [], set(), b"")
     _scan_chunk(txn, db, scan, None, 1 << 64, 1 << 62)
@@ -569,7 +570,7 @@ def _scan_entries(txn: lmdb.Transaction, db: object) -> _EntryScan:
 
 
 def _scan_chunk(
-    txn: lmdb.Transaction, db: object, scan: _EntryScan, after: bytes | None, stop: int, limit: int
+    txn: lmdb.Transaction, db: lmdb._Database, scan: _EntryScan, after: bytes | None, stop: int, limit: int
 ) -> tuple[bytes | None, bool]:
     """Scan up to `limit` entry rows after raw key `after` (from the first without), up to seq
     `stop`, into `scan`. Returns (last raw key read, finished).
@@ -591,8 +592,8 @@ def _scan_chunk(
     hash_len = HASH_LEN
     min_len = _MIN_VALUE_LEN
     seeded = DOMAIN_HASH_STATE
-    last_key = after
-    last_value: bytes | None = None
+    last_key: Any = after
+    last_value: Any = None
     finished = True
     with txn.cursor(db) as cursor:
         positioned = cursor.first() if after is None else _seek_after(cursor, (after, b""), False)
@@ -744,13 +745,15 @@ def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
         anchors_db = snap.db(txn, DB_ANCHORS)
         digests_db = snap.db(txn, DB_DIGESTS)
         later = txn.id() != snap.txnid
-        anchors = [] if anchors_db is None else list(txn.cursor(anchors_db).iternext(keys=True, values=True))
+        anchors = [] if anchors_db is None else [
+            (bytes(key), bytes(value)) for key, value in txn.cursor(anchors_db).iternext(keys=True, values=True)
+        ]
         digests: dict[bytes, bytes] = {}
         if digests_db is not None:
             with txn.cursor(digests_db) as cursor:
                 if cursor.set_range(ANCHOR_PREFIX):
                     for key, value in cursor.iternext(keys=True, values=True):
-                        if not key.startswith(ANCHOR_PREFIX):
+                        if not bytes(key).startswith(ANCHOR_PREFIX):
                             break
                         digests[bytes(key[len(ANCHOR_PREFIX):])] = bytes(value)
         return anchors, digests, later
@@ -945,7 +948,8 @@ def _read_head(snap: _Snapshot, txn: lmdb.Transaction) -> tuple[bytes | None, by
     meta = snap.db(txn, DB_META)
     if meta is None:
         return "missing meta database"
-    problem = format_version_problem(txn.get(FORMAT_KEY, db=meta))
+    raw_format = txn.get(FORMAT_KEY, db=meta)
+    problem = format_version_problem(None if raw_format is None else bytes(raw_format))
     if problem is not None:
         return problem
     manifest_db = snap.db(txn, DB_MANIFEST)

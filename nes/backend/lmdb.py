@@ -24,7 +24,7 @@ import resource
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
@@ -170,7 +170,7 @@ class _RunFile:
     def _open_dbs(self, writable: bool) -> None:
         env = self.env
 
-        def open_all(**opts: object) -> None:
+        def open_all(**opts: Any) -> None:
             self.entries = env.open_db(layout.DB_ENTRIES, **opts)
             self.manifest_db = env.open_db(layout.DB_MANIFEST, **opts)
             self.anchors = env.open_db(layout.DB_ANCHORS, **opts)
@@ -221,12 +221,13 @@ class _RunFile:
     # -- reads --------------------------------------------------------------------------------
     def check_format(self, txn: lmdb.Transaction | None = None) -> None:
         """`Corrupted` unless the format marker is this nes's (`layout.format_version_problem`)."""
+        raw: bytes | memoryview | None
         if txn is None:
             with self.env.begin(db=self.meta) as own:
                 raw = own.get(layout.FORMAT_KEY)
         else:
             raw = txn.get(layout.FORMAT_KEY, db=self.meta)
-        problem = layout.format_version_problem(raw)
+        problem = layout.format_version_problem(None if raw is None else bytes(raw))
         if problem is not None:
             raise UnsupportedFormat(problem)
 
@@ -330,10 +331,11 @@ class LmdbBackend(RunStoreBase):
         fresh = normalized_for_open(manifest)
         run_file = _RunFile.create(path, self._initial_map_size, self._exclusive)
         try:
-            self._write(run_file, lambda txn: (
-                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta),
-                _put_manifest(txn, run_file, fresh),
-            ))
+            def start(txn: lmdb.Transaction) -> None:
+                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta)
+                _put_manifest(txn, run_file, fresh)
+
+            self._write(run_file, start)
         except BaseException:
             run_file.close()
             raise
