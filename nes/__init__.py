@@ -42,12 +42,21 @@ from nes.kernel import (
 from nes.reader import DEFAULT_SCAN_CHUNK_SIZE, EventStoreReader, SnapshotReplayPlan
 from nes.recovery import RecoveredRun, RecoveryOutcome
 from nes.replay import ReplayReport, open_event_store_replay_source, restore_snapshot_and_replay_tail
-from nes.retention import RetentionPlan, RetentionRun, plan_lmdb_retention, plan_retention
+from nes.backend.seal_record import SealRecord, SealRecordInvalid
+from nes.retention import (
+    AnchorState,
+    RetentionPlan,
+    RetentionRun,
+    SnapshotAnchorStatus,
+    plan_lmdb_retention,
+    plan_retention,
+)
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
-from nes.verifier import Verifier, VerifyReport, verify_in_worker
+from nes.verifier import LiveRunChurn, Verifier, VerifyOutcome, VerifyReport, VerifySummary, verify_in_worker
 from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
 
 __all__ = [
+    "AnchorState",
     "AppendEntry",
     "Backend",
     "BackendCorrupted",
@@ -87,6 +96,7 @@ __all__ = [
     "Headers",
     "IndexKey",
     "IndexKind",
+    "LiveRunChurn",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",
@@ -108,13 +118,18 @@ __all__ = [
     "RunManifest",
     "RunStatus",
     "ScanDirection",
+    "SealRecord",
+    "SealRecordInvalid",
     "SnapshotAnchor",
     "SnapshotAnchored",
+    "SnapshotAnchorStatus",
     "SnapshotReplayPlan",
     "Topic",
     "Verifier",
     "verify_in_worker",
+    "VerifyOutcome",
     "VerifyReport",
+    "VerifySummary",
     "WriterConfig",
     "WriterDied",
 ]

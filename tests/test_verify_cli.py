@@ -175,3 +175,13 @@ def test_exit_codes_are_distinct_for_clean_corrupt_and_cannot_run(tmp_path: Path
     assert nes_verify(str(tmp_path / "nothing.lmdb")).returncode == 2
     assert nes_verify(str(clean), env={"NES_VERIFY_TIMEOUT_SECS": "0"}).returncode == 2
     assert RUN_ID in nes_verify(str(clean)).stdout
+
+
+def test_docs_integrity_python_blocks_run() -> None:
+    import re
+
+    text = (PROJECT_ROOT / "docs" / "integrity.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/integrity.md", "exec"), {})  # noqa: S102 - our own docs
