@@ -101,7 +101,12 @@ class RunFileState(msgspec.Struct, frozen=True):
     fatal: bool = False  # a file of a future format: the boot stops (Corrupted)
 
 
-def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
+def recover_run_file(
+    base_dir: str | os.PathLike[str],
+    instance_id: str,
+    file_name: str,
+    progress: Callable[[str, int], None] | None = None,
+) -> RunFileState:
     """Inside a worker: read one run file; if Running, verify it and seal it by the rule
     (`nes.recovery`): whatever the verifier reports makes it Quarantined. A sealed run
     without its seal record gets one. A file of an unknown (future) format raises `Corrupted`:
@@ -126,7 +131,7 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             return RunFileState(
                 file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark
             )
-        scan = scan_tail(path)
+        scan = scan_tail(path, progress)
         status = decide_recovery_status(scan)
         LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
         if scan.damaged:
@@ -206,6 +211,8 @@ def _sweep_worker(
                 if isinstance(message, dict) and "begin" in message:
                     current = message["begin"]
                     deadline = time.monotonic() + timeout_s
+                elif isinstance(message, dict) and "progress" in message:
+                    deadline = time.monotonic() + timeout_s  # the timeout is on lack of progress
                 else:
                     states.append(msgspec.convert(message, RunFileState))
                     current = None

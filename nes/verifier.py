@@ -969,7 +969,7 @@ def _read_head(snap: _Snapshot, txn: lmdb.Transaction) -> tuple[bytes | None, by
     return (None if raw is None else bytes(raw)), (None if digest is None else bytes(digest)), last_seq
 
 
-def scan_tail(path: str | os.PathLike[str]) -> TailScan:
+def scan_tail(path: str | os.PathLike[str], progress: _Progress | None = None) -> TailScan:
     """The crash-recovery scan of a (Running) run file: the full verifier's findings decide.
 
     `damaged` is True if the verifier reports anything at all (entries, index rows, anchors,
@@ -979,7 +979,7 @@ def scan_tail(path: str | os.PathLike[str]) -> TailScan:
     """
     from nes.recovery import TailScan
 
-    report = Verifier(path).verify()
+    report = Verifier(path).verify(progress)
     damage = list(report.findings)
     if report.markers is not None and not report.markers.is_clean():
         damage.append(OpenError("marker sidecar is corrupt"))
