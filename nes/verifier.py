@@ -42,6 +42,7 @@ from nes.backend.integrity import (
     CommitRecord,
     anchor_digest,
     decode_commit,
+    digest_bytes,
     index_row_hash,
     manifest_digest,
 )
@@ -672,7 +673,7 @@ class _Commits:
     def add_row(self, db_name: bytes, key: bytes, value: bytes, seq: int) -> None:
         i = bisect.bisect_right(self.firsts, seq) - 1
         if i >= 0 and seq <= self.records[i].last_seq:
-            self.sums[i] = (self.sums[i] + index_row_hash(db_name, key, value)) % (1 << 256)
+            self.sums[i] += index_row_hash(db_name, key, value)
             self.counts[i] += 1
 
 
@@ -732,7 +733,7 @@ def _check_indexes(snap: _Snapshot, scan: _EntryScan, commits: _Commits, progres
                     findings.append(DanglingIndex(kind.value, _key_text(key), seq))
                 commits.add_row(name, key, value, seq)
     for record, total, count in zip(commits.records, commits.sums, commits.counts):
-        if total.to_bytes(32, "big") != record[3] or count != record[2]:
+        if digest_bytes(total) != record[3] or count != record[2]:
             findings.append(IndexDigestMismatch(
                 record.first_seq, record.last_seq, f"the commit wrote {record[2]} index rows, {count} found"
                 + ("" if count != record[2] else " with different contents")

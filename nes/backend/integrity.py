@@ -4,11 +4,13 @@ Contract: every byte a reader can return, or that recovery, retention or replay 
 covered by a digest the verifier recomputes; the entry hash itself stays the crate's.
 - Entries: the crate's entry hash (`nes.hash`), unchanged.
 - Index rows: every write transaction that appends entries `first..last` also writes a commit
-  record `digests["commit" || first u64 BE] = last u64 BE || rows u64 BE || digest[32]`, where
-  `digest` is the sum mod 2**256 of `BLAKE3(INDEX_ROW_DOMAIN || len(db) || db || len(key) ||
-  key || value)` over the index rows that transaction put, in *every* index database the layout
-  lists (`layout.INDEX_DBS`). An order-independent sum lets the verifier stream each index
-  database once; a renamed key, a re-pointed row, an added or a lost row changes a sum.
+  record `digests["commit" || first u64 BE] = last u64 BE || rows u64 BE || digest[16]`, where
+  `digest` is the sum mod 2**128 of `BLAKE2b-128(len(db) || db || len(key) || key || value,
+  person=INDEX_ROW_DOMAIN)` over the index rows that transaction put, in *every* index database
+  the layout lists (`layout.INDEX_DBS`). An order-independent sum lets the verifier stream each
+  index database once; a renamed key, a re-pointed row, an added or a lost row changes a sum.
+  (BLAKE2b from hashlib costs half of a BLAKE3 call per row on the writer's path; these digests
+  detect damage, they are not a MAC.)
   Commit records tile `1..high_watermark` exactly.
 - Manifest: `digests["manifest"] = BLAKE3(MANIFEST_DOMAIN || manifest bytes)`, written in the
   transaction that writes the manifest.
@@ -21,6 +23,7 @@ covered by a digest the verifier recomputes; the entry hash itself stays the cra
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable
 
@@ -38,6 +41,7 @@ __all__ = [
     "anchor_digest",
     "anchor_key",
     "commit_key",
+    "digest_bytes",
     "sum_rows",
     "encode_commit",
     "decode_commit",
@@ -47,25 +51,24 @@ DB_DIGESTS = b"digests"
 MANIFEST_DIGEST_KEY = b"manifest"
 COMMIT_PREFIX = b"commit"
 ANCHOR_PREFIX = b"anchor"
-INDEX_ROW_DOMAIN = b"nes/index-row/v1"
+INDEX_ROW_DOMAIN = b"nes/index-row/v1"  # BLAKE2b personalisation: exactly 16 bytes
 MANIFEST_DOMAIN = b"nes/manifest/v1"
 ANCHOR_DOMAIN = b"nes/anchor/v1"
-_MOD = 1 << 256
-_COMMIT = struct.Struct(">QQ32s")
+ROW_SUM_BITS = 128
+_MOD = 1 << ROW_SUM_BITS
+_COMMIT = struct.Struct(">QQ16s")
 _U64 = struct.Struct(">Q")
 _LEN8 = struct.Struct(">B")
 _LEN16 = struct.Struct(">H")
 
 
 def index_row_hash(db_name: bytes, key: bytes, value: bytes) -> int:
-    """One index row's contribution to its commit's digest (an int < 2**256)."""
-    h = blake3(INDEX_ROW_DOMAIN)
-    h.update(_LEN8.pack(len(db_name)))
-    h.update(db_name)
-    h.update(_LEN16.pack(len(key)))
-    h.update(key)
-    h.update(value)
-    return int.from_bytes(h.digest(), "big")
+    """One index row's contribution to its commit's digest (an int < 2**128)."""
+    row = _LEN8.pack(len(db_name)) + db_name + _LEN16.pack(len(key)) + bytes(key) + bytes(value)
+    return int.from_bytes(_blake2b(row, digest_size=16, person=INDEX_ROW_DOMAIN).digest(), "big")
+
+
+_blake2b = hashlib.blake2b
 
 
 class IndexRowSum:
@@ -80,11 +83,16 @@ class IndexRowSum:
     def add(self, db_name: bytes, key: bytes, value: bytes) -> None:
         """Account for one row put into index database `db_name`."""
         self.rows += 1
-        self.total = (self.total + index_row_hash(db_name, key, value)) % _MOD
+        self.total += index_row_hash(db_name, key, value)
 
     def digest(self) -> bytes:
-        """The 32-byte digest stored in the commit record."""
-        return self.total.to_bytes(32, "big")
+        """The 16-byte digest stored in the commit record."""
+        return digest_bytes(self.total)
+
+
+def digest_bytes(total: int) -> bytes:
+    """A row sum as stored (mod 2**128, big-endian)."""
+    return (total % _MOD).to_bytes(ROW_SUM_BITS // 8, "big")
 
 
 class CommitRecord(tuple[int, int, int, bytes]):
