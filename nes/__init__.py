@@ -55,9 +55,19 @@ from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
 from nes.verifier import LiveRunChurn, Verifier, VerifyOutcome, VerifyReport, VerifySummary, verify_in_worker
 from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
 
+from nes.ops.export import ExportRefused, export_run
+from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
+from nes.ops.runfile import RunFile, RunFileError
+from nes.ops.runs import RunRow, list_runs
+from nes.ops.show import InvalidRange, UnknownOrderId
+from nes.ops.tail import follow
+from nes.ops.trace import UnknownSeq, causation_chain, trace_order
+
 __all__ = [
     "AnchorState",
     "AppendEntry",
+    "ApplyReport",
+    "apply_retention",
     "Backend",
     "BackendCorrupted",
     "BackendDisk",
@@ -67,6 +77,7 @@ __all__ = [
     "Bounded",
     "build_run_id",
     "BusCaptureAdapter",
+    "causation_chain",
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
@@ -89,6 +100,9 @@ __all__ = [
     "EventStoreReader",
     "EventStoreSession",
     "EventStoreWriter",
+    "export_run",
+    "ExportRefused",
+    "follow",
     "Full",
     "Gap",
     "HaltReason",
@@ -96,6 +110,8 @@ __all__ = [
     "Headers",
     "IndexKey",
     "IndexKind",
+    "InvalidRange",
+    "list_runs",
     "LiveRunChurn",
     "LmdbBackend",
     "MemoryBackend",
@@ -112,10 +128,14 @@ __all__ = [
     "RegisteredComponents",
     "ReplayReport",
     "restore_snapshot_and_replay_tail",
+    "RetentionApplyError",
     "RetentionPlan",
     "RetentionRun",
     "RunIdentity",
+    "RunFile",
+    "RunFileError",
     "RunManifest",
+    "RunRow",
     "RunStatus",
     "ScanDirection",
     "SealRecord",
@@ -125,6 +145,9 @@ __all__ = [
     "SnapshotAnchorStatus",
     "SnapshotReplayPlan",
     "Topic",
+    "trace_order",
+    "UnknownOrderId",
+    "UnknownSeq",
     "Verifier",
     "verify_in_worker",
     "VerifyOutcome",

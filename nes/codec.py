@@ -38,6 +38,7 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "frame_seq",
+    "frame_correlation_key",
     "u64_be",
     "seq_key",
     "key_seq",
@@ -128,6 +129,24 @@ def frame_seq(frame: bytes | memoryview) -> int:
     if len(frame) < 8:
         raise FrameError(f"frame of {len(frame)} bytes is shorter than its seq field")
     return _U64.unpack_from(frame, 0)[0]
+
+
+def frame_correlation_key(buf: bytes | memoryview, start: int = 0) -> bytes | None:
+    """The 16 raw bytes of the frame's correlation id in `buf[start:]`, or None when the frame
+    carries none or is too damaged to say (a read of that entry reports the damage). Skips the
+    three length-prefixed fields without decoding them: it runs on the writer's commit path."""
+    try:
+        (n,) = _U64.unpack_from(buf, start + 24)
+        off = start + 32 + n
+        (n,) = _U64.unpack_from(buf, off)
+        off += 8 + n
+        (n,) = _U64.unpack_from(buf, off)
+        off += 8 + n
+    except struct.error:
+        return None
+    if off + 17 > len(buf) or buf[off] != 1:
+        return None
+    return bytes(buf[off + 1 : off + 17])
 
 
 def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:

@@ -8,7 +8,7 @@ Contract:
 - Every byte a reader can return, or that recovery, retention or replay decide on, is covered
   (`nes.backend.integrity`): each entry by its hash (BLAKE3 over `HASH_DOMAIN || frame`, the
   crate's) plus key == embedded seq and no gaps; every row of every index database in
-  `layout.INDEX_DBS` by its commit's digest, and it must point at a stored, intact entry
+  `layout.ALL_INDEX_DBS` (order ids and the correlation index) by its commit's digest, and it must point at a stored, intact entry
   (`DanglingIndex` / `IndexTargetCorrupted`); commit records tile `1..high-watermark`; the
   manifest by its digest and against the entries (high_watermark, start_ts_init, end_ts_init);
   each snapshot anchor by its digest, its key and the high-watermark; the format marker; and a
@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
@@ -54,7 +55,8 @@ from nes.backend.layout import (
     DB_MANIFEST,
     DB_META,
     FORMAT_KEY,
-    INDEX_DBS,
+    ALL_INDEX_DBS,
+    DB_IDX_CORRELATION,
     MANIFEST_KEY,
     format_version_problem,
     check_run_file_shape,
@@ -457,7 +459,7 @@ class _Snapshot:
         # Handles must exist before a transaction begins to be usable in it.
         for name in (DB_META, DB_MANIFEST, DB_ENTRIES, DB_ANCHORS, DB_DIGESTS):
             self._open(name, False)
-        for name in INDEX_DBS.values():
+        for name in ALL_INDEX_DBS:
             self._open(name, True)
 
     def _open(self, name: bytes, dupsort: bool) -> None:
@@ -661,6 +663,13 @@ def _key_text(key: bytes) -> str:
     return bytes(key).decode("utf-8", errors="backslashreplace")
 
 
+def _index_key_text(db_name: bytes, key: bytes) -> str:
+    """Order ids as text; a correlation id (16 raw bytes) as its UUID."""
+    if db_name == DB_IDX_CORRELATION and len(key) == 16:
+        return str(uuid.UUID(bytes=bytes(key)))
+    return _key_text(key)
+
+
 class _Commits:
     """The commit records of the snapshot, and the index-row sums recomputed against them."""
 
@@ -716,21 +725,21 @@ def _check_indexes(snap: _Snapshot, scan: _EntryScan, commits: _Commits, progres
     hwm = scan.high_watermark
     damaged = scan.damaged
     rows_seen = 0
-    for kind, name in INDEX_DBS.items():
+    for name, label in ALL_INDEX_DBS.items():
         for chunk, later in snap.rows(name, dupsort=True):
             rows_seen += len(chunk)
             progress("index rows", rows_seen)
             for key, value in chunk:
                 if len(value) != 8:
-                    findings.append(CorruptedIndex(kind.value, _key_text(key), f"value of {len(value)} bytes (expected 8)"))
+                    findings.append(CorruptedIndex(label, _index_key_text(name, key), f"value of {len(value)} bytes (expected 8)"))
                     continue
                 (seq,) = _U64.unpack(value)
                 if seq > hwm and later:
                     continue  # appended after the snapshot this report describes
                 if seq in damaged:
-                    findings.append(IndexTargetCorrupted(kind.value, _key_text(key), seq))
+                    findings.append(IndexTargetCorrupted(label, _index_key_text(name, key), seq))
                 elif _is_missing(seq, hwm, scan.gaps, gap_starts):
-                    findings.append(DanglingIndex(kind.value, _key_text(key), seq))
+                    findings.append(DanglingIndex(label, _index_key_text(name, key), seq))
                 commits.add_row(name, key, value, seq)
     for record, total, count in zip(commits.records, commits.sums, commits.counts):
         if digest_bytes(total) != record[3] or count != record[2]:

@@ -165,14 +165,15 @@ def test_index_row_pointing_at_a_damaged_entry_is_a_corrupted_target(tmp_path: P
 
 
 def test_an_index_database_added_to_the_layout_is_covered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Adding a database to `layout.INDEX_DBS` is all it takes: its rows enter the commit digest
-    on write and the verifier checks them (here a stand-in kind, as #12's correlation index)."""
+    """An order-id kind added to `layout.INDEX_DBS` (and so to `ALL_INDEX_DBS`): its rows enter
+    the commit digest on write and the verifier checks them."""
 
     class Extra:
         value = "CorrelationId"
 
     extra = Extra()
     monkeypatch.setitem(layout.INDEX_DBS, extra, b"idx_extra_for_test")  # type: ignore[index]
+    monkeypatch.setitem(layout.ALL_INDEX_DBS, b"idx_extra_for_test", "CorrelationId")
     rid = run_id()
     with LmdbBackend(tmp_path) as backend:
         backend.open_run(RunManifest(run_id=rid, instance_id=INSTANCE, start_ts_init=START))
@@ -188,6 +189,31 @@ def test_an_index_database_added_to_the_layout_is_covered(tmp_path: Path, monkey
         db = env.open_db(b"idx_extra_for_test", txn=txn, dupsort=True, dupfixed=True)
         txn.delete(b"C-2", seq_key(2), db=db)
         txn.put(b"C-2", seq_key(3), db=db)
+
+    edit(path, repoint)
+    assert any(isinstance(f, IndexDigestMismatch) for f in findings(path))
+
+
+def test_correlation_index_rows_are_covered(tmp_path: Path) -> None:
+    import uuid
+
+    workflow = uuid.uuid4()
+    rid = run_id()
+    with LmdbBackend(tmp_path) as backend:
+        backend.open_run(RunManifest(run_id=rid, instance_id=INSTANCE, start_ts_init=START))
+        batch = [
+            AppendEntry(EventStoreEntry.build(s, START + s, START + s, "t", "T", b"p", Headers(correlation_id=workflow)))
+            for s in range(1, 5)
+        ]
+        backend.append_batch(batch)
+        backend.seal(RunStatus.Ended)
+        path = backend.path
+    assert path is not None and Verifier(path).verify().is_clean()
+    assert LmdbBackend.open_sealed_file(path).lookup_correlation(workflow) == [1, 2, 3, 4]
+
+    def repoint(env, txn) -> None:  # noqa: ANN001
+        db = env.open_db(layout.DB_IDX_CORRELATION, txn=txn, dupsort=True, dupfixed=True)
+        txn.delete(workflow.bytes, seq_key(4), db=db)  # seq 4 silently drops out of the workflow
 
     edit(path, repoint)
     assert any(isinstance(f, IndexDigestMismatch) for f in findings(path))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import enum
 import operator
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
-from nes.codec import HASH_LEN, MIN_FRAME_LEN, seq_key
+from nes.codec import HASH_LEN, MIN_FRAME_LEN, frame_correlation_key, seq_key
 from nes.entry import EventStoreEntry, decode_stored_rows, encode_stored_value
 from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
@@ -41,6 +42,7 @@ __all__ = [
     "EventStore",
     "RunStoreBase",
     "value_ts_init",
+    "correlation_index_rows",
     "normalized_for_open",
 ]
 
@@ -120,6 +122,21 @@ def value_ts_init(value: bytes | memoryview) -> int:
     return _U64.unpack_from(value, _TS_INIT_AT)[0]
 
 
+def correlation_index_rows(items: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The `idx_correlation_id` rows (16 raw UUID bytes, seq key) of a batch's stored rows,
+    derived from each frame, so every backend writes them with the entries, atomically.
+    A frame with a correlation id ends in `0x01 id[16] 0x00` or `0x01 id[16] 0x01 id[16]`, so
+    a value with no 0x01 at 18 or 34 bytes from its end carries none: the common header-less
+    entry costs two byte reads on the writer's commit path."""
+    rows = []
+    for key, value in items:
+        if value[-18] == 1 or value[-34] == 1:
+            correlation = frame_correlation_key(value, HASH_LEN)
+            if correlation is not None:
+                rows.append((correlation, key))
+    return rows
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """What every backend offers (memory for simulation and tests, LMDB for real runs)."""
@@ -132,6 +149,7 @@ class EventStore(Protocol):
     def scan_seq(self, seq: int) -> EventStoreEntry | None: ...
     def lookup(self, kind: IndexKind, key: str) -> int | None: ...
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]: ...
+    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]: ...
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]: ...
     def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None: ...
     def latest_snapshot_anchor(self) -> SnapshotAnchor | None: ...
@@ -177,6 +195,10 @@ class RunStoreBase:
         raise NotImplementedError
 
     def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
+        """Seqs under one 16-byte key of `idx_correlation_id`, ascending."""
         raise NotImplementedError
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
@@ -296,6 +318,14 @@ class RunStoreBase:
         if index_key_problem(key) is not None:
             return []  # such a key can never have been stored (both backends refuse it)
         return self._index_seqs(kind, key)
+
+    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]:
+        """Every seq whose entry carries `correlation_id` (the workflow), ascending, from the
+        correlation index written with the entries."""
+        self._require_run()
+        if not isinstance(correlation_id, uuid.UUID):
+            raise TypeError(f"correlation_id must be a uuid.UUID, got {type(correlation_id).__name__}")
+        return self._correlation_seqs(correlation_id.bytes)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
         """(key, first seq) for every key of `kind`, in key byte order."""

@@ -7,7 +7,7 @@ covered by a digest the verifier recomputes; the entry hash itself stays the cra
   record `digests["commit" || first u64 BE] = last u64 BE || rows u64 BE || digest[16]`, where
   `digest` is the sum mod 2**128 of `BLAKE2b-128(len(db) || db || len(key) || key || value,
   person=INDEX_ROW_DOMAIN)` over the index rows that transaction put, in *every* index database
-  the layout lists (`layout.INDEX_DBS`). An order-independent sum lets the verifier stream each
+  the layout lists (`layout.ALL_INDEX_DBS`). An order-independent sum lets the verifier stream each
   index database once; a renamed key, a re-pointed row, an added or a lost row changes a sum.
   (BLAKE2b from hashlib costs half of a BLAKE3 call per row on the writer's path; these digests
   detect damage, they are not a MAC.)

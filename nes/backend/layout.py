@@ -8,6 +8,8 @@ beside it), created 0600 in a 0700 directory. Named databases:
 | `entries`             | seq, u64 big-endian      | `entry_hash[32] || canonical frame`    |
 | `idx_client_order_id` | id, UTF-8 (dupsort,      | every seq that carried the id, u64 BE  |
 | `idx_venue_order_id`  |  dupfixed)               |                                        |
+| `idx_correlation_id`  | correlation id, 16 raw   | every seq whose frame carries it, u64 BE |
+|                       | UUID bytes (dupsort, dupfixed) | (derived from the frame at append) |
 | `manifest`            | `current`                | the run manifest (msgpack)             |
 | `anchors`             | high-watermark, u64 BE   | snapshot anchor (msgpack); last = latest |
 | `meta`                | `format`                 | store format version, u32 BE           |
@@ -15,9 +17,11 @@ beside it), created 0600 in a 0700 directory. Named databases:
 |                       | `commit`+first seq       | and each commit's index rows           |
 
 Format version 2 added `digests` (`nes.backend.integrity`); a version-1 file is refused with a
-clear `Corrupted`, as is a future version. Index databases are listed once, in `INDEX_DBS`:
-adding one there is all it takes for its rows to be covered by the commit digests and checked
-by the verifier. Run files are listed without following symlinks (`list_run_files`), and a
+clear `Corrupted`, as is a future version. Every index database is listed in `ALL_INDEX_DBS`
+(the order-id kinds of `INDEX_DBS`, plus the correlation index): the verifier walks every one
+of them, and `LmdbBackend._stage` sums every row it puts into any of them into the commit's
+digest. A new index is covered by listing it there and summing its rows where `_stage` puts
+them (as the correlation rows are). Run files are listed without following symlinks (`list_run_files`), and a
 run file is checked against its LMDB meta page before it is mapped (`check_run_file_shape`),
 so a truncated file is refused instead of faulting (SIGBUS) the process that maps it.
 
@@ -44,6 +48,14 @@ DB_META = b"meta"
 INDEX_DBS: dict[IndexKind, bytes] = {
     IndexKind.ClientOrderId: b"idx_client_order_id",
     IndexKind.VenueOrderId: b"idx_venue_order_id",
+}
+# Derived from each entry's frame (not from encoder index keys), in the same write transaction
+# as the entry: correlation id (16 raw UUID bytes) -> seq.
+DB_IDX_CORRELATION = b"idx_correlation_id"
+# Every index database (all dupsort + dupfixed, value = seq u64 BE), name -> label.
+ALL_INDEX_DBS: dict[bytes, str] = {
+    **{name: kind.value for kind, name in INDEX_DBS.items()},
+    DB_IDX_CORRELATION: "CorrelationId",
 }
 MANIFEST_KEY = b"current"
 FORMAT_KEY = b"format"

@@ -32,7 +32,9 @@ import msgspec
 from nes.backend import integrity, layout
 from nes.backend.seal_record import SealRecord, write_seal_record
 from nes.codec import key_seq, seq_key
-from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
+from nes.backend.base import (
+    IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
+)
 from nes.errors import (
     Backend,
     Closed,
@@ -180,6 +182,15 @@ class _RunFile:
                 kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
             }
 
+        def open_correlation(txn: lmdb.Transaction | None = None, create: bool = True) -> None:
+            # Files written before the correlation index have none: they read without it.
+            try:
+                self.correlation: lmdb._Database | None = env.open_db(
+                    layout.DB_IDX_CORRELATION, txn=txn, create=create, dupsort=True, dupfixed=True
+                )
+            except lmdb.NotFoundError:
+                self.correlation = None
+
         try:
             if writable:
                 with env.begin() as txn:  # an existing file must be of this format before any write
@@ -188,6 +199,7 @@ class _RunFile:
                         self.check_format(txn)
                 with env.begin(write=True) as txn:  # creates what is missing, in one write transaction
                     open_all(txn=txn)
+                    open_correlation(txn=txn)
             else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
                     if txn.get(layout.DB_META) is None:
@@ -195,6 +207,7 @@ class _RunFile:
                     self.meta = env.open_db(layout.DB_META, txn=txn, create=False)
                     self.check_format(txn)
                 open_all(create=False)
+                open_correlation(create=False)
         except EventStoreError:
             raise
         except lmdb.Error as exc:
@@ -412,6 +425,7 @@ class LmdbBackend(RunStoreBase):
         py-lmdb releases the GIL meanwhile). A full map, at put or at commit, doubles the map
         and redoes the batch."""
         run_file = self._f()
+        correlation_rows = correlation_index_rows(batch.items)
 
         def put() -> lmdb.Transaction:
             while True:
@@ -421,11 +435,15 @@ class LmdbBackend(RunStoreBase):
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
                     rows = integrity.IndexRowSum()
+                    if correlation_rows:
+                        txn.cursor(db=run_file.correlation).putmulti(correlation_rows, dupdata=True)
+                        for correlation_key, seq_value in correlation_rows:
+                            rows.add(layout.DB_IDX_CORRELATION, correlation_key, seq_value)
                     for kind, key, seq in batch.index_rows:
                         # Every row put into an index db is summed into this commit's digest.
                         key_bytes, value = key.encode("utf-8"), seq_key(seq)
-                        txn.put(key_bytes, value, db=run_file.indexes[kind], dupdata=True)
-                        rows.add(layout.INDEX_DBS[kind], key_bytes, value)
+                        if txn.put(key_bytes, value, db=run_file.indexes[kind], dupdata=True):
+                            rows.add(layout.INDEX_DBS[kind], key_bytes, value)  # a repeated row is stored once
                     txn.put(
                         integrity.commit_key(batch.first_seq),
                         integrity.encode_commit(batch.first_seq + len(batch.items) - 1, rows),
@@ -565,6 +583,16 @@ class LmdbBackend(RunStoreBase):
                     ]
                 except UnicodeDecodeError as exc:
                     raise Corrupted(f"index key is not UTF-8: {exc}") from exc
+
+    def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
+        run_file = self._f()
+        if run_file.correlation is None:
+            return []
+        with run_file.env.begin(db=run_file.correlation) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(correlation_key):
+                return []
+            return [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
         with _reads_mapped(self):

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nes.cli import demo, retention, verify
+from nes.cli import demo, export, retention, runs, show, tail, trace, verify
 
 __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Command groups, in the order `nes --help` lists them. Add a module here to add a command.
-COMMAND_MODULES = (demo, verify, retention)
+COMMAND_MODULES = (demo, verify, runs, show, tail, trace, export, retention)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,5 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args and args[0] == "demo":  # pass everything after `demo` through untouched
         return demo.run(args[1:])
-    ns = _parser().parse_args(args)
-    return int(ns.handler(ns))
+    try:
+        ns = _parser().parse_args(args)
+        return int(ns.handler(ns))
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; commands leave nothing half-written
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `nes show ... | head`: the reader left; not an error
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
