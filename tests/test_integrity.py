@@ -417,3 +417,16 @@ def test_a_symlinked_instance_dir_is_refused_at_boot(tmp_path: Path) -> None:
     with pytest.raises(BootError, match="symlink"):
         open_run(config, options=EventStoreLifecycleOptions(in_process=True))
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_retention_apply_takes_the_seal_record_with_its_run(tmp_path: Path) -> None:
+    from nes.config import SnapshotAnchored
+    from nes.ops.retention_apply import apply_retention
+
+    old = write_run(tmp_path, rid=run_id(1))
+    write_run(tmp_path, rid=run_id(2))
+    archive = tmp_path / "archive"
+    report = apply_retention(tmp_path, INSTANCE, SnapshotAnchored(), archive_dir=archive, verify=lambda _p: None)
+    assert [o.action for o in report.outcomes if o.run_id == run_id(1)] == ["archived"]
+    assert not seal_record_path(old).exists()
+    assert read_seal_record(archive / INSTANCE / old.name, run_id(1)) is not None
