@@ -185,3 +185,35 @@ def test_docs_integrity_python_blocks_run() -> None:
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/integrity.md", "exec"), {})  # noqa: S102 - our own docs
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    path = make_run_file(tmp_path / "run.lmdb", entries=2)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nes.cli", "verify", str(path)], stdout=subprocess.PIPE, stderr=follower,
+        env=cli_env({"NES_VERIFY_WORKER_FAULT": "slow"}), cwd=PROJECT_ROOT, text=True,
+    )
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + 60
+    while b"verifying" not in shown and time.monotonic() < deadline:
+        shown += os.read(leader, 4096)  # blocks until the CLI shows progress: the worker is running
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    rest = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        rest += chunk
+    os.close(leader)
+    assert proc.returncode == 130
+    assert out == ""
+    assert b"Traceback" not in shown + rest and b"interrupted" in rest
