@@ -572,6 +572,14 @@ def _scan_entries(txn: lmdb.Transaction, db: lmdb._Database) -> _EntryScan:
     return scan
 
 
+def _scan_entries_range(txn: lmdb.Transaction, db: lmdb._Database, first: int, last: int | None) -> _EntryScan:
+    """The checks of `_scan_entries` over keys `first..last` (None: to the end), in one
+    transaction (tools/bench_verify.py splits a file into ranges with it)."""
+    scan = _EntryScan(0, first - 1, None, None, [], [], set(), b"")
+    _scan_chunk(txn, db, scan, _U64.pack(first - 1) if first > 1 else None, (1 << 64) if last is None else last, 1 << 62)
+    return scan
+
+
 def _scan_chunk(
     txn: lmdb.Transaction, db: lmdb._Database, scan: _EntryScan, after: bytes | None, stop: int, limit: int
 ) -> tuple[bytes | None, bool]:
