@@ -869,6 +869,7 @@ class Verifier:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._last_scan: _EntryScan | None = None  # the entry scan of the last verify (recovery)
 
     def verify(self, progress: _Progress | None = None) -> VerifyReport:
         """The run file's report, plus its data-marker sidecar's when one lies beside it.
@@ -946,6 +947,7 @@ class Verifier:
             return VerifyReport(path, None, "unknown", 0, 0, [OpenError(f"missing database: {exc}")])
         except lmdb.Error as exc:
             return VerifyReport(path, None, "unknown", 0, 0, [OpenError(_error_text(exc))])
+        self._last_scan = scan
         return VerifyReport(
             path,
             None if manifest is None else manifest.run_id,
@@ -997,31 +999,29 @@ def scan_tail(path: str | os.PathLike[str], progress: _Progress | None = None) -
     """
     from nes.recovery import TailScan
 
-    report = Verifier(path).verify(progress)
+    verifier = Verifier(path)
+    report = verifier.verify(progress)
     damage = list(report.findings)
     if report.markers is not None and not report.markers.is_clean():
         damage.append(OpenError("marker sidecar is corrupt"))
     last_topic = last_payload_type = None
-    max_ts: int | None = None
-    if report.open_error() is None:
-        try:
+    scan = verifier._last_scan
+    max_ts = None if scan is None else scan.max_ts_init
+    if report.open_error() is None and report.entries_scanned:
+        try:  # only the last entry is read again: its topic decides Ended vs CrashedRecovered
             env = _open_env(Path(path))
         except (lmdb.Error, Corrupted) as exc:
             return TailScan(0, 0, True, None, None, _error_text(exc))
         try:
             with env.begin() as txn:
                 entries_db = env.open_db(DB_ENTRIES, txn=txn, create=False)
-                scan = _scan_entries(txn, entries_db)
-                max_ts = scan.max_ts_init
-                if scan.entries_scanned:
-                    with txn.cursor(entries_db) as cursor:
-                        cursor.last()
-                        value = bytes(cursor.value())
-                    try:
-                        _, _, _, last_topic, last_payload_type, _, _, _ = decode_frame(value, HASH_LEN)
-                    except FrameError as exc:
-                        if not damage:
-                            damage.append(UndecodableEntry(scan.high_watermark, str(exc)))
+                with txn.cursor(entries_db) as cursor:
+                    value = bytes(cursor.value()) if cursor.last() else b""
+            try:
+                _, _, _, last_topic, last_payload_type, _, _, _ = decode_frame(value, HASH_LEN)
+            except FrameError as exc:
+                if not damage:
+                    damage.append(UndecodableEntry(report.high_watermark, str(exc)))
         except lmdb.Error as exc:
             damage.append(OpenError(_error_text(exc)))
         finally:
