@@ -448,3 +448,20 @@ def test_chunked_snapshot_reads_see_every_row_exactly_once(tmp_path: Path, monke
 
     edit(path, drop)
     assert any(isinstance(f, IndexDigestMismatch) and f.first_seq <= 100 <= f.last_seq for f in findings(path))
+
+
+def test_a_session_closed_by_the_writer_sidecar_leaves_a_seal_record_and_verifies_clean(tmp_path: Path) -> None:
+    from nes.config import EventStoreConfig, RunIdentity
+    from nes.kernel import open_run
+    from nes.writer import EntryDraft
+
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id=INSTANCE))
+    with open_run(config) as session:
+        seq = session.submit(EntryDraft("exec.event.OrderFilled", "OrderFilled", b"x", time.time_ns()))
+        assert session.wait_durable(seq, 10.0)
+        path = session.path
+    record = read_seal_record(path, path.name.removesuffix(".lmdb"))
+    assert record is not None and record.status == "Ended" and record.high_watermark == seq + 1
+    assert stat.S_IMODE(seal_record_path(path).stat().st_mode) == 0o600
+    verdict = verify_in_worker(path, 60)
+    assert verdict.is_clean(), verdict.lines()
