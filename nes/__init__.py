@@ -1,5 +1,10 @@
-"""nes: an embedded, append-only event store for Python trading engines."""
+"""nes: an embedded, append-only event store for Python trading engines.
 
+Everything a user needs is importable from here; every exception the public API raises is an
+`EventStoreError` (the tree is in `nes.errors`). `nes.__version__` is the package version.
+"""
+
+from nes._version import __version__
 from nes.backend import (
     AppendEntry,
     EncodedEntry,
@@ -11,18 +16,20 @@ from nes.backend import (
     ScanDirection,
 )
 from nes.backend.lmdb import LmdbBackend
-from nes.capture import BusCaptureAdapter, EncoderRegistry, default_registry
+from nes.capture import BusCaptureAdapter, EncodeError, EncoderRegistry, default_registry
 from nes.config import Bounded, EventStoreConfig, Full, RunIdentity, SnapshotAnchored
 from nes.entry import EventStoreEntry, PayloadType, Topic
 from nes.errors import (
     Backend,
     Closed,
+    ConfigError,
     Corrupted,
     CrashedPredecessor,
     Disk,
     EventStoreError,
     Gap,
     HashMismatch,
+    InvalidArgument,
     OutOfOrder,
     UnsupportedFormat,
 )
@@ -36,12 +43,20 @@ from nes.kernel import (
     EventStoreLifecycle,
     EventStoreLifecycleOptions,
     EventStoreSession,
+    ReplaySourceError,
+    RunStartedHalted,
+    RunStartedTimeout,
     open_run,
     recover_predecessors,
 )
 from nes.reader import DEFAULT_SCAN_CHUNK_SIZE, EventStoreReader, SnapshotReplayPlan
 from nes.recovery import RecoveredRun, RecoveryOutcome
-from nes.replay import ReplayReport, open_event_store_replay_source, restore_snapshot_and_replay_tail
+from nes.replay import (
+    ReplayReport,
+    SnapshotHashMismatch,
+    open_event_store_replay_source,
+    restore_snapshot_and_replay_tail,
+)
 from nes.backend.seal_record import SealRecord, SealRecordInvalid
 from nes.retention import (
     AnchorState,
@@ -52,8 +67,26 @@ from nes.retention import (
     plan_retention,
 )
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
-from nes.verifier import LiveRunChurn, Verifier, VerifyOutcome, VerifyReport, VerifySummary, verify_in_worker
-from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
+from nes.verifier import (
+    LiveRunChurn,
+    Verifier,
+    VerifyOpenError,
+    VerifyOutcome,
+    VerifyReport,
+    VerifySummary,
+    verify_in_worker,
+)
+from nes.writer import (
+    EntryDraft,
+    EventStoreWriter,
+    HaltSignaled,
+    InvalidDraft,
+    RecordTooLarge,
+    SubmitError,
+    WriterClosed,
+    WriterConfig,
+    WriterHalted,
+)
 
 from nes.ops.export import ExportRefused, export_run
 from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
@@ -64,6 +97,7 @@ from nes.ops.tail import follow
 from nes.ops.trace import UnknownSeq, causation_chain, trace_order
 
 __all__ = [
+    "__version__",
     "AnchorState",
     "AppendEntry",
     "ApplyReport",
@@ -81,6 +115,7 @@ __all__ = [
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
+    "ConfigError",
     "Corrupted",
     "UnsupportedFormat",
     "CrashedPredecessor",
@@ -88,6 +123,7 @@ __all__ = [
     "DEFAULT_SCAN_CHUNK_SIZE",
     "Disk",
     "EncodedEntry",
+    "EncodeError",
     "EncoderRegistry",
     "EntryDraft",
     "EntryHash",
@@ -106,10 +142,13 @@ __all__ = [
     "Full",
     "Gap",
     "HaltReason",
+    "HaltSignaled",
     "HashMismatch",
     "Headers",
     "IndexKey",
     "IndexKind",
+    "InvalidArgument",
+    "InvalidDraft",
     "InvalidRange",
     "list_runs",
     "LiveRunChurn",
@@ -122,11 +161,13 @@ __all__ = [
     "plan_lmdb_retention",
     "plan_retention",
     "PreparedBatch",
+    "RecordTooLarge",
     "recover_predecessors",
     "RecoveredRun",
     "RecoveryOutcome",
     "RegisteredComponents",
     "ReplayReport",
+    "ReplaySourceError",
     "restore_snapshot_and_replay_tail",
     "RetentionApplyError",
     "RetentionPlan",
@@ -135,6 +176,8 @@ __all__ = [
     "RunFile",
     "RunFileError",
     "RunManifest",
+    "RunStartedHalted",
+    "RunStartedTimeout",
     "RunRow",
     "RunStatus",
     "ScanDirection",
@@ -143,16 +186,21 @@ __all__ = [
     "SnapshotAnchor",
     "SnapshotAnchored",
     "SnapshotAnchorStatus",
+    "SnapshotHashMismatch",
     "SnapshotReplayPlan",
+    "SubmitError",
     "Topic",
     "trace_order",
     "UnknownOrderId",
     "UnknownSeq",
     "Verifier",
     "verify_in_worker",
+    "VerifyOpenError",
     "VerifyOutcome",
     "VerifyReport",
     "VerifySummary",
+    "WriterClosed",
     "WriterConfig",
     "WriterDied",
+    "WriterHalted",
 ]

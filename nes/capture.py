@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from nes.backend.base import IndexKey, IndexKind
+from nes.errors import EventStoreError
 from nes.headers import Headers
 from nes.writer import EntryDraft, EventStoreWriter, SubmitError
 
@@ -79,8 +80,8 @@ class EncodedPayload(msgspec.Struct, frozen=True):
     index_keys: tuple[IndexKey, ...] = ()
 
 
-class EncodeError(ValueError):
-    pass
+class EncodeError(EventStoreError, ValueError):
+    """No encoder is registered for a captured message, or its encoder failed."""
 
 
 Encoder = Callable[[Any], EncodedPayload]
@@ -96,13 +97,18 @@ def _venue(msg: Any) -> IndexKey:
 
 
 class EncoderRegistry:
+    """Message type -> encoder (payload type, payload bytes, index keys) used by BusCaptureAdapter."""
+
     def __init__(self) -> None:
         self._encoders: dict[type, Encoder] = {}
 
     def register(self, message_type: type, encoder: Encoder) -> None:
+        """Register the encoder for a message type (replaces an earlier one)."""
         self._encoders[message_type] = encoder
 
     def encode(self, message: object) -> EncodedPayload | None:
+        """Encode a message with its type's encoder; None when none is registered, EncodeError
+        when the encoder fails."""
         encoder = self._encoders.get(type(message))
         if encoder is None:
             return None
@@ -120,6 +126,7 @@ def _typed(payload_type: str, keys: Callable[[Any], tuple[IndexKey, ...]]) -> En
 
 
 def default_registry() -> EncoderRegistry:
+    """A registry with the builtin encoders: SubmitOrder, OrderAccepted, OrderFilled, AccountState."""
     registry = EncoderRegistry()
     registry.register(SubmitOrder, _typed(PAYLOAD_TYPE_SUBMIT_ORDER, lambda m: (_client(m),)))
     registry.register(OrderAccepted, _typed(PAYLOAD_TYPE_ORDER_ACCEPTED, lambda m: (_client(m), _venue(m))))
@@ -128,7 +135,7 @@ def default_registry() -> EncoderRegistry:
     return registry
 
 
-_DECODERS = {
+_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     PAYLOAD_TYPE_SUBMIT_ORDER: msgspec.msgpack.Decoder(SubmitOrder),
     PAYLOAD_TYPE_ORDER_ACCEPTED: msgspec.msgpack.Decoder(OrderAccepted),
     PAYLOAD_TYPE_ORDER_FILLED: msgspec.msgpack.Decoder(OrderFilled),
@@ -152,6 +159,9 @@ class BusCaptureAdapter:
         self.submitted = 0
 
     def capture(self, topic: str, message: object, ts_init: int, headers: Headers | None = None) -> int | None:
+        """Encode a bus message with its registered encoder and submit it; returns the seq, or
+        None for a message type with no encoder (not captured). After a failed submit every
+        later capture raises that error again."""
         if self._failed is not None:
             raise self._failed
         encoded = self._registry.encode(message)

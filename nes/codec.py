@@ -149,7 +149,7 @@ def frame_correlation_key(buf: bytes | memoryview, start: int = 0) -> bytes | No
     return bytes(buf[off + 1 : off + 17])
 
 
-def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:
+def _take_uuid(buf: bytes | memoryview, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:
     if off >= end:
         raise FrameError(f"unexpected end of frame reading {what} tag")
     tag = buf[off]
@@ -163,7 +163,7 @@ def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | N
 
 
 def decode_frame(
-    buf: bytes, start: int = 0
+    buf: bytes | memoryview, start: int = 0
 ) -> tuple[int, int, int, str, str, bytes, uuid.UUID | None, uuid.UUID | None]:
     """Decode the frame in `buf[start:]` into its fields.
 

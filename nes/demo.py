@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +30,8 @@ from nes.capture import (
 from nes.config import EventStoreConfig, RunIdentity
 from nes.entry import EventStoreEntry
 from nes.headers import Headers
-from nes.kernel import EventStoreLifecycle
+from nes.errors import EventStoreError, InvalidArgument
+from nes.kernel import EventStoreLifecycle, EventStoreSession
 from nes.manifest import RegisteredComponents
 from nes.replay import open_event_store_replay_source, restore_snapshot_and_replay_tail
 from nes.snapshot import compute_snapshot_content_hash
@@ -95,13 +97,29 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, object]:
-    from nes.verifier import verify_in_worker
-
+    """Capture `orders` synthetic order workflows into a new run under `base_dir`, close it,
+    verify it and rebuild the state from snapshot + tail; returns the figures. Raises
+    InvalidArgument for `orders` < 1. Interrupted (Ctrl-C), the run is left to the writer, which
+    commits what was submitted; the next boot's recovery seals it."""
+    if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
+        raise InvalidArgument(f"orders must be an int >= 1, got {orders!r}")
     rng = random.Random(seed)
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=DEMO_INSTANCE_ID, seed=seed))
     lifecycle = EventStoreLifecycle(config)
     components = RegisteredComponents(strategies={"EMACross-001": "demo"}, subscriptions=list(INSTRUMENTS))
     session = lifecycle.open(components)
+    try:
+        return _drive(session, base_dir, orders, rng, config.verifier_timeout_s)
+    except BaseException:
+        session.abandon()  # the writer commits what was pushed; the run stays Running for recovery
+        raise
+
+
+def _drive(
+    session: EventStoreSession, base_dir: Path, orders: int, rng: random.Random, verify_timeout_s: float
+) -> dict[str, object]:
+    from nes.verifier import verify_in_worker
+
     capture = BusCaptureAdapter(session.writer)
     live = DemoCache(balance=1_000_000.0)
     anchor = None
@@ -145,7 +163,7 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
     final = session.close()
     durable_s = time.perf_counter() - started
 
-    verdict = verify_in_worker(session.path, config.verifier_timeout_s)
+    verdict = verify_in_worker(session.path, verify_timeout_s)
 
     reader = open_event_store_replay_source(session.path)
     try:
@@ -185,13 +203,21 @@ def _restore(cache: DemoCache, blob: bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nes demo", description=__doc__)
     parser.add_argument("--dir", type=Path, help="base directory (default: a fresh temporary one)")
-    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--orders", type=int, default=2000, help="order workflows to capture (>= 1, default 2000)")
     ns = parser.parse_args(argv)
+    if ns.orders < 1:
+        print(f"nes demo: --orders must be >= 1, got {ns.orders}", file=sys.stderr)
+        return 2
     base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-demo-"))
-    result = run_demo(base, ns.orders)
+    try:
+        result = run_demo(base, ns.orders)
+    except EventStoreError as exc:
+        print(f"nes demo: {exc}", file=sys.stderr)
+        return 2
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
     print("demo: OK" if ok else "demo: FAILED")
+    print(f"run file left at {result['run_file']} (check it: nes verify {result['run_file']})")
     return 0 if ok else 1

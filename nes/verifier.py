@@ -66,6 +66,7 @@ from nes.backend.layout import (
 from nes.backend.seal_record import SealRecordInvalid, read_seal_record
 from nes.errors import Corrupted
 from nes.codec import HASH_LEN, FrameError, decode_frame
+from nes.errors import EventStoreError
 from nes.hash import DOMAIN_HASH_STATE
 from nes.isolation import WorkerCrash, run_progress_worker
 from nes.markers.verifier import MarkerVerifyReport
@@ -429,7 +430,7 @@ class WorkerFailure(msgspec.Struct, frozen=True):
         return msgspec.json.encode(self).decode()
 
 
-class VerifyOpenError(OSError):
+class VerifyOpenError(EventStoreError, OSError):
     """The path cannot be verified at all (missing, not a regular file)."""
 
 
@@ -667,7 +668,7 @@ def _is_missing(seq: int, high_watermark: int, gaps: list, gap_starts: list[int]
     return i >= 0 and gaps[i][0] <= seq <= gaps[i][1]
 
 
-def _key_text(key: bytes) -> str:
+def _key_text(key: bytes | memoryview) -> str:
     return bytes(key).decode("utf-8", errors="backslashreplace")
 
 

@@ -48,6 +48,8 @@ __all__ = [
 
 
 class IndexKind(enum.Enum):
+    """The secondary indexes an entry can be filed under (a key maps to the seqs carrying it)."""
+
     ClientOrderId = "ClientOrderId"
     VenueOrderId = "VenueOrderId"
 
@@ -79,9 +81,11 @@ class AppendEntry(NamedTuple):
 
     @classmethod
     def without_indices(cls, entry: EventStoreEntry) -> AppendEntry:
+        """An append of `entry` with no index keys."""
         return cls(entry, ())
 
     def encoded(self) -> EncodedEntry:
+        """The stored form: (seq, hash || frame, index keys)."""
         return EncodedEntry(self.entry.seq, encode_stored_value(self.entry), tuple(self.index_keys))
 
 
@@ -106,6 +110,8 @@ class PreparedBatch(NamedTuple):
 
 
 class ScanDirection(enum.Enum):
+    """Order of a range scan: ascending (Forward) or descending (Reverse) seq."""
+
     Forward = "Forward"
     Reverse = "Reverse"
 
@@ -141,21 +147,51 @@ def correlation_index_rows(items: Sequence[tuple[bytes, bytes]]) -> list[tuple[b
 class EventStore(Protocol):
     """What every backend offers (memory for simulation and tests, LMDB for real runs)."""
 
-    def open_run(self, manifest: RunManifest) -> None: ...
-    def append_batch(self, entries: Sequence[AppendEntry]) -> int: ...
-    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int: ...
-    def append_prepared(self, batch: PreparedBatch) -> int: ...
-    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]: ...
-    def scan_seq(self, seq: int) -> EventStoreEntry | None: ...
-    def lookup(self, kind: IndexKind, key: str) -> int | None: ...
-    def lookup_all(self, kind: IndexKind, key: str) -> list[int]: ...
-    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]: ...
-    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]: ...
-    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None: ...
-    def latest_snapshot_anchor(self) -> SnapshotAnchor | None: ...
-    def seal(self, status: RunStatus) -> None: ...
-    def manifest(self) -> RunManifest: ...
-    def high_watermark(self) -> int: ...
+    def open_run(self, manifest: RunManifest) -> None:
+        """Start the run `manifest` names (Running); CrashedPredecessor if a Running run is in the way."""
+
+    def append_batch(self, entries: Sequence[AppendEntry]) -> int:
+        """Append entries contiguous after the high-watermark in one commit; returns the new
+        high-watermark."""
+
+    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int:
+        """Like append_batch, for entries already encoded as stored (hash || frame)."""
+
+    def append_prepared(self, batch: PreparedBatch) -> int:
+        """Commit a batch prepared (hashed, checked) beforehand; returns the new high-watermark."""
+
+    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]:
+        """Entries with from_seq <= seq <= to_seq (clipped to the high-watermark), hashes checked."""
+
+    def scan_seq(self, seq: int) -> EventStoreEntry | None:
+        """The entry at `seq`, hash checked, or None past the high-watermark."""
+
+    def lookup(self, kind: IndexKind, key: str) -> int | None:
+        """The first seq filed under (kind, key), or None."""
+
+    def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        """Every seq filed under (kind, key), ascending."""
+
+    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]:
+        """Every seq whose entry carries `correlation_id`, ascending."""
+
+    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
+        """Every (key, seq) pair of one index, in key order."""
+
+    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None:
+        """Store a snapshot anchor (its high-watermark must be durable)."""
+
+    def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
+        """The newest snapshot anchor, or None."""
+
+    def seal(self, status: RunStatus) -> None:
+        """Give the run its terminal status; later appends raise Closed."""
+
+    def manifest(self) -> RunManifest:
+        """The run manifest as stored."""
+
+    def high_watermark(self) -> int:
+        """The last durable seq (0 for an empty run)."""
 
 
 class _Run:

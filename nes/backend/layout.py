@@ -159,15 +159,17 @@ def check_run_file_shape(path: str | Path) -> RunFileShape:
     return RunFileShape(best)
 
 
-def check_private_dir(directory: Path) -> None:
-    """A base or instance directory must be a real directory (not a symlink) owned by this
-    user and not open to others: a looser one owned by us is tightened to 0700; one we do not
-    own, or a symlink, is refused (`PermissionError` with what to do)."""
-    info = os.lstat(directory)
+def check_private_dir(directory: Path, *, follow_symlink: bool) -> None:
+    """A base or instance directory must not be open to others: a looser one owned by this user
+    is tightened to 0700; one owned by someone else is refused (`PermissionError` saying what to
+    do), and so is a symlink where `follow_symlink` is False (an instance directory: a symlink
+    there would send run files, and recovery's writes, outside the base directory). Something
+    that is not a directory is left to the caller's own error."""
+    info = os.stat(directory) if follow_symlink else os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
-        raise PermissionError(f"{directory} is a symlink; point base_dir at the real directory")
+        raise PermissionError(f"{directory} is a symlink; an instance directory must be a real directory")
     if not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{directory} is not a directory")
+        return
     if info.st_mode & 0o077:
         if info.st_uid != os.geteuid():
             raise PermissionError(
@@ -177,7 +179,7 @@ def check_private_dir(directory: Path) -> None:
         os.chmod(directory, DIR_MODE)
 
 
-def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
+def run_file_path(base_dir: str | os.PathLike[str], instance_id: str, run_id: str) -> Path:
     validate_path_id(instance_id, "instance_id")
     validate_path_id(run_id, "run_id")
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
@@ -215,11 +217,11 @@ def marker_sidecar_path(run_file: str | Path) -> Path:
     return run_file.with_name(stem + MARKER_FILE_SUFFIX)
 
 
-def instance_dir(base_dir: str | Path, instance_id: str) -> Path:
+def instance_dir(base_dir: str | os.PathLike[str], instance_id: str) -> Path:
     return Path(base_dir) / validate_path_id(instance_id, "instance_id")
 
 
-def list_run_files(base_dir: str | Path, instance_id: str) -> list[Path]:
+def list_run_files(base_dir: str | os.PathLike[str], instance_id: str) -> list[Path]:
     """Run files of an instance (not marker sidecars), sorted by name (= by start time).
 
     Symlinks are never followed: only regular files count (a symlink in the instance directory

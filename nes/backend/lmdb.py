@@ -42,6 +42,7 @@ from nes.errors import (
     CrashedPredecessor,
     Disk,
     EventStoreError,
+    InvalidArgument,
     UnsupportedFormat,
     is_disk_pressure,
 )
@@ -62,7 +63,10 @@ def classify_lmdb_error(exc: BaseException, what: str, path: Path | None = None)
     limit or its filesystem is nearly full is `Disk`, not a generic backend error."""
     if isinstance(exc, EventStoreError):
         return exc
-    text = f"{what}: {exc}"
+    detail, subject = str(exc), what.rsplit(" ", 1)[-1]
+    if detail.startswith(f"{subject}: "):  # py-lmdb names the path itself: print it once
+        detail = detail[len(subject) + 2 :]
+    text = f"{what}: {detail}"
     if isinstance(exc, lmdb.DiskError) or is_disk_pressure(exc) or any(t in str(exc) for t in _DISK_TEXTS):
         return Disk(text)
     if path is not None and _EIO_TEXT in str(exc) and _out_of_room(path):
@@ -300,7 +304,7 @@ class LmdbBackend(RunStoreBase):
         (`begin_append`). The flock still keeps other writers out; readers of a Running run
         (recovery, `list_runs`) open it without the lock file in any case."""
         if map_size < 1 << 16:
-            raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
+            raise InvalidArgument(f"map_size must be at least 64 KiB, got {map_size}")
         self.base_dir = Path(base_dir)
         self._initial_map_size = map_size
         self._exclusive = exclusive
@@ -324,6 +328,7 @@ class LmdbBackend(RunStoreBase):
 
     @property
     def path(self) -> Path | None:
+        """The open run's file path (None before open)."""
         return None if self._file is None else self._file.path
 
     def _f(self) -> _RunFile:
@@ -332,6 +337,7 @@ class LmdbBackend(RunStoreBase):
         return self._file
 
     def open_run(self, manifest: RunManifest) -> None:
+        """Create the run file for `manifest` and hold it Running; CrashedPredecessor if it exists Running."""
         if self._run is not None and self._run.read_only:
             raise Closed()  # a sealed read-only handle is never reused for a new run
         if self._run is not None and not self._run.manifest.is_sealed():
@@ -399,6 +405,7 @@ class LmdbBackend(RunStoreBase):
         return backend
 
     def open_sealed(self, instance_id: str, run_id: str) -> LmdbBackend:
+        """A read-only handle on a sealed run of this base directory."""
         return self.open_sealed_file(layout.run_file_path(self.base_dir, instance_id, run_id))
 
     def list_runs(self, instance_id: str) -> list[RunManifest]:

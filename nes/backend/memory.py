@@ -19,6 +19,8 @@ __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend(RunStoreBase):
+    """The storage contract in memory (tests and simulation); nothing is durable."""
+
     def __init__(self) -> None:
         self._run = None
         self._values: list[bytes] = []  # index = seq - 1
@@ -27,6 +29,7 @@ class MemoryBackend(RunStoreBase):
         self._anchor: SnapshotAnchor | None = None
 
     def open_run(self, manifest: RunManifest) -> None:
+        """Start the run in memory; CrashedPredecessor if a Running run is held."""
         if self._run is not None and not self._run.manifest.is_sealed():
             raise CrashedPredecessor()
         self._values = []
@@ -76,6 +79,7 @@ class MemoryBackend(RunStoreBase):
 
     # Test support: damage the stored state the way a faulty disk would.
     def corrupt_value(self, seq: int, value: bytes) -> None:
+        """Test hook: overwrite the stored value of `seq` (simulated corruption)."""
         self._values[seq - 1] = value
 
 

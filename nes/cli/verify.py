@@ -34,7 +34,6 @@ __all__ = ["register", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV", "CRA
 VERIFY_TIMEOUT_ENV = "NES_VERIFY_TIMEOUT_SECS"
 CRATE_VERIFY_TIMEOUT_ENV = "NAUTILUS_EVENT_STORE_VERIFY_TIMEOUT_SECS"
 DEFAULT_VERIFY_TIMEOUT_SECS = 30.0
-EXIT_INTERRUPTED = 130
 
 
 def verify_timeout(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
@@ -93,8 +92,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
                 _emit(outcome, ns.json)
     except KeyboardInterrupt:
         _clear_progress()
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise  # `nes` main prints the one line and exits 130
     if not paths:  # a directory without run files
         outcomes = [VerifyOutcome.failed(p, "no run file") for p in ns.paths]
         for outcome in outcomes:
