@@ -137,6 +137,12 @@ def recover_run_file(
         LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
         if scan.damaged:
             log.warning("run %s sealed Quarantined: %s", manifest.run_id, scan.detail)
+        elif not _still_intact_after_seal(path, progress):
+            # LMDB allocates the seal's pages from its free list, which nothing checksums: a
+            # damaged free list can hand out a page still in use. Then the run is not a parent.
+            LmdbBackend.force_quarantine(path)
+            rule, status = "seal exposed damage", RunStatus.Quarantined
+            log.error("run %s: sealing it damaged it (a corrupt LMDB free list); sealed Quarantined", manifest.run_id)
         return RunFileState(
             file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark, rule=rule
         )
@@ -144,6 +150,12 @@ def recover_run_file(
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=is_future_format(err))
     except (OSError, lmdb.Error) as err:  # never escapes the worker as a crash
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
+
+
+def _still_intact_after_seal(path: Path, progress: Callable[[str, int], None] | None) -> bool:
+    from nes.verifier import Verifier
+
+    return Verifier(path).verify(progress).is_clean()
 
 
 def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_s: float) -> list[RunFileState]:

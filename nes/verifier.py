@@ -935,8 +935,12 @@ class Verifier:
                 progress("entries", scan.entries_scanned)
                 if finished:
                     break
-            if scan.high_watermark < last_seq:  # the last key was not an 8-byte seq; keep the tail
-                scan.high_watermark = max(scan.high_watermark, last_seq)
+            if scan.high_watermark < last_seq:
+                # The last key is past where a forward scan ended: the tree does not reach it
+                # (damage), so those seqs cannot be read in order: a gap up to the last key.
+                scan.gaps.append((scan.high_watermark + 1, last_seq))
+                scan.findings.append(Gap(scan.high_watermark + 1, last_seq))
+                scan.high_watermark = last_seq
             findings.extend(scan.findings)
             commits = _read_commits(snap, scan.high_watermark, findings)
             findings.extend(_check_indexes(snap, scan, commits, progress))

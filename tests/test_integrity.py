@@ -465,3 +465,22 @@ def test_a_session_closed_by_the_writer_sidecar_leaves_a_seal_record_and_verifie
     assert stat.S_IMODE(seal_record_path(path).stat().st_mode) == 0o600
     verdict = verify_in_worker(path, 60)
     assert verdict.is_clean(), verdict.lines()
+
+
+def test_a_seal_that_damages_the_crashed_file_quarantines_it_instead_of_making_it_parent(tmp_path: Path) -> None:
+    """A flipped byte in LMDB's free list verifies clean (nothing reads it) until the seal's
+    write transaction reuses a page still in use: recovery re-verifies after sealing. The
+    file and the flip are the fuzz tool's crashed trial 176 (seed 11), reproduced exactly."""
+    sys.path.insert(0, str(PROJECT_ROOT / "tools"))
+    import fuzz_verify
+
+    path = fuzz_verify.build_run(tmp_path, 300, seal=False)
+    data = bytearray(path.read_bytes())
+    data[57653] ^= 169
+    path.write_bytes(bytes(data))
+    outcome = recover_predecessors(tmp_path, fuzz_verify.INSTANCE)
+    assert [r.status for r in outcome.recovered] == [RunStatus.Quarantined]
+    assert outcome.parent_run_id is None
+    report = Verifier(path).verify()
+    assert report.status == "Quarantined" and not report.is_clean()
+    assert any(f.describe().startswith("gap from seq ") for f in report.findings), report.lines()

@@ -528,6 +528,22 @@ class LmdbBackend(RunStoreBase):
         return True
 
     @classmethod
+    def force_quarantine(cls, path: str | os.PathLike[str]) -> RunManifest:
+        """Recovery only: re-mark a run it has just sealed as Quarantined, outside the status
+        table, when the seal itself exposed damage (see `nes.kernel.recover_run_file`). The seal
+        record written at the first seal is kept: it no longer matches, as it should not."""
+        path = Path(path)
+        run_file = _RunFile(path, writable=True, map_size=max(DEFAULT_MAP_SIZE, path.stat().st_size * 2))
+        try:
+            quarantined = msgspec.structs.replace(run_file.read_manifest(), status=RunStatus.Quarantined)
+            durable_write(run_file.env, path, lambda txn: _put_manifest(txn, run_file, quarantined))
+            return quarantined
+        except lmdb.Error as exc:
+            raise classify_lmdb_error(exc, f"quarantine {path}") from exc
+        finally:
+            run_file.close()
+
+    @classmethod
     def seal_predecessor(
         cls, path: str | os.PathLike[str], status: RunStatus, high_watermark: int, end_ts_init: int | None
     ) -> RunManifest:
