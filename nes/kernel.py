@@ -34,7 +34,7 @@ import msgspec
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, is_future_format, read_manifest
 from nes.config import EventStoreConfig
-from nes.errors import Corrupted, EventStoreError, InvalidArgument, check_timeout_s
+from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, UnsupportedFormat, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.isolation import worker_env
@@ -118,7 +118,17 @@ def recover_run_file(
     try:
         if path.is_symlink() or not path.is_file():
             return RunFileState(file_name, error="not a regular file (symlinks are never followed)")
-        manifest = read_manifest(path)
+        recorded = _quarantined_outside(path)
+        if recorded is not None:
+            return recorded
+        try:
+            manifest = read_manifest(path)
+        except UnsupportedFormat:
+            raise
+        except Corrupted as err:
+            if not _lmdb_opens(path):
+                raise  # not openable at all: skipped with its error, looked at again next boot
+            return _quarantine_outside(path, 0, f"{type(err).__name__}: {err}")  # opens, unreadable
         if manifest.instance_id != instance_id or file_name != f"{manifest.run_id}{layout.RUN_FILE_SUFFIX}":
             # Sealing goes through the backend, which derives the path from the manifest: a
             # renamed or misplaced file would make it create (and seal) a new, empty file.
@@ -134,7 +144,13 @@ def recover_run_file(
             )
         scan = scan_tail(path, progress)
         rule, status = decide_recovery(scan)
-        LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
+        try:
+            LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
+        except (Corrupted, Backend) as err:
+            if isinstance(err, Backend) and not scan.damaged:
+                raise  # not known to be damaged: retried next boot
+            # The file opens and verifies (or not), but LMDB refuses to write its seal.
+            return _quarantine_outside(path, scan.high_watermark, f"{type(err).__name__}: {err}", manifest)
         if scan.damaged:
             log.warning("run %s sealed Quarantined: %s", manifest.run_id, scan.detail)
         elif not _still_intact_after_seal(path, progress):
@@ -150,6 +166,47 @@ def recover_run_file(
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=is_future_format(err))
     except (OSError, lmdb.Error) as err:  # never escapes the worker as a crash
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
+
+
+def _lmdb_opens(path: Path) -> bool:
+    try:
+        layout.open_read_only(path).close()
+        return True
+    except (lmdb.Error, Corrupted, OSError):
+        return False
+
+
+def _quarantined_outside(path: Path) -> RunFileState | None:
+    """A Running (or unreadable) file that an earlier sweep quarantined with a seal record only."""
+    from nes.backend.seal_record import SealRecordInvalid, read_seal_record
+
+    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    try:
+        record = read_seal_record(path, run_id)
+    except SealRecordInvalid:
+        return None
+    if record is None or record.status != str(RunStatus.Quarantined) or not record.outside_only:
+        return None
+    return RunFileState(path.name, run_id, 0, RunStatus.Quarantined, False, record.high_watermark)
+
+
+def _quarantine_outside(
+    path: Path, high_watermark: int, why: str, manifest: RunManifest | None = None
+) -> RunFileState:
+    """Quarantine a run whose file LMDB cannot seal (its manifest cannot be read or its write
+    fails) by its seal record alone: it is never a parent, and later sweeps do not retry it."""
+    from nes.backend.integrity import manifest_digest
+    from nes.backend.seal_record import SealRecord, write_seal_record
+    from nes.manifest import encode_manifest
+
+    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    validate_path_id(run_id, "run_id")
+    raw = b"" if manifest is None else encode_manifest(manifest)
+    record = SealRecord(1, run_id, str(RunStatus.Quarantined), high_watermark, None, manifest_digest(raw).hex(), "", True)
+    write_seal_record(path, record)
+    log.error("run file %s quarantined by its seal record only (LMDB cannot seal it): %s", path.name, why)
+    start = 0 if manifest is None else manifest.start_ts_init
+    return RunFileState(path.name, run_id, start, RunStatus.Quarantined, True, high_watermark, rule="cannot be sealed")
 
 
 def _still_intact_after_seal(path: Path, progress: Callable[[str, int], None] | None) -> bool:

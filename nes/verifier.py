@@ -28,7 +28,8 @@ import bisect
 import os
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
@@ -446,9 +447,9 @@ class LiveRunChurn(Corrupted):
 # was read (no page of the chunk's snapshot can have been reused yet). Everything a run file
 # holds is append-only and keyed by seq, so chunks read in later transactions are cut at the
 # high-watermark of the first one: the report describes that first snapshot.
-_CHUNK_ROWS = 4_096
+_CHUNK_ROWS = 1_024
 _MIN_CHUNK_ROWS = 16
-_MAX_RETRIES = 64
+_MAX_RETRIES = 1_000  # per chunk: each try is one short read transaction
 
 
 class _Snapshot:
@@ -464,10 +465,16 @@ class _Snapshot:
             self._open(name, True)
 
     def _open(self, name: bytes, dupsort: bool) -> None:
-        try:
-            self._dbs[name] = self.env.open_db(name, create=False, dupsort=dupsort, dupfixed=dupsort)
-        except lmdb.NotFoundError:
-            self._dbs[name] = None
+        for _attempt in range(_MAX_RETRIES):
+            try:
+                self._dbs[name] = self.env.open_db(name, create=False, dupsort=dupsort, dupfixed=dupsort)
+                return
+            except lmdb.NotFoundError:
+                self._dbs[name] = None
+                return
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)  # a live writer grew the map: adopt its size
+        raise LiveRunChurn("the run file's map kept growing while it was opened; verify again")
 
     def db(self, txn: lmdb.Transaction, name: bytes, dupsort: bool = False) -> lmdb._Database | None:
         """The handle of named database `name`, None if the file has none (all are opened once,
@@ -585,7 +592,30 @@ def _scan_chunk(
     txn: lmdb.Transaction, db: lmdb._Database, scan: _EntryScan, after: bytes | None, stop: int, limit: int
 ) -> tuple[bytes | None, bool]:
     """Scan up to `limit` entry rows after raw key `after` (from the first without), up to seq
-    `stop`, into `scan`. Returns (last raw key read, finished).
+    `stop`, into `scan`, straight off a cursor. Returns (last raw key read, finished)."""
+    with txn.cursor(db) as cursor:
+        positioned = cursor.first() if after is None else _seek_after(cursor, (after, b""), False)
+        if not positioned:
+            return after, True
+        return _scan_rows(cursor.iternext(keys=True, values=True), scan, after, stop, limit)
+
+
+def _read_rows(txn: lmdb.Transaction, db: lmdb._Database, after: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+    """Up to `limit` raw (key, value) rows after raw key `after`, copied out of the map (the
+    read transaction can then end before anything is hashed: a live writer gets less time to
+    reuse a page under it)."""
+    with txn.cursor(db) as cursor:
+        positioned = cursor.first() if after is None else _seek_after(cursor, (after, b""), False)
+        if not positioned:
+            return []
+        return list(islice(cursor.iternext(keys=True, values=True), limit))
+
+
+def _scan_rows(
+    items: Iterable[tuple[bytes, bytes]], scan: _EntryScan, after: bytes | None, stop: int, limit: int
+) -> tuple[bytes | None, bool]:
+    """The entry checks over `items` (raw rows in key order), into `scan`; stops after `limit`
+    rows or past seq `stop`. Returns (last raw key consumed, finished).
 
     Written flat: this loop is the verifier's throughput (tools/bench_verify.py). Measured
     choices: values as bytes (`buffers=False`) iterate faster than memoryviews here, and
@@ -607,50 +637,47 @@ def _scan_chunk(
     last_key: Any = after
     last_value: Any = None
     finished = True
-    with txn.cursor(db) as cursor:
-        positioned = cursor.first() if after is None else _seek_after(cursor, (after, b""), False)
-        if positioned:
-            for key, value in cursor.iternext(keys=True, values=True):
-                if count >= limit:
-                    finished = False
-                    break
-                if len(key) != 8:
-                    count += 1
-                    last_key = key
-                    findings.append(UndecodableEntry(expected, f"entry key of {len(key)} bytes (expected 8)"))
-                    continue
-                (seq,) = unpack_key(key)
-                if seq > stop:
-                    break
-                count += 1
-                last_key = key
-                last_value = value
-                if seq != expected:
-                    if seq > expected:
-                        gaps.append((expected, seq - 1))
-                        findings.append(Gap(expected, seq - 1))
-                    else:  # only seq 0 sorts before 1 among 8-byte keys
-                        findings.append(UndecodableEntry(seq, "seq 0 is not a valid entry key"))
-                expected = seq + 1
-                if len(value) < min_len:
-                    damaged.add(seq)
-                    findings.append(UndecodableEntry(seq, f"value of {len(value)} bytes is shorter than hash and frame header"))
-                    continue
-                hasher = seeded.copy()
-                hasher.update(value[hash_len:])
-                if hasher.digest() != value[:hash_len]:
-                    damaged.add(seq)
-                    findings.append(HashMismatch(seq))
-                    continue
-                embedded, ts_init = unpack_head(value, hash_len)
-                if embedded != seq:
-                    damaged.add(seq)
-                    findings.append(KeySeqMismatch(seq, embedded))
-                    continue
-                if ts_init > max_ts:
-                    max_ts = ts_init
-                if seq == 1:
-                    min_ts = ts_init
+    for key, value in items:
+        if count >= limit:
+            finished = False
+            break
+        if len(key) != 8:
+            count += 1
+            last_key = key
+            findings.append(UndecodableEntry(expected, f"entry key of {len(key)} bytes (expected 8)"))
+            continue
+        (seq,) = unpack_key(key)
+        if seq > stop:
+            break
+        count += 1
+        last_key = key
+        last_value = value
+        if seq != expected:
+            if seq > expected:
+                gaps.append((expected, seq - 1))
+                findings.append(Gap(expected, seq - 1))
+            else:  # only seq 0 sorts before 1 among 8-byte keys
+                findings.append(UndecodableEntry(seq, "seq 0 is not a valid entry key"))
+        expected = seq + 1
+        if len(value) < min_len:
+            damaged.add(seq)
+            findings.append(UndecodableEntry(seq, f"value of {len(value)} bytes is shorter than hash and frame header"))
+            continue
+        hasher = seeded.copy()
+        hasher.update(value[hash_len:])
+        if hasher.digest() != value[:hash_len]:
+            damaged.add(seq)
+            findings.append(HashMismatch(seq))
+            continue
+        embedded, ts_init = unpack_head(value, hash_len)
+        if embedded != seq:
+            damaged.add(seq)
+            findings.append(KeySeqMismatch(seq, embedded))
+            continue
+        if ts_init > max_ts:
+            max_ts = ts_init
+        if seq == 1:
+            min_ts = ts_init
     scan.entries_scanned += count
     if expected - 1 > scan.high_watermark:
         scan.high_watermark = expected - 1
@@ -923,15 +950,16 @@ class Verifier:
             scan = _EntryScan(0, 0, None, None, [], [], set(), b"")
             after: bytes | None = None
             while True:
-                def body(txn: lmdb.Transaction, limit: int, after: bytes | None = after) -> tuple[_EntryScan, bytes | None, bool]:
-                    part = msgspec.structs.replace(scan, findings=list(scan.findings), gaps=list(scan.gaps), damaged=set(scan.damaged))
+                def body(txn: lmdb.Transaction, limit: int, after: bytes | None = after) -> tuple[list[tuple[bytes, bytes]], int]:
                     db = snap.db(txn, DB_ENTRIES)
                     if db is None:
                         raise lmdb.NotFoundError("entries")
-                    last, finished = _scan_chunk(txn, db, part, after, last_seq, limit)
-                    return part, last, finished
+                    return _read_rows(txn, db, after, limit), limit
 
-                scan, after, finished = snap.read(body)
+                rows, limit = snap.read(body)  # copied out, consistent: now check them
+                consumed = scan.entries_scanned
+                after, _ = _scan_rows(rows, scan, after, last_seq, len(rows))
+                finished = len(rows) < limit or scan.high_watermark >= last_seq or scan.entries_scanned == consumed
                 progress("entries", scan.entries_scanned)
                 if finished:
                     break

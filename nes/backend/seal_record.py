@@ -9,7 +9,9 @@ temporary name (0600, `O_EXCL | O_NOFOLLOW`), fsynced, renamed into place, and t
 is fsynced. An existing record is never overwritten (it is the evidence of an earlier seal).
 A seal record is untrusted input when read: at most `MAX_SEAL_RECORD_BYTES`, a regular file
 opened without following symlinks, strict JSON with no unknown fields, every field checked;
-anything else is `SealRecordInvalid`. A sealed run without a record is not damage (a crash
+anything else is `SealRecordInvalid`. A run file that LMDB cannot seal (unreadable manifest, a refused write) is quarantined by a
+record alone (`outside_only`): it is never a parent and later sweeps leave it. A sealed run
+without a record is not damage (a crash
 between the seal commit and the record leaves that; the next boot's sweep writes it).
 """
 
@@ -56,6 +58,8 @@ class SealRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     end_ts_init: int | None
     manifest_digest: str  # hex BLAKE3 (nes.backend.integrity.manifest_digest)
     last_entry_hash: str  # hex of the last entry's stored hash, "" for an empty run
+    # True: recovery quarantined a run whose file LMDB could not seal; only this record says so.
+    outside_only: bool = False
 
 
 def seal_record_path(run_file: str | os.PathLike[str]) -> Path:
@@ -89,7 +93,9 @@ def _validate(record: SealRecord, run_id: str | None) -> SealRecord:
     if record.end_ts_init is not None and not 0 <= record.end_ts_init <= _U64_MAX:
         raise SealRecordInvalid(f"seal record end_ts_init {record.end_ts_init} is out of range")
     _check_hex("manifest_digest", record.manifest_digest, False)
-    _check_hex("last_entry_hash", record.last_entry_hash, record.high_watermark == 0)
+    _check_hex("last_entry_hash", record.last_entry_hash, record.high_watermark == 0 or record.outside_only)
+    if record.outside_only and record.status != "Quarantined":
+        raise SealRecordInvalid("a seal record written outside the run file can only say Quarantined")
     return record
 
 
