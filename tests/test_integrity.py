@@ -484,3 +484,22 @@ def test_a_seal_that_damages_the_crashed_file_quarantines_it_instead_of_making_i
     report = Verifier(path).verify()
     assert report.status == "Quarantined" and not report.is_clean()
     assert any(f.describe().startswith("gap from seq ") for f in report.findings), report.lines()
+
+
+def test_a_crashed_file_that_opens_but_cannot_be_sealed_is_quarantined_once_not_skipped_forever(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    path = write_run(tmp_path, seal=False)
+    edit(path, lambda env, txn: txn.put(layout.MANIFEST_KEY, b"\xc1 not a manifest", db=env.open_db(layout.DB_MANIFEST, txn=txn)))
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert [(r.run_id, r.status) for r in outcome.recovered] == [(run_id(), RunStatus.Quarantined)]
+    assert outcome.parent_run_id is None
+    record = read_seal_record(path, run_id())
+    assert record is not None and record.status == "Quarantined" and record.outside_only
+    caplog.set_level(logging.ERROR, logger="nes")
+    caplog.clear()
+    again = recover_predecessors(tmp_path, INSTANCE)
+    assert again.recovered == [] and not [r for r in caplog.records if path.name in r.getMessage()]
+    assert not Verifier(path).verify().is_clean()
