@@ -600,7 +600,7 @@ def _scan_chunk(
         return _scan_rows(cursor.iternext(keys=True, values=True), scan, after, stop, limit)
 
 
-def _read_rows(txn: lmdb.Transaction, db: lmdb._Database, after: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+def _read_rows(txn: lmdb.Transaction, db: lmdb._Database, after: bytes | None, limit: int) -> list[tuple[Any, Any]]:
     """Up to `limit` raw (key, value) rows after raw key `after`, copied out of the map (the
     read transaction can then end before anything is hashed: a live writer gets less time to
     reuse a page under it)."""
@@ -612,7 +612,7 @@ def _read_rows(txn: lmdb.Transaction, db: lmdb._Database, after: bytes | None, l
 
 
 def _scan_rows(
-    items: Iterable[tuple[bytes, bytes]], scan: _EntryScan, after: bytes | None, stop: int, limit: int
+    items: Iterable[tuple[Any, Any]], scan: _EntryScan, after: bytes | None, stop: int, limit: int
 ) -> tuple[bytes | None, bool]:
     """The entry checks over `items` (raw rows in key order), into `scan`; stops after `limit`
     rows or past seq `stop`. Returns (last raw key consumed, finished).
@@ -950,7 +950,7 @@ class Verifier:
             scan = _EntryScan(0, 0, None, None, [], [], set(), b"")
             after: bytes | None = None
             while True:
-                def body(txn: lmdb.Transaction, limit: int, after: bytes | None = after) -> tuple[list[tuple[bytes, bytes]], int]:
+                def body(txn: lmdb.Transaction, limit: int, after: bytes | None = after) -> tuple[list[tuple[Any, Any]], int]:
                     db = snap.db(txn, DB_ENTRIES)
                     if db is None:
                         raise lmdb.NotFoundError("entries")
