@@ -441,16 +441,21 @@ class LmdbBackend(RunStoreBase):
                     _, added = txn.cursor(db=run_file.entries).putmulti(batch.items, append=True)
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
+                    # Every row put into an index db is summed into this commit's record.
                     rows = integrity.IndexRowSum()
+                    term = integrity.row_term
                     if correlation_rows:
                         txn.cursor(db=run_file.correlation).putmulti(correlation_rows, dupdata=True)
+                        prefix = _ROW_PREFIX_CORRELATION
                         for correlation_key, seq_value in correlation_rows:
-                            rows.add(layout.DB_IDX_CORRELATION, correlation_key, seq_value)
+                            rows.total += term(prefix + correlation_key + seq_value)
+                        rows.rows += len(correlation_rows)
+                    indexes, prefixes = run_file.indexes, _ROW_PREFIXES
                     for kind, key, seq in batch.index_rows:
-                        # Every row put into an index db is summed into this commit's digest.
                         key_bytes, value = key.encode("utf-8"), seq_key(seq)
-                        if txn.put(key_bytes, value, db=run_file.indexes[kind], dupdata=True):
-                            rows.add(layout.INDEX_DBS[kind], key_bytes, value)  # a repeated row is stored once
+                        if txn.put(key_bytes, value, db=indexes[kind], dupdata=True):  # a repeat is stored once
+                            rows.total += term(prefixes[kind] + key_bytes + value)
+                            rows.rows += 1
                     txn.put(
                         integrity.commit_key(batch.first_seq),
                         integrity.encode_commit(batch.first_seq + len(batch.items) - 1, rows),
@@ -651,6 +656,20 @@ def is_future_format(err: BaseException) -> bool:
     """`err` says a run file lacks this nes's format marker (missing, older or future version):
     listing, recovery and retention stop on it rather than skip the file."""
     return isinstance(err, UnsupportedFormat)
+
+
+_ROW_PREFIX_CORRELATION = integrity.row_prefix(layout.DB_IDX_CORRELATION)
+
+
+class _RowPrefixes(dict):  # type: ignore[type-arg]
+    """`row_prefix` of each index kind's database, computed once (and for kinds added later)."""
+
+    def __missing__(self, kind: IndexKind) -> bytes:
+        self[kind] = prefix = integrity.row_prefix(layout.INDEX_DBS[kind])
+        return prefix
+
+
+_ROW_PREFIXES = _RowPrefixes()
 
 
 def _put_manifest(txn: lmdb.Transaction, run_file: _RunFile, manifest: RunManifest) -> None:
