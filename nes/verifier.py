@@ -712,13 +712,16 @@ class _Commits:
     def __init__(self) -> None:
         self.records: list[CommitRecord] = []
         self.firsts: list[int] = []
-        self.sums: list[int] = []
+        self.crc_sums: list[int] = []
+        self.adler_sums: list[int] = []
         self.counts: list[int] = []
 
     def add_row(self, db_name: bytes, key: bytes, value: bytes, seq: int) -> None:
         i = bisect.bisect_right(self.firsts, seq) - 1
         if i >= 0 and seq <= self.records[i].last_seq:
-            self.sums[i] += index_row_hash(db_name, key, value)
+            crc, adler = index_row_hash(db_name, key, value)
+            self.crc_sums[i] += crc
+            self.adler_sums[i] += adler
             self.counts[i] += 1
 
 
@@ -744,7 +747,8 @@ def _read_commits(snap: _Snapshot, high_watermark: int, findings: list) -> _Comm
             expected_first = max(expected_first, record.last_seq + 1)
             commits.records.append(record)
             commits.firsts.append(record.first_seq)
-            commits.sums.append(0)
+            commits.crc_sums.append(0)
+            commits.adler_sums.append(0)
             commits.counts.append(0)
     if high_watermark and expected_first != high_watermark + 1:
         findings.append(CommitRecordMismatch(
@@ -777,8 +781,8 @@ def _check_indexes(snap: _Snapshot, scan: _EntryScan, commits: _Commits, progres
                 elif _is_missing(seq, hwm, scan.gaps, gap_starts):
                     findings.append(DanglingIndex(label, _index_key_text(name, key), seq))
                 commits.add_row(name, key, value, seq)
-    for record, total, count in zip(commits.records, commits.sums, commits.counts):
-        if digest_bytes(total) != record[3] or count != record[2]:
+    for record, crc_sum, adler_sum, count in zip(commits.records, commits.crc_sums, commits.adler_sums, commits.counts):
+        if digest_bytes(crc_sum, adler_sum) != record[3] or count != record[2]:
             findings.append(IndexDigestMismatch(
                 record.first_seq, record.last_seq, f"the commit wrote {record[2]} index rows, {count} found"
                 + ("" if count != record[2] else " with different contents")
