@@ -31,6 +31,7 @@ from nes.errors import (
     HashMismatch,
     InvalidArgument,
     OutOfOrder,
+    UnsupportedFormat,
 )
 from nes.hash import EntryHash, compute_entry_hash
 from nes.headers import Headers
@@ -58,9 +59,25 @@ from nes.replay import (
     open_event_store_replay_source,
     restore_snapshot_and_replay_tail,
 )
-from nes.retention import RetentionPlan, RetentionRun, plan_lmdb_retention, plan_retention
+from nes.backend.seal_record import SealRecord, SealRecordInvalid
+from nes.retention import (
+    AnchorState,
+    RetentionPlan,
+    RetentionRun,
+    SnapshotAnchorStatus,
+    plan_lmdb_retention,
+    plan_retention,
+)
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
-from nes.verifier import Verifier, VerifyOpenError, VerifyReport, verify_in_worker
+from nes.verifier import (
+    LiveRunChurn,
+    Verifier,
+    VerifyOpenError,
+    VerifyOutcome,
+    VerifyReport,
+    VerifySummary,
+    verify_in_worker,
+)
 from nes.writer import (
     EntryDraft,
     EventStoreWriter,
@@ -83,6 +100,7 @@ from nes.ops.trace import UnknownSeq, causation_chain, trace_order
 
 __all__ = [
     "__version__",
+    "AnchorState",
     "AppendEntry",
     "ApplyReport",
     "apply_retention",
@@ -102,6 +120,7 @@ __all__ = [
     "compute_snapshot_content_hash",
     "ConfigError",
     "Corrupted",
+    "UnsupportedFormat",
     "CrashedPredecessor",
     "default_registry",
     "DEFAULT_SCAN_CHUNK_SIZE",
@@ -136,6 +155,7 @@ __all__ = [
     "InvalidDraft",
     "InvalidRange",
     "list_runs",
+    "LiveRunChurn",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",
@@ -165,8 +185,11 @@ __all__ = [
     "RunRow",
     "RunStatus",
     "ScanDirection",
+    "SealRecord",
+    "SealRecordInvalid",
     "SnapshotAnchor",
     "SnapshotAnchored",
+    "SnapshotAnchorStatus",
     "SnapshotHashMismatch",
     "SnapshotReplayPlan",
     "SubmitError",
@@ -177,7 +200,9 @@ __all__ = [
     "Verifier",
     "verify_in_worker",
     "VerifyOpenError",
+    "VerifyOutcome",
     "VerifyReport",
+    "VerifySummary",
     "WriterClosed",
     "WriterConfig",
     "WriterDied",

@@ -126,13 +126,14 @@ class Full(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="m
 
 
 class Bounded(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="mode", tag="bounded"):
-    """Keep the last `keep_last` sealed runs, and always the known-good restore point."""
+    """Keep the last `keep_last` sealed runs (0 allowed) plus the latest known-good restore
+    point, and nothing else."""
 
     keep_last: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int) or self.keep_last < 1:
-            raise ConfigError(f"retention.keep_last: must be an int >= 1, got {self.keep_last!r}")
+        if isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int) or self.keep_last < 0:
+            raise ConfigError(f"retention.keep_last: must be an int >= 0, got {self.keep_last!r}")
 
     def label(self) -> str:
         """The mode as a label: `bounded:<keep_last>`."""

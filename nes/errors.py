@@ -10,6 +10,10 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |- Backend(msg)                  unclassified failure, invariant violation, "no run open",
     |                                a ring the OS refuses to create
     |- Corrupted(msg)                structural damage, decode failure, format-marker problem
+    |  |- UnsupportedFormat          a run file without this nes's format marker (missing, version
+    |  |                             1, a future version): listing, recovery, retention stop on it
+    |  |- SealRecordInvalid          a seal record beside a run file that is not a valid record
+    |  |- LiveRunChurn               a live run changed faster than a consistent snapshot was read
     |  `- SnapshotHashMismatch       a snapshot blob's content hash differs from its anchor
     |- Disk(msg)                     disk pressure: ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
     |- HashMismatch(seq)             stored entry hash differs from the recomputed one
@@ -56,6 +60,7 @@ __all__ = [
     "EventStoreError",
     "Backend",
     "Corrupted",
+    "UnsupportedFormat",
     "Disk",
     "HashMismatch",
     "OutOfOrder",
@@ -108,6 +113,11 @@ class Corrupted(_MessageError):
     """Structural damage, a decode failure or a format-marker problem in a run file."""
 
     prefix = "corrupted run: "
+
+
+class UnsupportedFormat(Corrupted):
+    """A run file without this nes's format marker (missing, malformed, an older or a future
+    version). Listing, recovery and retention stop on it instead of skipping the file."""
 
 
 class Disk(_MessageError):

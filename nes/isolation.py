@@ -11,9 +11,12 @@ unreadable line raises `WorkerCrash` with a one-line status the caller reports.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +24,7 @@ import msgspec
 
 from nes.errors import check_timeout_s
 
-__all__ = ["WorkerCrash", "run_json_worker", "worker_env", "describe_exit"]
+__all__ = ["WorkerCrash", "run_json_worker", "run_progress_worker", "worker_env", "describe_exit"]
 
 T = TypeVar("T")
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,9 +33,10 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class WorkerCrash(Exception):
     """The worker gave no result: `status` says why (signal, exit status, timeout)."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, returncode: int | None = None) -> None:
         super().__init__(status)
         self.status = status
+        self.returncode = returncode
 
 
 def worker_env() -> dict[str, str]:
@@ -74,11 +78,97 @@ def run_json_worker(module: str, args: list[str], timeout_s: float, result_type:
     except subprocess.TimeoutExpired:  # run() has killed and reaped the child
         raise WorkerCrash(f"timed out after {timeout_s:g}s") from None
     if done.returncode != 0:
-        raise WorkerCrash(describe_exit(done.returncode, done.stderr))
+        raise WorkerCrash(describe_exit(done.returncode, done.stderr), done.returncode)
     lines = done.stdout.strip().splitlines()
     if not lines:
         raise WorkerCrash("exited with status 0 without a report")
     try:
         return msgspec.json.decode(lines[-1], type=result_type)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise WorkerCrash(f"unreadable report: {exc}".replace('"', "'")) from None
+
+
+PROGRESS_KEY = b'{"progress"'
+_MAX_LINE = 64 << 20  # a report larger than this is not a report
+
+
+def _timeout_text(timeout_s: float) -> str:
+    return f"timeout after {timeout_s:g}s"
+
+
+def run_progress_worker(
+    module: str,
+    args: list[str],
+    stall_timeout_s: float,
+    result_type: type[T],
+    progress: Callable[[str, int], None] | None = None,
+) -> T:
+    """Like `run_json_worker`, but the child may print `{"progress": [phase, count]}` lines
+    before its result, and `stall_timeout_s` bounds the time between two lines (lack of
+    progress), not the total time. A stall raises `WorkerCrash("timeout after Ns")`."""
+    check_timeout_s(stall_timeout_s, "timeout_s")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=worker_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout.fileno(), selectors.EVENT_READ, "out")
+    selector.register(proc.stderr.fileno(), selectors.EVENT_READ, "err")
+    out = b""
+    err = b""
+    last: bytes | None = None
+    open_streams = 2
+    deadline = time.monotonic() + stall_timeout_s
+    try:
+        while open_streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerCrash(_timeout_text(stall_timeout_s))
+            for key, _ in selector.select(remaining):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    open_streams -= 1
+                    continue
+                if key.data == "err":
+                    err = (err + chunk)[-4096:]
+                    continue
+                out += chunk
+                if len(out) > _MAX_LINE:
+                    raise WorkerCrash("report too large")
+                while b"\n" in out:
+                    line, out = out.split(b"\n", 1)
+                    if line.startswith(PROGRESS_KEY):
+                        deadline = time.monotonic() + stall_timeout_s
+                        if progress is not None:
+                            try:
+                                phase, count = msgspec.json.decode(line, type=dict[str, tuple[str, int]])["progress"]
+                            except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
+                                continue
+                            progress(phase, count)
+                    elif line.strip():
+                        last = line
+        returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise WorkerCrash(_timeout_text(stall_timeout_s)) from None
+    finally:
+        selector.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if out.strip():
+        last = out.strip()
+    if returncode != 0:
+        raise WorkerCrash(describe_exit(returncode, err), returncode)
+    if last is None:
+        raise WorkerCrash("exited with status 0 without a report")
+    try:
+        return msgspec.json.decode(last, type=result_type)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         raise WorkerCrash(f"unreadable report: {exc}".replace('"', "'")) from None

@@ -41,13 +41,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import lmdb
 import msgspec
 
 from nes.backend import layout
-from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, read_manifest
-from nes.config import EventStoreConfig
+from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, is_future_format, read_manifest
 from nes.bootrecord import ensure_private_dir
-from nes.errors import CrashedPredecessor, EventStoreError, InvalidArgument, check_timeout_s
+from nes.config import EventStoreConfig
+from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, UnsupportedFormat, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.instancelock import InstanceLock, pid_alive, read_holder_pid
@@ -141,16 +142,37 @@ class RunFileState(msgspec.Struct, frozen=True):
     high_watermark: int = 0
     error: str | None = None
     parent_run_id: str | None = None  # the run's own parent link (lineage)
+    fatal: bool = False  # a file of a future format: the boot stops (Corrupted)
     rule: str = ""  # the recovery rule that decided `status` (when `recovered`)
 
 
-def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
-    """Inside a worker: read one run file; if Running, scan its tail and seal it by the rule."""
+def recover_run_file(
+    base_dir: str | os.PathLike[str],
+    instance_id: str,
+    file_name: str,
+    progress: Callable[[str, int], None] | None = None,
+) -> RunFileState:
+    """Inside a worker: read one run file; if Running, verify it and seal it by the rule
+    (`nes.recovery`): whatever the verifier reports makes it Quarantined. A sealed run
+    without its seal record gets one. A file of an unknown (future) format raises `Corrupted`:
+    the sweep stops the boot rather than seal what it cannot read."""
     from nes.verifier import scan_tail
 
     path = Path(base_dir) / instance_id / file_name
     try:
-        manifest = read_manifest(path)
+        if path.is_symlink() or not path.is_file():
+            return RunFileState(file_name, error="not a regular file (symlinks are never followed)")
+        recorded = _quarantined_outside(path)
+        if recorded is not None:
+            return recorded
+        try:
+            manifest = read_manifest(path)
+        except UnsupportedFormat:
+            raise
+        except Corrupted as err:
+            if not _lmdb_opens(path):
+                raise  # not openable at all: skipped with its error, looked at again next boot
+            return _quarantine_outside(path, 0, f"{type(err).__name__}: {err}")  # opens, unreadable
         if manifest.instance_id != instance_id or file_name != f"{manifest.run_id}{layout.RUN_FILE_SUFFIX}":
             # Sealing goes through the backend, which derives the path from the manifest: a
             # renamed or misplaced file would make it create (and seal) a new, empty file.
@@ -159,6 +181,8 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 error=f"manifest names run {manifest.instance_id}/{manifest.run_id}, which is not this file",
             )
         if manifest.is_sealed():
+            with LmdbBackend.open_sealed_file(path) as sealed:
+                sealed.write_missing_seal_record()  # a crash between seal and record left none
             return RunFileState(
                 file_name,
                 manifest.run_id,
@@ -168,17 +192,23 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 manifest.high_watermark,
                 parent_run_id=manifest.parent_run_id,
             )
-        scan = scan_tail(path)
+        scan = scan_tail(path, progress)
         rule, status = decide_recovery(scan)
-        backend = LmdbBackend(base_dir)
         try:
-            try:
-                backend.open_run(manifest)
-            except CrashedPredecessor:
-                pass  # expected: the backend now holds the predecessor, writable
-            backend.seal(status)
-        finally:
-            backend.close()
+            LmdbBackend.seal_predecessor(path, status, scan.high_watermark, scan.max_ts_init)
+        except (Corrupted, Backend) as err:
+            if isinstance(err, Backend) and not scan.damaged:
+                raise  # not known to be damaged: retried next boot
+            # The file opens and verifies (or not), but LMDB refuses to write its seal.
+            return _quarantine_outside(path, scan.high_watermark, f"{type(err).__name__}: {err}", manifest)
+        if scan.damaged:
+            log.warning("run %s sealed Quarantined: %s", manifest.run_id, scan.detail)
+        elif not _still_intact_after_seal(path, progress):
+            # LMDB allocates the seal's pages from its free list, which nothing checksums: a
+            # damaged free list can hand out a page still in use. Then the run is not a parent.
+            LmdbBackend.force_quarantine(path)
+            rule, status = "seal exposed damage", RunStatus.Quarantined
+            log.error("run %s: sealing it damaged it (a corrupt LMDB free list); sealed Quarantined", manifest.run_id)
         return RunFileState(
             file_name,
             manifest.run_id,
@@ -190,7 +220,56 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             rule=rule,
         )
     except EventStoreError as err:
+        return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=is_future_format(err))
+    except (OSError, lmdb.Error) as err:  # never escapes the worker as a crash
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
+
+
+def _lmdb_opens(path: Path) -> bool:
+    try:
+        layout.open_read_only(path).close()
+        return True
+    except (lmdb.Error, Corrupted, OSError):
+        return False
+
+
+def _quarantined_outside(path: Path) -> RunFileState | None:
+    """A Running (or unreadable) file that an earlier sweep quarantined with a seal record only."""
+    from nes.backend.seal_record import SealRecordInvalid, read_seal_record
+
+    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    try:
+        record = read_seal_record(path, run_id)
+    except SealRecordInvalid:
+        return None
+    if record is None or record.status != str(RunStatus.Quarantined) or not record.outside_only:
+        return None
+    return RunFileState(path.name, run_id, 0, RunStatus.Quarantined, False, record.high_watermark)
+
+
+def _quarantine_outside(
+    path: Path, high_watermark: int, why: str, manifest: RunManifest | None = None
+) -> RunFileState:
+    """Quarantine a run whose file LMDB cannot seal (its manifest cannot be read or its write
+    fails) by its seal record alone: it is never a parent, and later sweeps do not retry it."""
+    from nes.backend.integrity import manifest_digest
+    from nes.backend.seal_record import SealRecord, write_seal_record
+    from nes.manifest import encode_manifest
+
+    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    validate_path_id(run_id, "run_id")
+    raw = b"" if manifest is None else encode_manifest(manifest)
+    record = SealRecord(1, run_id, str(RunStatus.Quarantined), high_watermark, None, manifest_digest(raw).hex(), "", True)
+    write_seal_record(path, record)
+    log.error("run file %s quarantined by its seal record only (LMDB cannot seal it): %s", path.name, why)
+    start = 0 if manifest is None else manifest.start_ts_init
+    return RunFileState(path.name, run_id, start, RunStatus.Quarantined, True, high_watermark, rule="cannot be sealed")
+
+
+def _still_intact_after_seal(path: Path, progress: Callable[[str, int], None] | None) -> bool:
+    from nes.verifier import Verifier
+
+    return Verifier(path).verify(progress).is_clean()
 
 
 def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_s: float) -> list[RunFileState]:
@@ -209,6 +288,9 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
             break
         states.append(failed)
         remaining = remaining[remaining.index(failed.file) + 1 :]
+    for state in states:
+        if state.fatal:
+            raise Corrupted(f"run file {state.file}: {state.error}")
     for state in states:
         if state.error is not None:
             log.error("run file %s skipped this boot (retried next boot): %s", state.file, state.error)
@@ -268,6 +350,8 @@ def _sweep_worker(
                 if isinstance(message, dict) and "begin" in message:
                     current = message["begin"]
                     deadline = time.monotonic() + timeout_s
+                elif isinstance(message, dict) and "progress" in message:
+                    deadline = time.monotonic() + timeout_s  # the timeout is on lack of progress
                 else:
                     states.append(msgspec.convert(message, RunFileState))
                     current = None
@@ -277,6 +361,18 @@ def _sweep_worker(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _check_private_dirs(base_dir: Path, instance_id: str) -> None:
+    """The base and instance directories, where they exist, are 0700 and ours (a looser one we
+    own is tightened; someone else's, or an instance directory that is a symlink, is refused
+    with `BootError`)."""
+    for directory, follow in ((base_dir, True), (layout.instance_dir(base_dir, instance_id), False)):
+        if os.path.lexists(directory):
+            try:
+                layout.check_private_dir(directory, follow_symlink=follow)
+            except PermissionError as exc:
+                raise BootError(str(exc)) from None
 
 
 def recover_predecessors(
@@ -489,6 +585,7 @@ class EventStoreLifecycle:
         config = self.config
         identity = config.identity
         log.info("boot: instance %s in %s", identity.instance_id, base_dir)
+        _check_private_dirs(base_dir, identity.instance_id)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
         log.info(

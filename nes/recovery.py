@@ -2,7 +2,8 @@
 
 Contract (pure: values in, values out; no files, no processes; the kernel does the I/O):
 - `decide_recovery_status(scan)` seals a predecessor by its durable tail, first matching rule
-  wins (`RECOVERY_RULES`): any damage -> Quarantined; no entries -> CrashedRecovered; last
+  wins (`RECOVERY_RULES`): any damage -> Quarantined (the scan is the full verifier's: whatever
+  `nes verify` calls corrupt, recovery quarantines); no entries -> CrashedRecovered; last
   entry is RunEnded -> Ended; anything else -> CrashedRecovered.
 - `choose_parent(runs, replay_from_run_id, named_parents)`: a configured replay source must
   exist, be sealed and not be Quarantined (ValueError otherwise) and wins; without one, the
@@ -55,8 +56,10 @@ class TailScan(msgspec.Struct, frozen=True):
     last_topic: str | None
     last_payload_type: str | None
     detail: str = ""
+    max_ts_init: int | None = None  # largest ts_init among intact entries (the sealed end_ts_init)
 
     def ends_with_run_ended(self) -> bool:
+        """The last durable entry is the RunEnded lifecycle entry."""
         return self.last_topic == RUN_ENDED_TOPIC and self.last_payload_type == RUN_ENDED_TYPE
 
 

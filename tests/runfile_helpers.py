@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lmdb
 
-from nes.backend import layout
+from nes.backend import integrity, layout
 from nes.codec import seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
 from nes.headers import Headers
@@ -52,11 +52,14 @@ def make_run_file(
     format_version: int | None = layout.FORMAT_VERSION,
     raw_anchors: dict[bytes, bytes] | None = None,
     map_size: int = MAP_SIZE,
+    digests: bool = True,
 ) -> Path:
     """Write a run file with entries 1..`entries` (minus `skip_seqs`) and return its path.
 
     A sealed status gets the manifest a real seal writes (high_watermark = last seq,
-    end_ts_init = max ts_init, or None for an empty run).
+    end_ts_init = max ts_init, or None for an empty run). With `digests` (the default) the file
+    carries what a real writer adds (`nes.backend.integrity`): one commit record over all the
+    entries and index rows, the manifest digest and each anchor's digest.
     """
     path = Path(path)
     skip = set(skip_seqs)
@@ -81,6 +84,7 @@ def make_run_file(
         manifest_db = env.open_db(layout.DB_MANIFEST)
         anchors_db = env.open_db(layout.DB_ANCHORS)
         meta_db = env.open_db(layout.DB_META)
+        digests_db = env.open_db(integrity.DB_DIGESTS)
         index_dbs = {
             kind: env.open_db(name, dupsort=True, dupfixed=True) for kind, name in layout.INDEX_DBS.items()
         }
@@ -88,6 +92,9 @@ def make_run_file(
             if format_version is not None:
                 txn.put(layout.FORMAT_KEY, layout.encode_format_version(format_version), db=meta_db)
             txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=manifest_db)
+            if digests:
+                txn.put(integrity.MANIFEST_DIGEST_KEY, integrity.manifest_digest(encode_manifest(manifest)), db=digests_db)
+            row_sum = integrity.IndexRowSum()
             with txn.cursor(entries_db) as cursor:
                 cursor.putmulti(
                     ((seq_key(e.seq), encode_stored_value(e)) for e in built), append=True
@@ -96,10 +103,15 @@ def make_run_file(
                 for key, seqs in rows.items():
                     for seq in seqs:
                         txn.put(key, seq_key(seq), db=index_dbs[kind], dupdata=True)
-            if anchor is not None:
-                txn.put(seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
-            for key, value in (raw_anchors or {}).items():
+                        row_sum.add(layout.INDEX_DBS[kind], key, seq_key(seq))
+            anchors = {} if anchor is None else {seq_key(anchor.high_watermark): encode_anchor(anchor)}
+            anchors.update(raw_anchors or {})
+            for key, value in anchors.items():
                 txn.put(key, value, db=anchors_db)
+                if digests:
+                    txn.put(integrity.anchor_key(key), integrity.anchor_digest(key, value), db=digests_db)
+            if digests and built:
+                txn.put(integrity.commit_key(1), integrity.encode_commit(built[-1].seq, row_sum), db=digests_db)
         env.sync(True)
     finally:
         env.close()

@@ -37,7 +37,7 @@ from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.backend.memory import MemoryBackend
 from nes.codec import key_seq, seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
-from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Gap, HashMismatch, OutOfOrder
+from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Gap, HashMismatch, OutOfOrder, UnsupportedFormat
 from nes.headers import Headers
 from nes.manifest import RunStatus
 from nes.snapshot import SnapshotAnchor
@@ -725,7 +725,7 @@ def test_lmdb_missing_meta_db_must_be_regenerated(tmp_path: Path) -> None:
         LmdbBackend.open_sealed_file(path)
 
 
-@pytest.mark.parametrize("raw_version", [layout.encode_format_version(2), layout.encode_format_version(0), b"\x01"])
+@pytest.mark.parametrize("raw_version", [layout.encode_format_version(3), layout.encode_format_version(0), b"\x01"])
 def test_lmdb_wrong_format_version_is_unsupported(tmp_path: Path, raw_version: bytes) -> None:
     path = write_run(tmp_path, 1)
     with RawFile(path) as raw, raw.env.begin(write=True, db=raw.meta) as txn:
@@ -741,7 +741,7 @@ def test_lmdb_wrong_format_version_is_unsupported(tmp_path: Path, raw_version: b
 def test_lmdb_fresh_file_carries_format_marker_and_manifest(tmp_path: Path) -> None:
     path = write_run(tmp_path, 0, seal=None)
     with RawFile(path) as raw, raw.env.begin() as txn:
-        assert txn.get(layout.FORMAT_KEY, db=raw.meta) == layout.encode_format_version(1)
+        assert txn.get(layout.FORMAT_KEY, db=raw.meta) == layout.encode_format_version(2)
         assert txn.get(layout.MANIFEST_KEY, db=raw.manifest) is not None
     m = read_manifest(path)
     assert (m.status, m.high_watermark, m.end_ts_init) == (RunStatus.Running, 0, None)
@@ -958,11 +958,17 @@ def test_lmdb_list_runs_skips_manifestless_file_and_markers(tmp_path: Path) -> N
     broken = write_run(tmp_path, 1, run_id="broken", start_ts_init=1)
     with RawFile(broken) as raw, raw.env.begin(write=True, db=raw.manifest) as txn:
         txn.delete(layout.MANIFEST_KEY)
-    empty_env = lmdb.open(str(tmp_path / INSTANCE_ID / "empty.lmdb"), subdir=False, map_size=1 << 20)
-    empty_env.close()
     write_run(tmp_path, 0, run_id="x")  # then rename it into a marker sidecar name
     (tmp_path / INSTANCE_ID / "x.lmdb").rename(tmp_path / INSTANCE_ID / "good.markers.lmdb")
     assert [m.run_id for m in LmdbBackend(tmp_path).list_runs(INSTANCE_ID)] == ["good"]
+
+
+def test_lmdb_list_runs_aborts_on_a_file_without_format_marker(tmp_path: Path) -> None:
+    write_run(tmp_path, 1, run_id="good", start_ts_init=5)
+    empty_env = lmdb.open(str(tmp_path / INSTANCE_ID / "empty.lmdb"), subdir=False, map_size=1 << 20)
+    empty_env.close()
+    with pytest.raises(UnsupportedFormat, match="missing store format marker"):
+        LmdbBackend(tmp_path).list_runs(INSTANCE_ID)
 
 
 # ---- map growth ----------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_parse_retention_mode_round_trips_labels(mode: object) -> None:
     assert parse_retention_mode(mode.label()) == mode  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("text", ["", "bounded", "bounded:0", "bounded:-1", "bounded:x", "keep-all"])
+@pytest.mark.parametrize("text", ["", "bounded", "bounded:-1", "bounded:x", "keep-all"])
 def test_parse_retention_mode_rejects_unknown_labels(text: str) -> None:
     with pytest.raises(ConfigError, match=r"^retention"):
         parse_retention_mode(text)
@@ -143,7 +143,7 @@ def test_parse_retention_mode_rejects_unknown_labels(text: str) -> None:
         (minimal(identity={"instance_id": "t", "seed": "x"}), "identity.seed"),
         (minimal(identity={"instance_id": "t", "package_versions": {"a": 1}}), "identity.package_versions"),
         (minimal(identity={"instance_id": "t", "typo": 1}), "identity.typo"),
-        (minimal(retention={"mode": "bounded", "keep_last": 0}), "retention.keep_last"),
+        (minimal(retention={"mode": "bounded", "keep_last": -1}), "retention.keep_last"),
         (minimal(retention={"mode": "bounded"}), "retention.keep_last"),
         (minimal(retention={"mode": "forever"}), "retention"),
         (minimal(replay_from_run_id="a/b"), "replay_from_run_id"),
@@ -169,7 +169,7 @@ def test_constructor_validates_like_from_mapping() -> None:
     with pytest.raises(ConfigError, match=r"^identity\.instance_id: "):
         RunIdentity(instance_id="..")
     with pytest.raises(ConfigError, match=r"^retention\.keep_last: "):
-        Bounded(0)
+        Bounded(-1)
     identity = RunIdentity(instance_id="trader-001")
     with pytest.raises(ConfigError, match=r"^run_started_timeout_s: "):
         EventStoreConfig(base_dir="/tmp/nes", identity=identity, run_started_timeout_s=0.0)

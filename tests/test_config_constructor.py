@@ -31,7 +31,7 @@ def _constructor_message(**fields: Any) -> str:
 @pytest.mark.parametrize(
     "fields",
     [
-        {"retention": "bounded:0"},
+        {"retention": "bounded:-1"},
         {"retention": "forever"},
         {"retention": 5},
         {"writer": "nonsense"},

@@ -21,7 +21,8 @@ import msgspec
 import psutil
 import pytest
 
-from nes.backend import layout
+from nes.backend import integrity, layout
+from nes.backend.seal_record import seal_record_path
 from nes.backend.base import ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.codec import seq_key
@@ -90,11 +91,16 @@ def sealed_entries(path: Path) -> list:
 
 
 def set_status_running(path: Path) -> None:
-    """Put a sealed file's manifest back to Running, as if its process had crashed."""
+    """Put a sealed file's manifest back to Running (with its digest, and without the seal
+    record), as if its process had crashed just before the seal."""
     manifest = read_manifest(path)
     running = msgspec.structs.replace(manifest, status=RunStatus.Running, end_ts_init=None, high_watermark=0)
-    with_env(path, lambda env, txn: txn.put(
-        layout.MANIFEST_KEY, msgspec.msgpack.encode(running), db=env.open_db(layout.DB_MANIFEST, txn=txn)))
+    raw = msgspec.msgpack.encode(running)
+    with_env(path, lambda env, txn: (
+        txn.put(layout.MANIFEST_KEY, raw, db=env.open_db(layout.DB_MANIFEST, txn=txn)),
+        txn.put(integrity.MANIFEST_DIGEST_KEY, integrity.manifest_digest(raw), db=env.open_db(integrity.DB_DIGESTS, txn=txn)),
+    ))
+    seal_record_path(path).unlink(missing_ok=True)
 
 
 def with_env(path: Path, body) -> None:  # noqa: ANN001
@@ -191,7 +197,16 @@ def test_context_manager_exit_closes_the_run(tmp_path):
 
 # ---- recovery matrix ----------------------------------------------------------------------------
 def drop_all_entries(path: Path) -> None:
-    with_env(path, lambda env, txn: txn.drop(env.open_db(layout.DB_ENTRIES, txn=txn), delete=False))
+    """As if the writer died before its first commit: no entries, no commit records."""
+    def body(env, txn) -> None:  # noqa: ANN001
+        txn.drop(env.open_db(layout.DB_ENTRIES, txn=txn), delete=False)
+        digests = env.open_db(integrity.DB_DIGESTS, txn=txn)
+        for key in [k for k, _ in txn.cursor(digests) if k.startswith(integrity.COMMIT_PREFIX)]:
+            txn.delete(key, db=digests)
+        for db in layout.INDEX_DBS.values():
+            txn.drop(env.open_db(db, txn=txn, dupsort=True, dupfixed=True), delete=False)
+
+    with_env(path, body)
 
 
 def flip_payload_byte(path: Path, seq: int) -> None:

@@ -10,19 +10,26 @@ import hashlib
 from pathlib import Path
 
 import lmdb
+import msgspec
 import pytest
 
 from nes.backend import layout
 from nes.codec import seq_key
 from nes.config import Bounded, Full, SnapshotAnchored
 from nes.manifest import RunManifest, RunStatus, encode_manifest
+from nes.errors import UnsupportedFormat
 from nes.retention import (
+    AnchorState,
     RetentionPlan,
     RetentionRun,
+    SnapshotAnchorStatus,
     anchor_is_restore_point,
     plan_lmdb_retention,
     plan_retention,
+    snapshot_anchor_status,
 )
+from runfile_helpers import flip_byte_in_payload
+from runfile_helpers import make_run_file as make_valid_run_file
 from nes.snapshot import SnapshotAnchor, encode_anchor
 
 INSTANCE_ID = "trader-001"
@@ -35,8 +42,17 @@ Ended, Crashed, Quarantined, Running = (
 
 
 def run(ts: int, status: RunStatus = Ended, hwm: int = 10, anchor: int | None = 5) -> RetentionRun:
-    valid = anchor is not None and 0 < anchor <= hwm
-    return RetentionRun(f"{ts}-0000000{ts % 10}", ts, status, hwm, valid, anchor)
+    found = None if anchor is None else SnapshotAnchor(anchor, f"snap-{anchor}", "blake3:" + "00" * 32)
+    return RetentionRun(f"{ts}-0000000{ts % 10}", ts, status, hwm, snapshot_anchor_status(hwm, found))
+
+
+def claimed(run_id: str, ts: int, hwm: int, anchor: int | None, valid: bool) -> RetentionRun:
+    """A run whose anchor status a caller asserts (possibly contradicting the watermarks)."""
+    if anchor is None:
+        return RetentionRun(run_id, ts, Ended, hwm, SnapshotAnchorStatus.missing())
+    if not valid:
+        return RetentionRun(run_id, ts, Ended, hwm, SnapshotAnchorStatus.invalid("undecodable"))
+    return RetentionRun(run_id, ts, Ended, hwm, SnapshotAnchorStatus.valid(SnapshotAnchor(anchor, "b", "blake3:x")))
 
 
 def rid(ts: int) -> str:
@@ -63,8 +79,8 @@ def test_plan_retention_sorts_runs_before_selecting_candidates() -> None:
 
 
 def test_plan_retention_breaks_start_time_ties_by_run_id() -> None:
-    a = RetentionRun("5-bbbbbbbb", 5, Ended, 10, True, 5)
-    b = RetentionRun("5-aaaaaaaa", 5, Ended, 10, False, None)
+    a = claimed("5-bbbbbbbb", 5, 10, 5, True)
+    b = claimed("5-aaaaaaaa", 5, 10, None, False)
     plan = plan_retention(SnapshotAnchored(), [a, b])
     assert plan.runs_considered == ["5-aaaaaaaa", "5-bbbbbbbb"]
     assert plan.candidates == ["5-aaaaaaaa"]
@@ -118,9 +134,9 @@ def test_snapshot_anchored_mode_handles_unusable_snapshot_anchors_conservatively
         run(1),
         run(2),
         run(3, hwm=4, anchor=9),  # anchor past the durable tail
-        run(4, anchor=0),  # an anchor at 0 restores nothing
-        RetentionRun(rid(5), 5, Ended, 10, False, 5),  # anchor present but undecodable/unusable
-        RetentionRun(rid(6), 6, Ended, 3, True, 7),  # claims valid, contradicts the watermarks
+        run(4, anchor=None),
+        claimed(rid(5), 5, 10, 5, False),  # anchor present but undecodable/unusable
+        claimed(rid(6), 6, 3, 7, True),  # claims valid, contradicts the watermarks
     ]
     plan = plan_retention(SnapshotAnchored(), runs)
     assert plan.restore_point == rid(2)
@@ -133,8 +149,33 @@ def test_snapshot_anchored_mode_handles_unusable_snapshot_anchors_conservatively
 def test_snapshot_anchor_status_rejects_anchor_past_durable_watermark() -> None:
     assert anchor_is_restore_point(SnapshotAnchor(5, "blob", "blake3:x"), 5)
     assert not anchor_is_restore_point(SnapshotAnchor(6, "blob", "blake3:x"), 5)
-    assert not anchor_is_restore_point(SnapshotAnchor(0, "blob", "blake3:x"), 5)
     assert not anchor_is_restore_point(None, 5)
+    status = snapshot_anchor_status(1, SnapshotAnchor(2, "cache://snapshots/2", "blake3:abc"))
+    assert status.state is AnchorState.Invalid
+    assert status.reason == "snapshot anchor high_watermark 2 exceeds durable high_watermark 1"
+
+
+def test_snapshot_anchor_status_is_missing_valid_or_invalid_and_zero_is_valid() -> None:
+    assert snapshot_anchor_status(5, None) == SnapshotAnchorStatus(AnchorState.Missing)
+    at_zero = SnapshotAnchor(0, "blob", "blake3:x")
+    assert snapshot_anchor_status(0, at_zero) == SnapshotAnchorStatus(AnchorState.Valid, at_zero)
+    assert anchor_is_restore_point(at_zero, 5)
+    plan = plan_retention(SnapshotAnchored(), [run(1), run(2, anchor=0)])
+    assert plan.restore_point == rid(2) and plan.candidates == [rid(1)]
+
+
+def test_bounded_keeps_the_last_n_plus_the_restore_point_and_nothing_else() -> None:
+    runs = [run(1), run(2, anchor=None), run(3, anchor=None), run(4, anchor=None)]
+    plan = plan_retention(Bounded(1), runs)
+    assert plan.restore_point == rid(1)
+    assert plan.candidates == [rid(2), rid(3)]  # between the restore point and the last one
+    assert plan_retention(Bounded(0), runs).candidates == [rid(2), rid(3), rid(4)]
+
+
+def test_a_run_known_to_fail_verification_is_never_the_restore_point() -> None:
+    corrupt = msgspec.structs.replace(run(2), verified_clean=False)
+    plan = plan_retention(SnapshotAnchored(), [run(1), corrupt])
+    assert plan.restore_point == rid(1) and plan.candidates == []
 
 
 def test_plan_is_pure_and_never_mutates_input() -> None:
@@ -153,34 +194,20 @@ def make_run_file(
     anchor: SnapshotAnchor | bytes | None = None,
     run_id: str | None = None,
 ) -> Path:
-    """A run file laid out as nes.backend.layout says; entry values are arbitrary bytes."""
+    """A valid run file (tests/runfile_helpers) of `entries` entries started at `ts`."""
     run_id = run_id or rid(ts)
     path = layout.run_file_path(base, INSTANCE_ID, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 20)
-    try:
-        manifest = RunManifest(
-            run_id=run_id,
-            instance_id=INSTANCE_ID,
-            start_ts_init=ts,
-            high_watermark=entries,
-            status=status,
-            end_ts_init=None if status is Running else ts + 1,
-        )
-        with env.begin(write=True) as txn:
-            entries_db = env.open_db(layout.DB_ENTRIES, txn=txn)
-            for seq in range(1, entries + 1):
-                txn.put(seq_key(seq), hashlib.sha256(b"%d" % seq).digest(), db=entries_db)
-            txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=env.open_db(layout.DB_MANIFEST, txn=txn))
-            txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=env.open_db(layout.DB_META, txn=txn))
-            anchors_db = env.open_db(layout.DB_ANCHORS, txn=txn)
-            if isinstance(anchor, SnapshotAnchor):
-                txn.put(seq_key(anchor.high_watermark), encode_anchor(anchor), db=anchors_db)
-            elif isinstance(anchor, bytes):
-                txn.put(seq_key(max(entries, 1)), anchor, db=anchors_db)
-    finally:
-        env.close()
-    return path
+    return make_valid_run_file(
+        path,
+        entries=entries,
+        status=status,
+        anchor=anchor if isinstance(anchor, SnapshotAnchor) else None,
+        raw_anchors={seq_key(max(entries, 1)): anchor} if isinstance(anchor, bytes) else None,
+        run_id=run_id,
+        manifest_overrides={"start_ts_init": ts, "instance_id": INSTANCE_ID},
+        map_size=1 << 22,
+    )
 
 
 def anchor_at(hwm: int) -> SnapshotAnchor:
@@ -238,10 +265,38 @@ def test_lmdb_planner_skips_file_without_manifest(tmp_path: Path) -> None:
     env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 20)
     with env.begin(write=True) as txn:
         txn.put(seq_key(1), b"x", db=env.open_db(layout.DB_ENTRIES, txn=txn))
+        txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=env.open_db(layout.DB_META, txn=txn))
     env.close()
     plan = plan_lmdb_retention(tmp_path, INSTANCE_ID, Full())
     assert plan.runs_considered == []
     assert len(plan.skipped) == 1 and plan.skipped[0].startswith(f"{rid(1)}.lmdb: ")
+
+
+@pytest.mark.parametrize("marker", [None, layout.encode_format_version(1), layout.encode_format_version(9)])
+def test_lmdb_planner_stops_on_a_file_without_this_format_marker(tmp_path: Path, marker: bytes | None) -> None:
+    make_run_file(tmp_path, 1, Ended, 3, anchor_at(3))
+    path = make_run_file(tmp_path, 2, Ended, 3, anchor_at(3))
+    env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(layout.DB_META, txn=txn)
+        if marker is None:
+            txn.delete(layout.FORMAT_KEY, db=meta)
+        else:
+            txn.put(layout.FORMAT_KEY, marker, db=meta)
+    env.close()
+    with pytest.raises(UnsupportedFormat, match=rid(2)):
+        plan_lmdb_retention(tmp_path, INSTANCE_ID, SnapshotAnchored())
+
+
+def test_lmdb_planner_never_picks_a_run_that_fails_verification_as_restore_point(tmp_path: Path) -> None:
+    make_run_file(tmp_path, 1, Ended, 4, anchor_at(3))
+    newest = make_run_file(tmp_path, 2, Ended, 5, anchor_at(5))
+    flip_byte_in_payload(newest, 2)
+    plan = plan_lmdb_retention(tmp_path, INSTANCE_ID, SnapshotAnchored())
+    assert plan.restore_point == rid(1)
+    assert plan.candidates == []
+    assert any(line.startswith(f"{rid(2)}.lmdb: not a restore point: corrupt") for line in plan.skipped)
+    assert plan_lmdb_retention(tmp_path, INSTANCE_ID, Bounded(0)).candidates == [rid(2)]
 
 
 def test_lmdb_planner_ignores_marker_sidecars_and_empty_instances(tmp_path: Path) -> None:
@@ -252,7 +307,7 @@ def test_lmdb_planner_ignores_marker_sidecars_and_empty_instances(tmp_path: Path
     (tmp_path / INSTANCE_ID / f"{rid(1)}.markers.lmdb").write_bytes(b"\0" * 4096)
     plan = plan_lmdb_retention(tmp_path, INSTANCE_ID, Full())
     assert plan.runs_considered == [rid(1)]
-    assert plan.skipped == []
+    assert not any(line.startswith(f"{rid(1)}.markers.lmdb") for line in plan.skipped)
 
 
 def test_lmdb_planner_reads_empty_run_as_not_a_restore_point(tmp_path: Path) -> None:

@@ -43,13 +43,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def clean_line(hwm: int, scanned: int | None = None, status: str = "Ended") -> str:
     scanned = hwm if scanned is None else scanned
-    return f"clean run_id={RUN_ID} status={status} high_watermark={hwm} entries_scanned={scanned}"
+    return f"clean run_id={RUN_ID} status={status} high_watermark={hwm} entries_scanned={scanned} markers=absent"
 
 
 def corrupt_line(hwm: int, scanned: int, findings: int) -> str:
     return (
         f"corrupt run_id={RUN_ID} status=Ended high_watermark={hwm} entries_scanned={scanned} "
-        f"findings={findings} quarantine=not-performed"
+        f"findings={findings} marker_findings=0 markers=absent quarantine=not-performed"
     )
 
 
@@ -105,8 +105,8 @@ def test_manufactured_seq_swap_surfaces_as_finding(tmp_path: Path) -> None:
     report = Verifier(path).verify()
     assert report.findings == [KeySeqMismatch(2, 4), KeySeqMismatch(4, 2)]
     assert report.lines()[1:] == [
-        "- key seq 2 holds entry with embedded seq 4",
-        "- key seq 4 holds entry with embedded seq 2",
+        "- seq mismatch at table key 2: embedded seq was 4",
+        "- seq mismatch at table key 4: embedded seq was 2",
     ]
 
 
@@ -145,14 +145,14 @@ def test_corrupt_snapshot_anchor_is_a_finding_not_clean(tmp_path: Path) -> None:
     assert len(report.findings) == 1
     finding = report.findings[0]
     assert isinstance(finding, CorruptSnapshotAnchor) and finding.key == "5"
-    assert report.lines()[1].startswith("- corrupt snapshot anchor at key 5: does not decode")
+    assert report.lines()[1].startswith("- snapshot anchor invalid: anchor at key 5 unreadable")
 
 
 def test_snapshot_anchor_past_durable_watermark_is_a_finding(tmp_path: Path) -> None:
     path = make_run_file(tmp_path / "run.lmdb", entries=10, anchor=anchor_at(12))
     report = Verifier(path).verify()
     assert report.findings == [AnchorPastWatermark(12, 10)]
-    assert report.lines()[1] == "- snapshot anchor high_watermark 12 is past durable high_watermark 10"
+    assert report.lines()[1] == "- snapshot anchor invalid: snapshot anchor high_watermark 12 exceeds durable high_watermark 10"
 
 
 def test_sealed_manifest_disagreeing_with_entries_is_a_finding(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_dangling_and_corrupted_index_rows_are_findings(tmp_path: Path) -> None:
 
 def test_missing_format_marker_is_a_finding(tmp_path: Path) -> None:
     report = Verifier(make_run_file(tmp_path / "run.lmdb", entries=3, format_version=None)).verify()
-    assert report.findings == [OpenError("missing format marker")]
+    assert report.findings == [OpenError("missing store format marker; the run file must be regenerated")]
     report = Verifier(make_run_file(tmp_path / "run2.lmdb", entries=3, format_version=99)).verify()
     assert isinstance(report.findings[0], OpenError) and "version 99" in report.findings[0].detail
 
@@ -314,7 +314,7 @@ def test_binary_worker_timeout_exits_corrupt_without_quarantine(tmp_path: Path) 
     )
     assert done.returncode == 1
     assert done.stdout.splitlines() == [
-        f'corrupt path={path} worker_status="timed out after 1s" quarantine=not-performed'
+        f'corrupt path={path} worker_status="timeout after 1s" quarantine=not-performed'
     ]
 
 
@@ -322,7 +322,7 @@ def test_binary_missing_run_file_exits_error(tmp_path: Path) -> None:
     path = tmp_path / "absent.lmdb"
     done = run_cli("verify", str(path))
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == f'error path={path} error="run file not found"\n'
+    assert done.stderr == f'error path={path} error="no run file"\n'
     assert list(tmp_path.iterdir()) == []
 
 
@@ -396,7 +396,7 @@ def test_binary_clean_marker_sidecar_reports_clean_without_error(tmp_path: Path)
     done = run_cli("verify", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == (
-        f"{clean_line(5)} markers=clean marker_run_id={RUN_ID} marker_status=Ended "
+        f"{clean_line(5).removesuffix(' markers=absent')} markers=clean marker_run_id={RUN_ID} marker_status=Ended "
         "marker_snapshots_scanned=3 marker_hifi_scanned=0 marker_gaps_scanned=0 marker_dict_entries_scanned=0\n"
     )
 
@@ -420,7 +420,9 @@ def test_binary_marker_hash_mismatch_exits_corrupt_without_quarantine(tmp_path: 
     done = run_cli("verify", str(path))
     assert done.returncode == 1
     first, *rest = done.stdout.splitlines()
-    assert first.startswith(f"corrupt run_id={RUN_ID} status=Ended high_watermark=5 entries_scanned=5 markers=corrupt")
-    assert first.endswith("findings=1 marker_findings=1 quarantine=not-performed")
+    assert first.startswith(
+        f"corrupt run_id={RUN_ID} status=Ended high_watermark=5 entries_scanned=5 findings=1 marker_findings=1 markers=corrupt"
+    )
+    assert first.endswith("marker_findings=1 quarantine=not-performed")
     assert rest == ["- marker hash mismatch snapshot marker_seq=2"]
     assert sidecar.read_bytes() == before

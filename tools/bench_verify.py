@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 import lmdb  # noqa: E402
 from blake3 import blake3  # noqa: E402
 
-from nes.backend import layout  # noqa: E402
+from nes.backend import integrity, layout  # noqa: E402
 from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame, seq_key  # noqa: E402
 from nes.hash import hash_frame  # noqa: E402
 from nes.manifest import RunManifest, RunStatus, encode_manifest  # noqa: E402
@@ -55,7 +55,8 @@ def build_run_file(path: Path, entries: int, payload_bytes: int) -> float:
         meta_db = env.open_db(layout.DB_META)
         manifest_db = env.open_db(layout.DB_MANIFEST)
         env.open_db(layout.DB_ANCHORS)
-        for name in layout.INDEX_DBS.values():
+        digests_db = env.open_db(integrity.DB_DIGESTS)
+        for name in layout.ALL_INDEX_DBS:
             env.open_db(name, dupsort=True, dupfixed=True)
         base_payload = bytes(range(256)) * (payload_bytes // 256 + 1)
         for lo in range(1, entries + 1, BATCH):
@@ -68,6 +69,7 @@ def build_run_file(path: Path, entries: int, payload_bytes: int) -> float:
                 rows.append((seq_key(seq), hash_frame(frame) + frame))
             with env.begin(write=True) as txn, txn.cursor(entries_db) as cursor:
                 cursor.putmulti(rows, append=True)
+                txn.put(integrity.commit_key(lo), integrity.encode_commit(hi, integrity.IndexRowSum()), db=digests_db)
         manifest = RunManifest(
             run_id=RUN_ID, instance_id="bench-001", start_ts_init=START_TS, status=RunStatus.Ended,
             high_watermark=entries, end_ts_init=START_TS + entries * 1000 if entries else None,
@@ -75,6 +77,7 @@ def build_run_file(path: Path, entries: int, payload_bytes: int) -> float:
         with env.begin(write=True) as txn:
             txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=meta_db)
             txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=manifest_db)
+            txn.put(integrity.MANIFEST_DIGEST_KEY, integrity.manifest_digest(encode_manifest(manifest)), db=digests_db)
         env.sync(True)
     finally:
         env.close()

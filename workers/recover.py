@@ -5,13 +5,15 @@ For each run file (all `*.lmdb` of the instance, or the named ones, in name orde
 file is scanned read-only, its recovery status decided by the pure rule
 (`nes.recovery.decide_recovery_status`) and then sealed. Running in a separate process, a file
 that crashes LMDB kills only this worker: the kernel sees which file it was on (the last
-`begin`), skips it and starts a new worker for the rest.
+`begin`), skips it and starts a new worker for the rest. While it verifies a file it prints
+`{"progress": [phase, count]}` lines: the kernel's timeout is on lack of progress.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import time
 
 import msgspec
 
@@ -28,10 +30,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base_dir, instance_id, files = args[0], args[1], args[2:]
     out = sys.stdout.buffer
+    next_progress = 0.0
+
+    def progress(phase: str, count: int) -> None:  # the kernel times out on lack of progress
+        nonlocal next_progress
+        now = time.monotonic()
+        if now >= next_progress:
+            next_progress = now + 0.25
+            out.write(msgspec.json.encode({"progress": [phase, count]}) + b"\n")
+            out.flush()
+
     for name in files:
         out.write(msgspec.json.encode({"begin": name}) + b"\n")
         out.flush()
-        out.write(msgspec.json.encode(recover_run_file(base_dir, instance_id, name)) + b"\n")
+        out.write(msgspec.json.encode(recover_run_file(base_dir, instance_id, name, progress)) + b"\n")
         out.flush()
     return 0
 

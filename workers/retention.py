@@ -1,7 +1,8 @@
 """Retention worker: `python -m workers.retention PATH`.
 
 Prints the run file's `nes.retention.RetentionRun` as one JSON line and exits 0; exits 2 with
-the reason on stderr when the file cannot be read (the planner then skips it). Thin by design;
+the reason on stderr when the file cannot be read (the planner then skips it), 3 when the file
+lacks this nes's format marker (the planner stops). Thin by design;
 it exists so that a damaged file can crash only this process.
 """
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from nes.retention import read_retention_run
+from nes.errors import UnsupportedFormat
+from nes.retention import UNSUPPORTED_FORMAT_EXIT, read_retention_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = read_retention_run(Path(args[0]))
+    except UnsupportedFormat as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return UNSUPPORTED_FORMAT_EXIT
     except Exception as exc:  # noqa: BLE001 - every unreadable file is reported the same way
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import resource
+import zlib
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any, TypeVar
 import lmdb
 import msgspec
 
-from nes.backend import layout
+from nes.backend import integrity, layout
+from nes.backend.seal_record import SealRecord, write_seal_record
 from nes.codec import key_seq, seq_key
 from nes.backend.base import (
     IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
@@ -42,12 +44,13 @@ from nes.errors import (
     Disk,
     EventStoreError,
     InvalidArgument,
+    UnsupportedFormat,
     is_disk_pressure,
 )
-from nes.manifest import RunManifest, decode_manifest, encode_manifest
+from nes.manifest import RunManifest, RunStatus, check_seal_transition, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
-__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "DEFAULT_MAP_SIZE"]
+__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "is_future_format", "DEFAULT_MAP_SIZE"]
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are written
 _DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
@@ -121,11 +124,18 @@ def grow_map(env: lmdb.Environment, path: Path) -> None:
 class _RunFile:
     """An open LMDB environment with its named databases (one owner: the backend or a reader)."""
 
-    def __init__(self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False, fresh: bool = False
+    ) -> None:
         self.path = path
         self._lock_fd: int | None = None
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             raise Backend(f"run file not found: {path}")
+        if not fresh:  # an existing file is untrusted: refuse what mapping would fault on
+            try:
+                layout.check_run_file_shape(path)
+            except OSError as exc:
+                raise classify_lmdb_error(exc, f"open {path}") from exc
         if writable:
             # Lock before LMDB touches the file: a refused second writer must not open the
             # environment (or run a write transaction) on a run another writer holds.
@@ -157,7 +167,7 @@ class _RunFile:
         except OSError as exc:
             raise classify_lmdb_error(exc, f"create {path}") from exc
         try:
-            run_file = cls(path, writable=True, map_size=map_size, exclusive=exclusive)
+            run_file = cls(path, writable=True, map_size=map_size, exclusive=exclusive, fresh=True)
         except BaseException:
             path.unlink(missing_ok=True)
             Path(f"{path}-lock").unlink(missing_ok=True)
@@ -172,6 +182,7 @@ class _RunFile:
             self.manifest_db = env.open_db(layout.DB_MANIFEST, **opts)
             self.anchors = env.open_db(layout.DB_ANCHORS, **opts)
             self.meta = env.open_db(layout.DB_META, **opts)
+            self.digests = env.open_db(integrity.DB_DIGESTS, **opts)
             self.indexes = {
                 kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
             }
@@ -186,14 +197,20 @@ class _RunFile:
                 self.correlation = None
 
         try:
-            if writable:  # creates what is missing, in one write transaction
-                with env.begin(write=True) as txn:
+            if writable:
+                with env.begin() as txn:  # an existing file must be of this format before any write
+                    if txn.get(layout.DB_META) is not None:
+                        self.meta = env.open_db(layout.DB_META, txn=txn, create=False)
+                        self.check_format(txn)
+                with env.begin(write=True) as txn:  # creates what is missing, in one write transaction
                     open_all(txn=txn)
                     open_correlation(txn=txn)
             else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
                     if txn.get(layout.DB_META) is None:
-                        raise Corrupted("missing store format marker; the run file must be regenerated")
+                        raise UnsupportedFormat("missing store format marker; the run file must be regenerated")
+                    self.meta = env.open_db(layout.DB_META, txn=txn, create=False)
+                    self.check_format(txn)
                 open_all(create=False)
                 open_correlation(create=False)
         except EventStoreError:
@@ -220,14 +237,17 @@ class _RunFile:
             self._lock_fd = None
 
     # -- reads --------------------------------------------------------------------------------
-    def check_format(self) -> None:
-        with self.env.begin(db=self.meta) as txn:
-            raw = txn.get(layout.FORMAT_KEY)
-        if raw is None:
-            raise Corrupted("missing store format marker; the run file must be regenerated")
-        version = layout.U32.unpack(raw)[0] if len(raw) == 4 else -1
-        if version != layout.FORMAT_VERSION:
-            raise Corrupted(f"unsupported event store on-disk format version {version}")
+    def check_format(self, txn: lmdb.Transaction | None = None) -> None:
+        """`Corrupted` unless the format marker is this nes's (`layout.format_version_problem`)."""
+        raw: bytes | memoryview | None
+        if txn is None:
+            with self.env.begin(db=self.meta) as own:
+                raw = own.get(layout.FORMAT_KEY)
+        else:
+            raw = txn.get(layout.FORMAT_KEY, db=self.meta)
+        problem = layout.format_version_problem(None if raw is None else bytes(raw))
+        if problem is not None:
+            raise UnsupportedFormat(problem)
 
     def read_manifest(self) -> RunManifest:
         with self.env.begin(db=self.manifest_db) as txn:
@@ -267,8 +287,9 @@ def read_manifest(path: str | os.PathLike[str]) -> RunManifest:
     """The manifest of a run file, opened read-only (format marker checked)."""
     run_file = _RunFile(Path(path), writable=False)
     try:
-        run_file.check_format()
         return run_file.read_manifest()
+    except lmdb.Error as exc:
+        raise classify_lmdb_error(exc, f"read manifest of {path}") from exc
     finally:
         run_file.close()
 
@@ -330,10 +351,11 @@ class LmdbBackend(RunStoreBase):
         fresh = normalized_for_open(manifest)
         run_file = _RunFile.create(path, self._initial_map_size, self._exclusive)
         try:
-            self._write(run_file, lambda txn: (
-                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta),
-                txn.put(layout.MANIFEST_KEY, encode_manifest(fresh), db=run_file.manifest_db),
-            ))
+            def start(txn: lmdb.Transaction) -> None:
+                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta)
+                _put_manifest(txn, run_file, fresh)
+
+            self._write(run_file, start)
         except BaseException:
             run_file.close()
             raise
@@ -351,6 +373,9 @@ class LmdbBackend(RunStoreBase):
                 raise Backend(f"run {stored.run_id} is already sealed {stored.status}")
             high_watermark = run_file.last_seq()
             max_ts = run_file.max_ts_init()
+        except lmdb.Error as exc:
+            run_file.close()
+            raise classify_lmdb_error(exc, f"adopt {path}") from exc
         except BaseException:
             run_file.close()
             raise
@@ -370,6 +395,9 @@ class LmdbBackend(RunStoreBase):
             if not manifest.is_sealed():
                 raise Backend(f"run {manifest.run_id} is still Running; recover it before opening it sealed")
             high_watermark = run_file.last_seq()
+        except lmdb.Error as exc:
+            run_file.close()
+            raise classify_lmdb_error(exc, f"open {path}") from exc
         except BaseException:
             run_file.close()
             raise
@@ -388,7 +416,11 @@ class LmdbBackend(RunStoreBase):
         for path in layout.list_run_files(self.base_dir, instance_id):
             try:
                 manifests.append(read_manifest(path))
-            except EventStoreError:
+            except EventStoreError as exc:
+                if is_future_format(exc):
+                    raise  # a file from a newer nes: listing without it would mislead
+                continue
+            except (OSError, lmdb.Error):
                 continue
         return sorted(manifests, key=lambda m: (m.start_ts_init, m.run_id))
 
@@ -410,10 +442,33 @@ class LmdbBackend(RunStoreBase):
                     _, added = txn.cursor(db=run_file.entries).putmulti(batch.items, append=True)
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
+                    # Every row put into an index db is summed into this commit's record.
+                    # (integrity.row_term, inlined: this loop is on the writer's commit path)
+                    crc, adler = zlib.crc32, zlib.adler32
+                    crc_sum = adler_sum = count = 0
                     if correlation_rows:
                         txn.cursor(db=run_file.correlation).putmulti(correlation_rows, dupdata=True)
+                        prefix = _ROW_PREFIX_CORRELATION
+                        for correlation_key, seq_value in correlation_rows:
+                            row = prefix + correlation_key + seq_value
+                            crc_sum += crc(row)
+                            adler_sum += adler(row)
+                        count = len(correlation_rows)
+                    indexes, prefixes = run_file.indexes, _ROW_PREFIXES
                     for kind, key, seq in batch.index_rows:
-                        txn.put(key.encode("utf-8"), seq_key(seq), db=run_file.indexes[kind], dupdata=True)
+                        key_bytes, value = key.encode("utf-8"), seq_key(seq)
+                        if txn.put(key_bytes, value, db=indexes[kind], dupdata=True):  # a repeat is stored once
+                            row = prefixes[kind] + key_bytes + value
+                            crc_sum += crc(row)
+                            adler_sum += adler(row)
+                            count += 1
+                    rows = integrity.IndexRowSum()
+                    rows.crc_sum, rows.adler_sum, rows.rows = crc_sum, adler_sum, count
+                    txn.put(
+                        integrity.commit_key(batch.first_seq),
+                        integrity.encode_commit(batch.first_seq + len(batch.items) - 1, rows),
+                        db=run_file.digests,
+                    )
                     return txn
                 except lmdb.MapFullError:
                     txn.abort()
@@ -441,46 +496,129 @@ class LmdbBackend(RunStoreBase):
 
     def _store_anchor(self, anchor: SnapshotAnchor) -> None:
         run_file = self._f()
-        self._write(run_file, lambda txn: txn.put(
-            seq_key(anchor.high_watermark), encode_anchor(anchor), db=run_file.anchors))
+        key, value = seq_key(anchor.high_watermark), encode_anchor(anchor)
+        self._write(run_file, lambda txn: (
+            txn.put(key, value, db=run_file.anchors),
+            txn.put(integrity.anchor_key(key), integrity.anchor_digest(key, value), db=run_file.digests),
+        ))
 
     def _store_manifest(self, manifest: RunManifest) -> None:
         run_file = self._f()
-        self._write(run_file, lambda txn: txn.put(layout.MANIFEST_KEY, encode_manifest(manifest), db=run_file.manifest_db))
+        self._write(run_file, lambda txn: _put_manifest(txn, run_file, manifest))
+        if manifest.is_sealed():  # after the sealed manifest is durable: the rollback evidence
+            self._write_seal_record(run_file, manifest)
+
+    def _write_seal_record(self, run_file: _RunFile, manifest: RunManifest) -> None:
+        try:
+            with run_file.env.begin() as txn:
+                last = txn.cursor(db=run_file.entries)
+                last_hash = bytes(last.value()[:32]).hex() if last.last() and manifest.high_watermark else ""
+            record = SealRecord(
+                version=1,
+                run_id=manifest.run_id,
+                status=str(manifest.status),
+                high_watermark=manifest.high_watermark,
+                end_ts_init=manifest.end_ts_init,
+                manifest_digest=integrity.manifest_digest(encode_manifest(manifest)).hex(),
+                last_entry_hash=last_hash,
+            )
+            write_seal_record(run_file.path, record)
+        except (OSError, lmdb.Error) as exc:
+            raise classify_lmdb_error(exc, f"write seal record of {run_file.path}", run_file.path) from exc
+
+    def write_missing_seal_record(self) -> bool:
+        """Write the seal record of the sealed run this backend holds if it has none (a crash
+        between the seal commit and the record leaves that); True if one was written."""
+        run_file = self._f()
+        manifest = self._require_run().manifest
+        if not manifest.is_sealed():
+            return False
+        from nes.backend.seal_record import seal_record_path
+
+        if os.path.lexists(seal_record_path(run_file.path)):
+            return False
+        self._write_seal_record(run_file, manifest)
+        return True
+
+    @classmethod
+    def force_quarantine(cls, path: str | os.PathLike[str]) -> RunManifest:
+        """Recovery only: re-mark a run it has just sealed as Quarantined, outside the status
+        table, when the seal itself exposed damage (see `nes.kernel.recover_run_file`). The seal
+        record written at the first seal is kept: it no longer matches, as it should not."""
+        path = Path(path)
+        run_file = _RunFile(path, writable=True, map_size=max(DEFAULT_MAP_SIZE, path.stat().st_size * 2))
+        try:
+            quarantined = msgspec.structs.replace(run_file.read_manifest(), status=RunStatus.Quarantined)
+            durable_write(run_file.env, path, lambda txn: _put_manifest(txn, run_file, quarantined))
+            return quarantined
+        except lmdb.Error as exc:
+            raise classify_lmdb_error(exc, f"quarantine {path}") from exc
+        finally:
+            run_file.close()
+
+    @classmethod
+    def seal_predecessor(
+        cls, path: str | os.PathLike[str], status: RunStatus, high_watermark: int, end_ts_init: int | None
+    ) -> RunManifest:
+        """Seal a Running run file found by the recovery sweep with what its verified scan
+        found (`high_watermark`, `end_ts_init`), without re-reading its entries: a file whose
+        entries LMDB cannot read can still be sealed Quarantined. Returns the sealed manifest."""
+        path = Path(path)
+        backend = cls(path.parent.parent)
+        run_file = _RunFile(path, writable=True, map_size=max(DEFAULT_MAP_SIZE, path.stat().st_size * 2))
+        try:
+            stored = run_file.read_manifest()
+            check_seal_transition(stored.status, status)
+            sealed = msgspec.structs.replace(
+                stored, status=status, high_watermark=high_watermark, end_ts_init=end_ts_init if high_watermark else None
+            )
+            backend._file = run_file
+            backend._run = _Run(stored, high_watermark, end_ts_init or 0, read_only=False)
+            backend._store_manifest(sealed)
+            return sealed
+        except lmdb.Error as exc:
+            raise classify_lmdb_error(exc, f"seal {path}") from exc
+        finally:
+            backend.close()
+            run_file.close()
 
     # -- reads --------------------------------------------------------------------------------
     def _get_value(self, seq: int) -> bytes | None:
-        run_file = self._f()
-        with run_file.env.begin(db=run_file.entries) as txn:
-            return txn.get(seq_key(seq))
+        with _reads_mapped(self):
+            run_file = self._f()
+            with run_file.env.begin(db=run_file.entries) as txn:
+                return txn.get(seq_key(seq))
 
     def _read_rows(self, lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-        run_file = self._f()
-        with run_file.env.begin(db=run_file.entries) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(seq_key(lo)):
-                return []
-            return list(islice(cursor.iternext(keys=True, values=True), hi - lo + 1))
+        with _reads_mapped(self):
+            run_file = self._f()
+            with run_file.env.begin(db=run_file.entries) as txn:
+                cursor = txn.cursor()
+                if not cursor.set_range(seq_key(lo)):
+                    return []
+                return list(islice(cursor.iternext(keys=True, values=True), hi - lo + 1))
 
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
-        run_file = self._f()
-        out: list[int] = []
-        with run_file.env.begin(db=run_file.indexes[kind]) as txn:
-            cursor = txn.cursor()
-            if cursor.set_key(key.encode("utf-8")):
-                out = [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
-        return out
+        with _reads_mapped(self):
+            run_file = self._f()
+            out: list[int] = []
+            with run_file.env.begin(db=run_file.indexes[kind]) as txn:
+                cursor = txn.cursor()
+                if cursor.set_key(key.encode("utf-8")):
+                    out = [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
+            return out
 
     def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
-        run_file = self._f()
-        with run_file.env.begin(db=run_file.indexes[kind]) as txn:
-            try:
-                return [
-                    (key.decode("utf-8"), _index_seq(raw))
-                    for key, raw in txn.cursor().iternext_nodup(keys=True, values=True)
-                ]
-            except UnicodeDecodeError as exc:
-                raise Corrupted(f"index key is not UTF-8: {exc}") from exc
+        with _reads_mapped(self):
+            run_file = self._f()
+            with run_file.env.begin(db=run_file.indexes[kind]) as txn:
+                try:
+                    return [
+                        (key.decode("utf-8"), _index_seq(raw))
+                        for key, raw in txn.cursor().iternext_nodup(keys=True, values=True)
+                    ]
+                except UnicodeDecodeError as exc:
+                    raise Corrupted(f"index key is not UTF-8: {exc}") from exc
 
     def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
         run_file = self._f()
@@ -493,16 +631,59 @@ class LmdbBackend(RunStoreBase):
             return [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
-        run_file = self._f()
-        with run_file.env.begin(db=run_file.anchors) as txn:
-            cursor = txn.cursor()
-            if not cursor.last():
-                return None
-            raw = cursor.value()
-        try:
-            return decode_anchor(raw)
-        except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
-            raise Corrupted(f"decode snapshot anchor: {exc}") from exc
+        with _reads_mapped(self):
+            run_file = self._f()
+            with run_file.env.begin(db=run_file.anchors) as txn:
+                cursor = txn.cursor()
+                if not cursor.last():
+                    return None
+                raw = cursor.value()
+            try:
+                return decode_anchor(raw)
+            except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
+                raise Corrupted(f"decode snapshot anchor: {exc}") from exc
+
+
+class _reads_mapped:
+    """Raw LMDB errors of a read come out as `Corrupted` (or the closed set), never `lmdb.*`."""
+
+    def __init__(self, backend: LmdbBackend) -> None:
+        self._path = backend.path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, lmdb.Error):
+            raise classify_lmdb_error(exc, f"read {self._path}") from exc
+
+
+
+
+def is_future_format(err: BaseException) -> bool:
+    """`err` says a run file lacks this nes's format marker (missing, older or future version):
+    listing, recovery and retention stop on it rather than skip the file."""
+    return isinstance(err, UnsupportedFormat)
+
+
+_ROW_PREFIX_CORRELATION = integrity.row_prefix(layout.DB_IDX_CORRELATION)
+
+
+class _RowPrefixes(dict):  # type: ignore[type-arg]
+    """`row_prefix` of each index kind's database, computed once (and for kinds added later)."""
+
+    def __missing__(self, kind: IndexKind) -> bytes:
+        self[kind] = prefix = integrity.row_prefix(layout.INDEX_DBS[kind])
+        return prefix
+
+
+_ROW_PREFIXES = _RowPrefixes()
+
+
+def _put_manifest(txn: lmdb.Transaction, run_file: _RunFile, manifest: RunManifest) -> None:
+    raw = encode_manifest(manifest)
+    txn.put(layout.MANIFEST_KEY, raw, db=run_file.manifest_db)
+    txn.put(integrity.MANIFEST_DIGEST_KEY, integrity.manifest_digest(raw), db=run_file.digests)
 
 
 def _index_seq(raw: bytes) -> int:

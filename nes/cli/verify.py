@@ -1,11 +1,22 @@
-"""`nes verify`.
+"""`nes verify`: the crate's `verify` binary contract, for one or several run files.
 
-Contract for `nes verify PATH [--json]` (read-only; it never quarantines or modifies a file):
-exit 0 and the `clean ...` line when the run verifies; exit 1 and the `corrupt ...` line plus
-one `- <finding>` line each when it does not, or when the verifier worker crashed or timed out
-(its own `corrupt path=...` line); exit 2 with `error path=<p> error="..."` on stderr when the
-file cannot be verified at all (missing, bad `NES_VERIFY_TIMEOUT_SECS`). The scan always runs
-in a worker process with a timeout (`NES_VERIFY_TIMEOUT_SECS`, default 30 seconds).
+`nes verify PATH [PATH ...] [--json]` (read-only; it never quarantines or modifies a file). A
+PATH may be a directory: its run files are verified in name order. Per path, on stdout:
+- `clean run_id=... status=... high_watermark=N entries_scanned=N markers=absent|clean ...`;
+- `corrupt run_id=... findings=N marker_findings=M markers=... quarantine=not-performed` and one
+  `- <finding>` line each (the crate's lines where the crate has the finding);
+- `corrupt path=P error="..." quarantine=not-performed` for a file that is not a run file;
+- `corrupt path=P worker_status="..." quarantine=not-performed` when the verifier worker crashed
+  or made no progress for the timeout (`worker_status="timeout after Ns"`);
+- on stderr, `error path=P error="no run file"` (or another reason) when nothing could be verified.
+With several paths, a last line `summary paths=N clean=C corrupt=K errors=E`.
+Exit codes: 0 all clean; 1 some file corrupt (findings, worker crash or stall, as the crate);
+2 nothing to verify at some path / bad settings (and none corrupt); 130 interrupted.
+`--json`: one `VerifyOutcome` object per path, in one shape for every outcome (errors included),
+then with several paths one `{"summary": ...}` object.
+Timeout: `NES_VERIFY_TIMEOUT_SECS`, else the crate's `NAUTILUS_EVENT_STORE_VERIFY_TIMEOUT_SECS`,
+default 30 s, bounds the time *without progress* (a large clean run is never called corrupt for
+its size). On a terminal, progress is shown on stderr.
 """
 
 from __future__ import annotations
@@ -14,57 +25,102 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 
-__all__ = ["register", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV"]
+import msgspec
+
+__all__ = ["register", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV", "CRATE_VERIFY_TIMEOUT_ENV", "verify_timeout"]
 
 VERIFY_TIMEOUT_ENV = "NES_VERIFY_TIMEOUT_SECS"
+CRATE_VERIFY_TIMEOUT_ENV = "NAUTILUS_EVENT_STORE_VERIFY_TIMEOUT_SECS"
 DEFAULT_VERIFY_TIMEOUT_SECS = 30.0
-EXIT_CLEAN, EXIT_CORRUPT, EXIT_ERROR = 0, 1, 2
 
 
-def _error(path: str, message: str) -> int:
-    message = message.replace('"', "'")
-    print(f'error path={path} error="{message}"', file=sys.stderr)
-    return EXIT_ERROR
+def verify_timeout(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    """The stall timeout from the environment (nes's variable wins over the crate's);
+    ValueError naming the variable for anything but a positive finite number of seconds."""
+    for name in (VERIFY_TIMEOUT_ENV, CRATE_VERIFY_TIMEOUT_ENV):
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}={raw!r} must be a positive number of seconds")
+        return value
+    return DEFAULT_VERIFY_TIMEOUT_SECS
 
 
-def _verify_timeout() -> float:
-    raw = os.environ.get(VERIFY_TIMEOUT_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_VERIFY_TIMEOUT_SECS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{VERIFY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{VERIFY_TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
-    return value
+def _terminal_progress(path: str) -> Callable[[str, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(phase: str, count: int) -> None:
+        sys.stderr.write(f"\r\x1b[Kverifying {path}: {count:,} {phase}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _clear_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def _cmd_verify(ns: argparse.Namespace) -> int:
-    from nes.verifier import VerifyOpenError, verify_in_worker
+    from nes.verifier import VerifyOutcome, VerifySummary, expand_verify_paths, verify_path
 
-    path: str = ns.path
+    paths: list[str] = expand_verify_paths(list(ns.paths))
+    outcomes: list[VerifyOutcome] = []
     try:
-        timeout_s = _verify_timeout()
+        timeout_s = verify_timeout()
     except ValueError as exc:
-        return _error(path, str(exc))
-    if not os.path.isfile(path):
-        return _error(path, "run file not found" if not os.path.exists(path) else "not a regular file")
+        outcomes = [VerifyOutcome.failed(path, str(exc)) for path in paths]
+        timeout_s = 0.0
     try:
-        verdict = verify_in_worker(path, timeout_s)
-    except (VerifyOpenError, OSError) as exc:
-        return _error(path, f"cannot run verifier: {exc}")
-    if ns.json:
-        print(verdict.to_json())
-    else:
-        for line in verdict.lines():
-            print(line)
-    return EXIT_CLEAN if verdict.is_clean() else EXIT_CORRUPT
+        if not outcomes:
+            for path in paths:
+                outcome = verify_path(path, timeout_s, _terminal_progress(path))
+                _clear_progress()
+                outcomes.append(outcome)
+                _emit(outcome, ns.json)
+        else:
+            for outcome in outcomes:
+                _emit(outcome, ns.json)
+    except KeyboardInterrupt:
+        _clear_progress()
+        raise  # `nes` main prints the one line and exits 130
+    if not paths:  # a directory without run files
+        outcomes = [VerifyOutcome.failed(p, "no run file") for p in ns.paths]
+        for outcome in outcomes:
+            _emit(outcome, ns.json)
+    summary = VerifySummary.of(outcomes)
+    if len(outcomes) > 1:
+        if ns.json:
+            print(msgspec.json.encode({"summary": summary}).decode())
+        else:
+            print(summary.line())
+    return summary.exit_code
+
+
+def _emit(outcome: object, as_json: bool) -> None:
+    from nes.verifier import VerifyOutcome
+
+    assert isinstance(outcome, VerifyOutcome)
+    if as_json:
+        print(msgspec.json.encode(outcome).decode(), flush=True)
+        return
+    stream = sys.stderr if outcome.verdict == "error" else sys.stdout
+    for line in outcome.lines:
+        print(line, file=stream, flush=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    verify = sub.add_parser("verify", help="verify a run file (read-only)")
-    verify.add_argument("path", help="the run file (<base>/<instance>/<run_id>.lmdb)")
-    verify.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    """Add `nes verify`."""
+    verify = sub.add_parser("verify", help="verify run files (read-only)")
+    verify.add_argument("paths", nargs="+", metavar="PATH", help="run files (<base>/<instance>/<run_id>.lmdb) or directories")
+    verify.add_argument("--json", action="store_true", help="one JSON object per path (and a summary)")
     verify.set_defaults(handler=_cmd_verify)

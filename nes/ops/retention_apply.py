@@ -31,6 +31,7 @@ from pathlib import Path
 import msgspec
 
 from nes.backend import layout
+from nes.backend.seal_record import seal_record_path
 from nes.config import RetentionMode
 from nes.errors import EventStoreError
 from nes.ops.progress import Progress
@@ -238,6 +239,7 @@ def _apply_one(
             _fsync_dir(path.parent)
             step("markers_deleted")
             _drop_lock_file(markers)
+        seal_record_path(path).unlink(missing_ok=True)  # the run's seal record goes with it
         return RunOutcome(run_id, "deleted", str(path))
     _move(path, archive_instance, step)
     _drop_lock_file(path)
@@ -245,4 +247,6 @@ def _apply_one(
         _move(markers, archive_instance, lambda _: None)
         _drop_lock_file(markers)
         step("markers_moved")
+    if seal_record_path(path).exists():  # the seal record travels with its run file
+        _move(seal_record_path(path), archive_instance, lambda _: None)
     return RunOutcome(run_id, "archived", str(archive_instance / path.name))
