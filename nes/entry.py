@@ -9,12 +9,14 @@ damaged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import Any
 
 import msgspec
 
-from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq
+from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq, seq_key
 from nes.errors import Corrupted, Gap, HashMismatch
 from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
 from nes.headers import Headers
@@ -27,6 +29,7 @@ __all__ = [
     "encode_stored_value",
     "decode_stored_value",
     "decode_stored_rows",
+    "decode_contiguous_values",
 ]
 
 Topic = str
@@ -120,6 +123,8 @@ def decode_stored_value(value: bytes | memoryview, key_seq: int) -> EventStoreEn
     """
     if len(value) < HASH_LEN:
         raise Corrupted(f"decode entry seq={key_seq}: value of {len(value)} bytes is shorter than its hash")
+    if isinstance(value, memoryview):
+        value = value.tobytes()
     try:
         seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
     except FrameError as exc:
@@ -139,6 +144,139 @@ def _headers_or_corrupt(corr, caus, key_seq: int) -> Headers:  # noqa: ANN001
 
 
 _SEQ_AT = slice(HASH_LEN, HASH_LEN + 8)  # a value's embedded seq: the frame's first field
+_U64 = struct.Struct(">Q")
+_TOPIC_LEN_AT = HASH_LEN + 24  # value offset of len(topic)
+_TOPIC_AT = HASH_LEN + 32
+_NO_HEADERS = b"\x00\x00"
+# A run's rows come in few shapes (value length, topic length, payload_type length): one
+# precompiled struct per value length unpacks a whole row in one C call, and topic and
+# payload_type texts are decoded once. Both caches are bounded (files are untrusted input) and
+# start over when full; a cached shape is only a guess that every row re-proves (lengths, tail).
+_MAX_SHAPES = 512
+_MAX_TEXTS = 4096
+# (topic length, unpack, payload length): the unpack yields seq, ts_init, ts_publish,
+# topic length, `topic || len(payload_type) || payload_type`, payload length, payload, tail.
+_Shape = tuple[int, Callable[..., tuple[Any, ...]], int]
+_shapes_by_len: dict[int, _Shape] = {}
+_names: dict[bytes, tuple[str, str]] = {}  # `topic || len(payload_type) || payload_type` -> texts
+
+
+def _learn_row(value: bytes) -> bool:
+    """Cache the shape and texts of a header-less row; False if it is not one (the per-field
+    path then decides what it is)."""
+    end = len(value)
+    if end < _TOPIC_AT + 8:
+        return False
+    (topic_len,) = _U64.unpack_from(value, _TOPIC_LEN_AT)
+    ptype_len_at = _TOPIC_AT + topic_len
+    if ptype_len_at + 8 > end:
+        return False
+    (ptype_len,) = _U64.unpack_from(value, ptype_len_at)
+    names_len = topic_len + 8 + ptype_len
+    payload_len = end - (_TOPIC_AT + names_len + 8 + 2)
+    if payload_len < 0 or value[-2:] != _NO_HEADERS:
+        return False
+    names_raw = value[_TOPIC_AT : _TOPIC_AT + names_len]
+    try:
+        names = (str(names_raw[:topic_len], "utf-8"), str(names_raw[topic_len + 8 :], "utf-8"))
+    except UnicodeDecodeError:
+        return False
+    if len(_shapes_by_len) >= _MAX_SHAPES:
+        _shapes_by_len.clear()
+    if len(_names) >= _MAX_TEXTS:
+        _names.clear()
+    unpack = struct.Struct(f">QQQQ{names_len}sQ{payload_len}s2s").unpack_from
+    _shapes_by_len[end] = (topic_len, unpack, payload_len)
+    _names[names_raw] = names
+    return True
+
+
+def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: list[EventStoreEntry]) -> int:
+    """The scan's hot loop from `values[pos]`, over values whose keys are known to be
+    `first_seq + their index`: a header-less row of a cached shape is unpacked by one struct
+    call, checked (embedded seq, lengths, tail, hash) and appended to `out`. Returns the index
+    of the first value it does not recognise (headers, a new shape or name, damage), or
+    len(values)."""
+    append = out.append
+    new_hasher = DOMAIN_HASH_STATE.copy
+    entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
+    shape_for_len, names_for = _shapes_by_len.get, _names.get
+    hash_len = HASH_LEN
+    expected = first_seq + pos
+    for value in islice(values, pos, None):
+        shape = shape_for_len(len(value))
+        if shape is None:
+            break
+        topic_len, unpack, payload_len = shape
+        seq, ts_init, ts_publish, topic_len_seen, names_raw, payload_len_seen, payload, tail = unpack(value, hash_len)
+        names = names_for(names_raw)
+        if (
+            seq != expected
+            or names is None
+            or topic_len_seen != topic_len
+            or payload_len_seen != payload_len
+            or tail != no_header_bytes
+        ):
+            break
+        stored = value[:hash_len]
+        if new_hasher().update(value[hash_len:]).digest() != stored:  # update() returns the hasher
+            raise HashMismatch(seq)
+        append(entry_type(seq, ts_init, ts_publish, names[0], names[1], payload, no_headers, hash_type(stored)))
+        expected += 1
+    return expected - first_seq
+
+
+def decode_contiguous_values(values: list[bytes], first_seq: int) -> list[EventStoreEntry]:
+    """Verify and decode `values`, known to be stored under keys `first_seq, first_seq + 1, ...`
+    (a backend proved it: ascending unique keys whose first and last are those seqs). Same
+    checks and errors as `decode_stored_rows`; the backends' scan path."""
+    out: list[EventStoreEntry] = []
+    count = len(values)
+    pos = 0
+    learned_at = -1
+    while pos < count:
+        pos = _decode_plain_values(values, pos, first_seq, out)
+        if pos == count:
+            break
+        value = values[pos]
+        if learned_at != pos and _learn_row(value):
+            learned_at = pos  # a new shape or name: one more try on the fast path
+            continue
+        _decode_row_carefully((seq_key(first_seq + pos), value), first_seq + pos, first_seq + count - 1, out)
+        pos += 1
+    return out
+
+
+def _decode_row_carefully(row: tuple[bytes, bytes], expected: int, last_seq: int, out: list[EventStoreEntry]) -> None:
+    """One row by the per-field decode (rows with headers), or the careful path that names
+    the first problem: a bad key, a gap, damage, or a value stored under another seq's key."""
+    key, value = row
+    if key == value[_SEQ_AT]:
+        try:
+            seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
+        except FrameError:
+            seq = -1  # damaged: the careful path reports it
+        if seq == expected:
+            stored = value[:HASH_LEN]
+            if hash_frame(value[HASH_LEN:]) != stored:
+                raise HashMismatch(seq)
+            headers = _EMPTY_HEADERS if corr is None and caus is None else _headers_or_corrupt(corr, caus, seq)
+            out.append(EventStoreEntry(seq, ts_init, ts_publish, topic, ptype, payload, headers, EntryHash(stored)))
+            return
+    try:
+        seq = key_seq(key)
+    except FrameError as exc:
+        raise Corrupted(f"entries table: {exc}") from None
+    if seq > last_seq:
+        raise _PastWindow
+    if seq != expected:
+        raise Gap(expected - 1, seq, expected)
+    entry = decode_stored_value(value, seq)  # raises for damage; if not, the row was moved:
+    raise Corrupted(f"decode entry seq={seq}: value carries embedded seq {entry.seq}")
+
+
+class _PastWindow(Exception):
+    """The next key is past the window: the rows before it were all there is."""
 
 
 def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last_seq: int) -> list[EventStoreEntry]:
@@ -148,44 +286,25 @@ def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last
 
     Raises `Gap` for a missing seq (also at the end of the window), `Corrupted` for a bad key,
     a damaged value, or a value stored under another seq's key (a copied row hashes clean),
-    and `HashMismatch` when the stored hash is not BLAKE3 over the frame. The scan path: a row
-    whose key is the next seq and whose value embeds that key decodes in one flat loop; any
-    other row takes the careful path, which names the first problem in that order.
+    and `HashMismatch` when the stored hash is not BLAKE3 over the frame. The scan path: when
+    the first and last keys are `first_seq` and `first_seq + len - 1` (ascending unique keys,
+    so every key in between is its position's seq), header-less rows decode in
+    `_decode_plain_values`; a row with headers takes the per-field decode; any other row takes
+    the careful path, which names the first problem in that order.
     """
-    out: list[EventStoreEntry] = []
-    append = out.append
-    expected = first_seq
-    new_hasher = DOMAIN_HASH_STATE.copy
-    entry_type, hash_type, no_headers = EventStoreEntry, EntryHash, _EMPTY_HEADERS
-    for key, value in islice(rows, max(0, last_seq - first_seq + 1)):
-        if key == value[_SEQ_AT]:
+    wanted = max(0, last_seq - first_seq + 1)
+    batch = rows[:wanted] if isinstance(rows, list) else list(islice(rows, wanted))
+    count = len(batch)
+    if count > 0 and batch[0][0] == seq_key(first_seq) and batch[-1][0] == seq_key(first_seq + count - 1):
+        out = decode_contiguous_values([value for _, value in batch], first_seq)
+    else:
+        out = []
+        for pos, row in enumerate(batch):
             try:
-                seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
-            except FrameError:
-                seq = -1  # damaged: the careful path reports it
-            if seq == expected:
-                stored = value[:HASH_LEN]
-                hasher = new_hasher()
-                hasher.update(value[HASH_LEN:])
-                if hasher.digest() != stored:
-                    raise HashMismatch(seq)
-                if corr is None and caus is None:
-                    headers = no_headers
-                else:
-                    headers = _headers_or_corrupt(corr, caus, seq)
-                append(entry_type(seq, ts_init, ts_publish, topic, ptype, payload, headers, hash_type(stored)))
-                expected += 1
-                continue
-        try:
-            seq = key_seq(key)
-        except FrameError as exc:
-            raise Corrupted(f"entries table: {exc}") from None
-        if seq > last_seq:
-            break
-        if seq != expected:
-            raise Gap(expected - 1, seq, expected)
-        entry = decode_stored_value(value, seq)  # raises for damage; if not, the row was moved:
-        raise Corrupted(f"decode entry seq={seq}: value carries embedded seq {entry.seq}")
+                _decode_row_carefully(row, first_seq + pos, last_seq, out)
+            except _PastWindow:
+                break
+    expected = first_seq + len(out)
     if expected <= last_seq:
         raise Gap(expected - 1, last_seq + 1, expected)
     return out

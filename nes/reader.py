@@ -20,6 +20,7 @@ Contract:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -70,7 +71,7 @@ class RangeScan(Iterator[EventStoreEntry]):
     Each chunk is one fresh `backend.scan_range` call. After it raises, the scan is finished.
     """
 
-    __slots__ = ("_backend", "_direction", "_chunk_size", "_cursor", "_end", "_buffer", "_pos", "_more", "_clamped")
+    __slots__ = ("_backend", "_direction", "_chunk_size", "_cursor", "_end", "_buffer", "_it", "_more", "_clamped")
 
     def __init__(
         self,
@@ -96,24 +97,28 @@ class RangeScan(Iterator[EventStoreEntry]):
         self._end = to_seq if forward else from_seq
         self._clamped = False
         self._buffer: list[EventStoreEntry] = []
-        self._pos = 0
+        # The current chunk is handed out through one list iterator: `__next__` is then a
+        # C-level step per entry on the scan path.
+        self._it: Iterator[EventStoreEntry] = iter(self._buffer)
 
     def __iter__(self) -> RangeScan:
         return self
 
     def __next__(self) -> EventStoreEntry:
-        while self._pos >= len(self._buffer):
-            if not self._more:
-                raise StopIteration
-            self._buffer, self._pos = [], 0  # drop the spent chunk before fetching the next
+        for entry in self._it:
+            return entry
+        while self._more:
+            self._buffer = []  # drop the spent chunk before fetching the next
+            self._it = iter(self._buffer)
             try:
                 self._fetch()
             except BaseException:
                 self._more = False
                 raise
-        entry = self._buffer[self._pos]
-        self._pos += 1
-        return entry
+            self._it = iter(self._buffer)
+            for entry in self._it:
+                return entry
+        raise StopIteration
 
     def _fetch(self) -> None:
         if self._direction is ScanDirection.Forward:
@@ -158,7 +163,7 @@ class RangeScan(Iterator[EventStoreEntry]):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(direction={self._direction.name}, chunk_size={self._chunk_size}, "
-            f"cursor={self._cursor}, end={self._end}, buffered={len(self._buffer) - self._pos}, "
+            f"cursor={self._cursor}, end={self._end}, buffered={operator.length_hint(self._it)}, "
             f"has_more={self._more})"
         )
 
