@@ -9,7 +9,6 @@ the state the live session ended with.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 import time
@@ -31,8 +30,7 @@ from nes.entry import EventStoreEntry
 from nes.headers import Headers
 from nes.kernel import EventStoreLifecycle
 from nes.manifest import RegisteredComponents
-from nes.replay import open_event_store_replay_source, restore_snapshot_and_replay_tail
-from nes.snapshot import compute_snapshot_content_hash
+from nes.replay import SnapshotBlobStore, open_event_store_replay_source, restore_snapshot_and_replay_tail
 
 __all__ = ["DemoCache", "run_demo", "main"]
 
@@ -85,15 +83,6 @@ _cache_encoder = msgspec.msgpack.Encoder()
 _cache_decoder = msgspec.msgpack.Decoder(DemoCache)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, object]:
     from nes.verifier import verify_in_worker
 
@@ -133,11 +122,7 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
             emit("exec.event.AccountState", AccountState("DEMO-001", round(balance, 2), str(uuid.uuid4())), Headers(workflow, fill_id))
             parent = fill_id
         if n == orders // 2:
-            blob = _cache_encoder.encode(live)
-            content_hash = compute_snapshot_content_hash(blob)
-            relative = f"snapshots/{session.run_id}-{session.writer.next_seq - 1}.msgpack"
-            _write_private(base_dir / DEMO_INSTANCE_ID / relative, blob)
-            anchor = session.record_snapshot_anchor(relative, content_hash)
+            anchor = session.snapshot_anchorer()(_cache_encoder.encode(live))  # blob durable, then anchored
             if anchor.high_watermark != session.writer.next_seq - 1:
                 raise AssertionError("snapshot anchor does not cover every entry submitted before it")
     submitted = session.writer.next_seq - 1
@@ -152,7 +137,7 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
         rebuilt = DemoCache()
         report = restore_snapshot_and_replay_tail(
             reader,
-            load_blob=lambda ref: (base_dir / DEMO_INSTANCE_ID / ref).read_bytes(),
+            load_blob=SnapshotBlobStore.beside_run_file(session.path).get,
             restore=lambda blob: _restore(rebuilt, blob),
             apply=rebuilt.apply_entry,
         )

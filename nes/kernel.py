@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -247,9 +248,13 @@ def _preflight_replay_source(base_dir: Path, instance_id: str, run_id: str, time
 # ---- session ------------------------------------------------------------------------------------
 class EventStoreLifecycleOptions(msgspec.Struct, frozen=True):
     """`in_process=True` runs the writer in the caller (no ring, no sidecar): deterministic,
-    for tests and simulation. The default is the sidecar process."""
+    for tests and simulation. The default is the sidecar process.
+
+    `restore_cache`: a `nes.replay.CacheReplayTarget` restored at boot from the parent run
+    (`nes.replay.boot`); a restore failure refuses the boot before anything is opened."""
 
     in_process: bool = False
+    restore_cache: Any = None
 
 
 class EventStoreSession:
@@ -269,6 +274,7 @@ class EventStoreSession:
         self.recovery = recovery
         self._backend = backend  # only in in-process mode: the session owns it
         self.final_high_watermark: int | None = None
+        self.cache_restore: Any = None  # nes.replay.EventStoreReplayReport when restored at boot
 
     @property
     def run_id(self) -> str:
@@ -300,6 +306,13 @@ class EventStoreSession:
 
     def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
         return self.writer.record_snapshot_anchor(blob_ref, content_hash)
+
+    def snapshot_anchorer(self) -> Any:
+        """A `nes.replay.SnapshotAnchorer`: `anchorer(blob)` stores the blob durably beside the
+        run file (`snapshots/<hash>`) and records its anchor at the durable high-watermark."""
+        from nes.replay.blobs import SnapshotAnchorer, SnapshotBlobStore
+
+        return SnapshotAnchorer(self, SnapshotBlobStore.beside_run_file(self.path))
 
     def close(self) -> int | None:
         """RunEnded + seal Ended; returns the final high-watermark. A halted session is left
@@ -366,6 +379,13 @@ class EventStoreLifecycle:
         recovery = _outcome(states, config.replay_from_run_id)
         if config.replay_from_run_id is not None:
             _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
+        cache_restore = None
+        if self._options.restore_cache is not None:
+            from nes.replay.boot import restore_parent_cache  # before anything of the new run exists
+
+            cache_restore = restore_parent_cache(
+                self._options.restore_cache, base_dir, identity.instance_id, recovery.parent_run_id
+            )
         components = components or RegisteredComponents()
         start_ts = self._clock_ns()
         manifest = RunManifest(
@@ -390,6 +410,7 @@ class EventStoreLifecycle:
             writer = EventStoreWriter.spawn(base_dir, manifest, config.writer, self._halt, self._clock_ns)
         path = layout.run_file_path(base_dir, identity.instance_id, manifest.run_id)
         session = EventStoreSession(manifest, path, writer, recovery, backend)
+        session.cache_restore = cache_restore
         started = EntryDraft(RUN_STARTED_TOPIC, RUN_STARTED_TYPE, msgspec.msgpack.encode(components), start_ts)
         try:
             seq = writer.submit(started)

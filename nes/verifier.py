@@ -63,6 +63,7 @@ __all__ = [
     "ManifestMismatch",
     "CorruptSnapshotAnchor",
     "AnchorPastWatermark",
+    "SnapshotBlobProblem",
     "OpenError",
     "Finding",
     "VerifyReport",
@@ -192,6 +193,18 @@ class AnchorPastWatermark(_Finding):
         )
 
 
+class SnapshotBlobProblem(_Finding, frozen=True):
+    """A snapshot anchor whose blob, in the blob store beside the run file, is missing or does
+    not hash to the anchor's content_hash (`nes.replay.blobs.check_run_file_blobs`)."""
+
+    anchor_high_watermark: int
+    blob_ref: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"snapshot anchor {self.anchor_high_watermark} blob {self.blob_ref}: {self.detail}"
+
+
 class OpenError(_Finding):
     """The file exists but is not a readable run file (LMDB refused it, format marker wrong)."""
 
@@ -212,6 +225,7 @@ Finding = Union[
     ManifestMismatch,
     CorruptSnapshotAnchor,
     AnchorPastWatermark,
+    SnapshotBlobProblem,
     OpenError,
 ]
 
@@ -459,6 +473,9 @@ class Verifier:
     def verify(self) -> VerifyReport:
         """The run file's report, plus its data-marker sidecar's when one lies beside it."""
         report = self._verify_run_file()
+        blob_findings = _snapshot_blob_findings(self.path)
+        if blob_findings:
+            report = msgspec.structs.replace(report, findings=[*report.findings, *blob_findings])
         marker_path = marker_sidecar_path(self.path)
         if not marker_path.exists():
             return report
@@ -517,6 +534,34 @@ class Verifier:
             scan.entries_scanned,
             findings,
         )
+
+
+def _snapshot_blob_findings(path: Path) -> list[SnapshotBlobProblem]:
+    """Blob-store findings for the run file's decodable anchors (its own checks report the
+    rest); nothing when no blob store lies beside the file or the file does not open."""
+    from nes.replay.blobs import check_run_file_blobs
+
+    anchors = []
+    try:
+        env = _open_env(path)
+    except (lmdb.Error, VerifyOpenError):
+        return []
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(DB_ANCHORS, txn=txn, create=False)
+            except lmdb.Error:
+                return []
+            for _, value in txn.cursor(db).iternext(keys=True, values=True):
+                try:
+                    anchors.append(decode_anchor(bytes(value)))
+                except _DECODE_ERRORS:
+                    continue
+    except lmdb.Error:
+        return []
+    finally:
+        env.close()
+    return [SnapshotBlobProblem(a.high_watermark, a.blob_ref, problem) for a, problem in check_run_file_blobs(path, anchors)]
 
 
 def scan_tail(path: str | os.PathLike[str]) -> TailScan:
