@@ -353,13 +353,18 @@ class _RecentIdentities:
         return True
 
 
-def halt_reason_from_submit(err: SubmitError, high_watermark: int) -> HaltReason:
+def halt_reason_from_submit(
+    err: SubmitError, high_watermark: int, writer_reason: HaltReason | None = None
+) -> HaltReason:
     """The halt reason a submit failure stands for: the writer's own reason when it halted,
-    `BackpressureStall` for a stalled submit, `BackendError("event store writer closed")` for a
-    writer that was closed under the adapter."""
+    `BackpressureStall` for a stalled submit (the writer's, which knows the accepted
+    high-watermark, when given), `BackendError("event store writer closed")` for a writer that
+    was closed under the adapter."""
     if isinstance(err, WriterHalted):
         return err.reason
     if isinstance(err, HaltSignaled):
+        if isinstance(writer_reason, BackpressureStall):
+            return writer_reason
         return BackpressureStall(high_watermark, err.stalled_for_s, err.threshold_s, high_watermark)
     return BackendError(high_watermark, "event store writer closed")
 
@@ -429,7 +434,8 @@ class BusCaptureAdapter:
         except InvalidDraft as exc:  # the message's own content cannot be stored: not a writer failure
             raise CaptureEncodeError(type(message).__name__, str(exc)) from exc
         except SubmitError as exc:
-            reason = halt_reason_from_submit(exc, self._safe_high_watermark())
+            writer_reason = getattr(self._writer, "halt_reason", None)
+            reason = halt_reason_from_submit(exc, self._safe_high_watermark(), writer_reason)
             self.fail_stop(reason)
             raise CaptureSubmitError(reason, str(exc)) from exc
         self.submit_counter.value += 1

@@ -174,8 +174,8 @@ def _keys_report(msg: Any) -> list[IndexKey]:
 
 
 def _keys_mass_status(msg: Any) -> list[IndexKey]:
-    reports: list[Any] = list(msg.order_reports().values())
-    for fills in msg.fill_reports().values():
+    reports: list[Any] = list(msg.order_reports.values())
+    for fills in msg.fill_reports.values():
         reports.extend(fills)
     return _dedup(key for report in reports for key in _keys_report(report))
 
