@@ -161,7 +161,9 @@ def sample_messages() -> dict[type, Any]:
     position = Position(INSTRUMENT, fill)
     add(TestEventStubs.position_opened(position))
     add(TestEventStubs.position_changed(position))
-    close_order = TestExecStubs.market_order(instrument=INSTRUMENT, order_side=OrderSide.SELL)
+    close_order = TestExecStubs.market_order(
+        instrument=INSTRUMENT, order_side=OrderSide.SELL, client_order_id=ClientOrderId("O-CLOSE")
+    )
     close_order.apply(TestEventStubs.order_submitted(close_order))
     close_order.apply(TestEventStubs.order_accepted(close_order))
     close_fill = TestEventStubs.order_filled(close_order, instrument=INSTRUMENT, position_id=PositionId("P-1"), trade_id=TradeId("T-2"))

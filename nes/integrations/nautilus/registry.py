@@ -353,6 +353,8 @@ def decode_payload(payload_type: str, payload: bytes) -> object:
         body = _decode_map.decode(payload)
         if message_type is None:
             return _decode_time_event(body)
+        if body.get("type") != payload_type:  # every to_dict names its class: refuse another type's fields
+            raise ValueError(f"payload names type {body.get('type')!r}")
         return message_type.from_dict(body)
     except PayloadDecodeError:
         raise
