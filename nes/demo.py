@@ -14,17 +14,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from nes.capture import (
-    AccountState,
-    BusCaptureAdapter,
-    OrderAccepted,
-    OrderFilled,
-    SubmitOrder,
-    decode_payload,
-)
+from nes.backend.base import IndexKey, IndexKind
+from nes.capture import BusCaptureAdapter, EncodedPayload, EncoderRegistry
 from nes.config import EventStoreConfig, RunIdentity
 from nes.entry import EventStoreEntry
 from nes.headers import Headers
@@ -32,10 +27,80 @@ from nes.kernel import EventStoreLifecycle
 from nes.manifest import RegisteredComponents
 from nes.replay import SnapshotBlobStore, open_event_store_replay_source, restore_snapshot_and_replay_tail
 
-__all__ = ["DemoCache", "run_demo", "main"]
+__all__ = ["DemoCache", "demo_registry", "decode_demo_payload", "run_demo", "main"]
 
 DEMO_INSTANCE_ID = "demo-trader"
 INSTRUMENTS = ("BTCUSDT.BINANCE", "ETHUSDT.BINANCE", "AAPL.XNAS")
+
+
+# ---- the synthetic session's own messages (the --nautilus job captures a real engine) ---------
+class SubmitOrder(msgspec.Struct, frozen=True):
+    client_order_id: str
+    instrument_id: str
+    side: str  # "BUY" | "SELL"
+    quantity: int
+    price: float
+    command_id: str
+
+
+class OrderAccepted(msgspec.Struct, frozen=True):
+    client_order_id: str
+    venue_order_id: str
+    event_id: str
+
+
+class OrderFilled(msgspec.Struct, frozen=True):
+    client_order_id: str
+    venue_order_id: str
+    instrument_id: str
+    side: str
+    last_qty: int
+    last_px: float
+    event_id: str
+
+
+class AccountState(msgspec.Struct, frozen=True):
+    account_id: str
+    balance: float
+    event_id: str
+
+
+_DEMO_TYPES: dict[str, type[msgspec.Struct]] = {
+    "SubmitOrder": SubmitOrder,
+    "OrderAccepted": OrderAccepted,
+    "OrderFilled": OrderFilled,
+    "AccountState": AccountState,
+}
+_struct_encoder = msgspec.msgpack.Encoder()
+_DEMO_DECODERS = {name: msgspec.msgpack.Decoder(cls) for name, cls in _DEMO_TYPES.items()}
+
+
+def _demo_encoder(with_venue: bool, with_client: bool = True):  # noqa: ANN202
+    def encode(msg: Any) -> EncodedPayload:
+        keys = []
+        if with_client:
+            keys.append(IndexKey(IndexKind.ClientOrderId, msg.client_order_id))
+        if with_venue:
+            keys.append(IndexKey(IndexKind.VenueOrderId, msg.venue_order_id))
+        return EncodedPayload(_struct_encoder.encode(msg), tuple(keys))
+
+    return encode
+
+
+def demo_registry() -> EncoderRegistry:
+    """The allow-list of the synthetic session's four message structs."""
+    registry = EncoderRegistry()
+    registry.register(SubmitOrder, "SubmitOrder", _demo_encoder(with_venue=False))
+    registry.register(OrderAccepted, "OrderAccepted", _demo_encoder(with_venue=True))
+    registry.register(OrderFilled, "OrderFilled", _demo_encoder(with_venue=True))
+    registry.register(AccountState, "AccountState", _demo_encoder(with_venue=False, with_client=False))
+    return registry
+
+
+def decode_demo_payload(payload_type: str, payload: bytes) -> object | None:
+    """The synthetic session's message for a payload, or None for a type it does not own."""
+    decoder = _DEMO_DECODERS.get(payload_type)
+    return None if decoder is None else decoder.decode(payload)
 
 
 class OrderState(msgspec.Struct):
@@ -75,7 +140,7 @@ class DemoCache(msgspec.Struct):
 
     def apply_entry(self, entry: EventStoreEntry) -> bool:
         self.last_seq = entry.seq
-        message = decode_payload(entry.payload_type, entry.payload)
+        message = decode_demo_payload(entry.payload_type, entry.payload)
         return message is not None and self.apply(message)
 
 
@@ -91,7 +156,7 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
     lifecycle = EventStoreLifecycle(config)
     components = RegisteredComponents(strategies={"EMACross-001": "demo"}, subscriptions=list(INSTRUMENTS))
     session = lifecycle.open(components)
-    capture = BusCaptureAdapter(session.writer)
+    capture = BusCaptureAdapter(session.writer, demo_registry())
     live = DemoCache(balance=1_000_000.0)
     anchor = None
     ts = time.time_ns()
