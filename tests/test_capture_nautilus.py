@@ -446,3 +446,36 @@ def test_capture_errors_are_event_store_errors() -> None:
 
     assert issubclass(CaptureError, EventStoreError)
     assert issubclass(PayloadDecodeError, EventStoreError)
+
+
+# ---- the demo and the optional extra ------------------------------------------------------------
+def test_nes_demo_nautilus_runs_the_captured_backtest_and_verifies_it_clean(tmp_path: Path, capsys: Any) -> None:
+    from nes.cli import main
+
+    assert main(["demo", "--dir", str(tmp_path), "--orders", "50", "--nautilus", "--quotes", "4000"]) == 0
+    out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if "  " in line)
+    assert int(out["nautilus_captured_commands"]) > 0 and int(out["nautilus_captured_events"]) > 0
+    assert int(out["nautilus_positions_closed"]) > 0 and out["nautilus_verify_clean"].strip() == "True"
+
+
+_BLOCK_NAUTILUS = "import sys; sys.modules['nautilus_trader'] = None; "
+
+
+def _python(code: str) -> Any:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run([sys.executable, "-c", _BLOCK_NAUTILUS + code], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_the_core_imports_without_the_nautilus_extra() -> None:
+    done = _python("import nes, nes.capture, nes.demo, nes.cli, nes.kernel; print('ok')")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    missing = _python("import nes.integrations.nautilus")
+    assert missing.returncode == 1 and "IntegrationUnavailable" in missing.stderr and "nes-eventstore[nautilus]" in missing.stderr
+
+
+def test_nes_demo_nautilus_without_the_extra_exits_2_with_one_line() -> None:
+    done = _python("from nes.cli import main; sys.exit(main(['demo', '--nautilus']))")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "pip install 'nes-eventstore[nautilus]'" in done.stderr
