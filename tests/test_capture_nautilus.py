@@ -479,3 +479,40 @@ def test_nes_demo_nautilus_without_the_extra_exits_2_with_one_line() -> None:
     done = _python("from nes.cli import main; sys.exit(main(['demo', '--nautilus']))")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "pip install 'nes-eventstore[nautilus]'" in done.stderr
+
+
+def test_snapshot_anchors_taken_mid_backtest_cover_every_entry_captured_before_them(tmp_path: Path) -> None:
+    from nes import compute_snapshot_content_hash
+
+    config, session = _open(tmp_path, "anchors")
+    anchors: list[tuple[Any, int, int]] = []
+
+    def on_snapshot(engine: Any, index: int) -> None:  # on the engine thread, mid-run
+        submitted = session.writer.next_seq - 1
+        blob = f"cache at bar {index} with {len(engine.cache.orders())} orders".encode()
+        anchor = session.record_snapshot_anchor(f"snapshots/{index}.bin", compute_snapshot_content_hash(blob))
+        anchors.append((anchor, submitted, len(engine.cache.orders())))
+
+    _, result = run_ema_cross_backtest(session, quotes=4000, snapshot_every=300, on_snapshot=on_snapshot)
+    final = session.close()
+    assert result.error is None and final is not None
+    assert len(anchors) == 3  # 1000 one-minute bars
+    assert all(anchor.high_watermark == submitted for anchor, submitted, _ in anchors)
+    assert anchors[0][1] < anchors[1][1] < anchors[2][1] < final
+    backend = LmdbBackend.open_sealed_file(session.path)
+    try:
+        plan = EventStoreReader(backend).snapshot_replay_plan()
+        assert (plan.from_seq, plan.to_seq) == (anchors[-1][1] + 1, final)
+    finally:
+        backend.close()
+
+
+def test_the_python_blocks_of_docs_capture_md_run_verbatim(tmp_path: Path, monkeypatch: Any) -> None:
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).parent.parent / "docs" / "capture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/capture.md", "exec"), {})
