@@ -516,3 +516,45 @@ def test_the_python_blocks_of_docs_capture_md_run_verbatim(tmp_path: Path, monke
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/capture.md", "exec"), {})
+
+
+# ---- the tap on a live node ----------------------------------------------------------------------
+def test_the_tap_attaches_to_a_live_trading_node_captures_reports_and_detaches(tmp_path: Path) -> None:
+    from nautilus_trader.config import LoggingConfig, TradingNodeConfig
+    from nautilus_trader.live.node import TradingNode
+    from nautilus_trader.model.identifiers import TraderId
+
+    from nes import EventStoreLifecycleOptions, TapAttachError
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+
+    node = TradingNode(config=TradingNodeConfig(trader_id=TraderId("LIVE-001"), logging=LoggingConfig(log_level="ERROR")))
+    node.build()
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="live"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    try:
+        adapter = BusCaptureAdapter(session, default_registry())
+        tap = attach_tap(node, adapter)
+        assert {"ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"} <= set(
+            tap.tapped_endpoints
+        )
+        assert tap.untapped_endpoints == []
+        with pytest.raises(TapAttachError):
+            tap.attach()
+        bus = node.kernel.msgbus
+        bus.send("ExecEngine.reconcile_execution_report", SAMPLES[OrderStatusReport])
+        bus.send("ExecEngine.reconcile_execution_mass_status", SAMPLES[ExecutionMassStatus])
+        assert adapter.submit_counter.value == 2
+        tap.detach()
+        assert not tap.attached and set(bus.endpoints()) >= {"RiskEngine.execute", "ExecEngine.execute"}
+        bus.send("ExecEngine.reconcile_execution_report", sample_messages()[OrderStatusReport])
+        assert adapter.submit_counter.value == 2  # detached: the original handler only
+        with pytest.raises(TapAttachError):
+            attach_tap(node, adapter, endpoint_handlers={"RiskEngine.execute": lambda msg: None})
+        assert set(bus.endpoints()) >= {"RiskEngine.execute", "ExecEngine.execute"}  # a failed attach restores
+    finally:
+        session.close()
+        node.dispose()
+    entries = _entries(session.path)
+    assert [e.payload_type for e in entries[1:-1]] == ["OrderStatusReport", "ExecutionMassStatus"]
+    assert [e.topic for e in entries[1:-1]] == ["ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"]
