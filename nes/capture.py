@@ -392,6 +392,8 @@ class BusCaptureAdapter:
         self._halted = False
         self._halt_reason: HaltReason | None = None
         self._recent = _RecentIdentities(identity_capacity)
+        self._seen, self._order, self._capacity = self._recent.seen, self._recent.order, identity_capacity
+        self._submit = writer.submit
         self.submit_counter = submit_counter if submit_counter is not None else SubmitCounter()
 
     @property
@@ -421,16 +423,32 @@ class BusCaptureAdapter:
         registration = self._by_type.get(type(message))
         if registration is None:
             return None
-        if registration.identity is not None:
-            identity = _identity(registration.identity, message)
-            if identity is not None and not self._recent.note_fresh(identity):
-                return None
-        payload_type, encoded = _encode(registration, message)
-        if headers is None:
-            headers = _headers(registration, message)
+        identify = registration.identity
+        if identify is not None:
+            try:
+                identity = identify(message)
+            except Exception as exc:  # noqa: BLE001 - foreign code: any failure is an encode failure
+                raise CaptureEncodeError(type(message).__name__, f"identity: {type(exc).__name__}: {exc}") from exc
+            if identity is not None:  # the recent-identity window, inlined (hot path)
+                seen = self._seen
+                if identity in seen:
+                    return None
+                order = self._order
+                if len(order) == self._capacity:
+                    seen.discard(order.popleft())
+                order.append(identity)
+                seen.add(identity)
         try:
+            encoded = registration.encode(message)
+            payload_type = encoded.payload_type or registration.payload_type
+            if headers is None:
+                headers = registration.headers(message)
+        except Exception as exc:  # noqa: BLE001
+            raise CaptureEncodeError(type(message).__name__, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            # EntryDraft checks the payload is bytes and the headers are Headers
             draft = EntryDraft(topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys)
-            seq = self._writer.submit(draft)
+            seq = self._submit(draft)
         except InvalidDraft as exc:  # the message's own content cannot be stored: not a writer failure
             raise CaptureEncodeError(type(message).__name__, str(exc)) from exc
         except SubmitError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +28,7 @@ from nes.kernel import EventStoreLifecycle
 from nes.manifest import RegisteredComponents
 from nes.replay import SnapshotBlobStore, open_event_store_replay_source, restore_snapshot_and_replay_tail
 
-__all__ = ["DemoCache", "demo_registry", "decode_demo_payload", "run_demo", "main"]
+__all__ = ["DemoCache", "demo_registry", "decode_demo_payload", "run_demo", "run_nautilus_demo", "main"]
 
 DEMO_INSTANCE_ID = "demo-trader"
 INSTRUMENTS = ("BTCUSDT.BINANCE", "ETHUSDT.BINANCE", "AAPL.XNAS")
@@ -232,16 +233,93 @@ def _restore(cache: DemoCache, blob: bytes) -> None:
     cache.orders, cache.positions, cache.balance = restored.orders, restored.positions, restored.balance
 
 
+NAUTILUS_INSTANCE_ID = "demo-nautilus"
+
+
+def run_nautilus_demo(base_dir: Path, quotes: int = 8000, seed: int = 7) -> dict[str, object]:
+    """The second demo job: NautilusTrader's EMA-cross example strategies backtested over
+    seeded synthetic quotes, captured by the bus tap into a run through the ring and the
+    writer sidecar, then verified. Raises `IntegrationUnavailable` without the extra."""
+    from nes.integrations.nautilus.backtest import run_ema_cross_backtest
+    from nes.integrations.nautilus.registry import COMMAND_TYPES, DATA_MESSAGE_TYPES
+    from nes.reader import EventStoreReader
+    from nes.verifier import verify_in_worker
+
+    from nes.backend.lmdb import LmdbBackend
+
+    config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=NAUTILUS_INSTANCE_ID, seed=seed))
+    components = RegisteredComponents(strategies={"EMACross-000": "EMACross", "EMACrossBracket-001": "EMACrossBracket"})
+    session = EventStoreLifecycle(config).open(components)
+    try:
+        _, result = run_ema_cross_backtest(session, quotes=quotes, seed=seed)
+    except BaseException:
+        session.abandon()
+        raise
+    final = session.close()
+    verdict = verify_in_worker(session.path, config.verifier_timeout_s)
+    command_names = {t.__name__ for t in COMMAND_TYPES}
+    data_names = {t.__name__ for t in DATA_MESSAGE_TYPES}
+    kinds: dict[str, int] = {"commands": 0, "events": 0, "data_messages": 0}
+    by_type: dict[str, int] = {}
+    backend = LmdbBackend.open_sealed_file(session.path)
+    try:
+        reader = EventStoreReader(backend)
+        for entry in reader.scan_range(1, reader.high_watermark()):
+            if entry.payload_type in ("RunStarted", "RunEnded"):
+                continue
+            kind = "commands" if entry.payload_type in command_names else "data_messages" if entry.payload_type in data_names else "events"
+            kinds[kind] += 1
+            by_type[entry.payload_type] = by_type.get(entry.payload_type, 0) + 1
+    finally:
+        backend.close()
+    return {
+        "nautilus_run_file": str(session.path),
+        "nautilus_backtest_wall_s": round(result.wall_s, 3),
+        "nautilus_orders": result.orders,
+        "nautilus_fills": result.fills,
+        "nautilus_orders_accepted": by_type.get("OrderAccepted", 0),
+        "nautilus_positions_opened": by_type.get("PositionOpened", 0),
+        "nautilus_positions_closed": by_type.get("PositionClosed", 0),
+        "nautilus_account_states": by_type.get("AccountState", 0),
+        "nautilus_captured": result.captured,
+        "nautilus_captured_commands": kinds["commands"],
+        "nautilus_captured_events": kinds["events"],
+        "nautilus_captured_data_messages": kinds["data_messages"],
+        "nautilus_entries": final,
+        "nautilus_verify": verdict.summary_line(),
+        "nautilus_verify_clean": verdict.is_clean(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`nes demo [--dir D] [--orders N] [--nautilus] [--quotes N]`: exit 0 when every job
+    verifies clean (and the synthetic replay matches), 1 otherwise, 2 when it cannot run."""
     parser = argparse.ArgumentParser(prog="nes demo", description=__doc__)
     parser.add_argument("--dir", type=Path, help="base directory (default: a fresh temporary one)")
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument(
+        "--nautilus", action="store_true", help="also backtest NautilusTrader's EMA-cross strategies with the bus tap"
+    )
+    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest")
     ns = parser.parse_args(argv)
+    if ns.orders < 1 or ns.quotes < 1:
+        print("nes demo: --orders and --quotes must be positive", file=sys.stderr)
+        return 2
+    if ns.nautilus:
+        try:
+            import nes.integrations.nautilus  # noqa: F401 - fail before the first job, with a clear line
+        except ImportError as exc:
+            print(f"nes demo: {exc}", file=sys.stderr)
+            return 2
     base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-demo-"))
     result = run_demo(base, ns.orders)
+    ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
+    if ns.nautilus:
+        nautilus = run_nautilus_demo(base, ns.quotes)
+        ok = ok and bool(nautilus["nautilus_verify_clean"])
+        result.update(nautilus)
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
     print("demo: OK" if ok else "demo: FAILED")
     return 0 if ok else 1

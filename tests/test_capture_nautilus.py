@@ -446,3 +446,115 @@ def test_capture_errors_are_event_store_errors() -> None:
 
     assert issubclass(CaptureError, EventStoreError)
     assert issubclass(PayloadDecodeError, EventStoreError)
+
+
+# ---- the demo and the optional extra ------------------------------------------------------------
+def test_nes_demo_nautilus_runs_the_captured_backtest_and_verifies_it_clean(tmp_path: Path, capsys: Any) -> None:
+    from nes.cli import main
+
+    assert main(["demo", "--dir", str(tmp_path), "--orders", "50", "--nautilus", "--quotes", "4000"]) == 0
+    out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if "  " in line)
+    assert int(out["nautilus_captured_commands"]) > 0 and int(out["nautilus_captured_events"]) > 0
+    assert int(out["nautilus_positions_closed"]) > 0 and out["nautilus_verify_clean"].strip() == "True"
+
+
+_BLOCK_NAUTILUS = "import sys; sys.modules['nautilus_trader'] = None; "
+
+
+def _python(code: str) -> Any:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run([sys.executable, "-c", _BLOCK_NAUTILUS + code], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_the_core_imports_without_the_nautilus_extra() -> None:
+    done = _python("import nes, nes.capture, nes.demo, nes.cli, nes.kernel; print('ok')")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    missing = _python("import nes.integrations.nautilus")
+    assert missing.returncode == 1 and "IntegrationUnavailable" in missing.stderr and "nes-eventstore[nautilus]" in missing.stderr
+
+
+def test_nes_demo_nautilus_without_the_extra_exits_2_with_one_line() -> None:
+    done = _python("from nes.cli import main; sys.exit(main(['demo', '--nautilus']))")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "pip install 'nes-eventstore[nautilus]'" in done.stderr
+
+
+def test_snapshot_anchors_taken_mid_backtest_cover_every_entry_captured_before_them(tmp_path: Path) -> None:
+    from nes import compute_snapshot_content_hash
+
+    config, session = _open(tmp_path, "anchors")
+    anchors: list[tuple[Any, int, int]] = []
+
+    def on_snapshot(engine: Any, index: int) -> None:  # on the engine thread, mid-run
+        submitted = session.writer.next_seq - 1
+        blob = f"cache at bar {index} with {len(engine.cache.orders())} orders".encode()
+        anchor = session.record_snapshot_anchor(f"snapshots/{index}.bin", compute_snapshot_content_hash(blob))
+        anchors.append((anchor, submitted, len(engine.cache.orders())))
+
+    _, result = run_ema_cross_backtest(session, quotes=4000, snapshot_every=300, on_snapshot=on_snapshot)
+    final = session.close()
+    assert result.error is None and final is not None
+    assert len(anchors) == 3  # 1000 one-minute bars
+    assert all(anchor.high_watermark == submitted for anchor, submitted, _ in anchors)
+    assert anchors[0][1] < anchors[1][1] < anchors[2][1] < final
+    backend = LmdbBackend.open_sealed_file(session.path)
+    try:
+        plan = EventStoreReader(backend).snapshot_replay_plan()
+        assert (plan.from_seq, plan.to_seq) == (anchors[-1][1] + 1, final)
+    finally:
+        backend.close()
+
+
+def test_the_python_blocks_of_docs_capture_md_run_verbatim(tmp_path: Path, monkeypatch: Any) -> None:
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).parent.parent / "docs" / "capture.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/capture.md", "exec"), {})
+
+
+# ---- the tap on a live node ----------------------------------------------------------------------
+def test_the_tap_attaches_to_a_live_trading_node_captures_reports_and_detaches(tmp_path: Path) -> None:
+    from nautilus_trader.config import LoggingConfig, TradingNodeConfig
+    from nautilus_trader.live.node import TradingNode
+    from nautilus_trader.model.identifiers import TraderId
+
+    from nes import EventStoreLifecycleOptions, TapAttachError
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+
+    node = TradingNode(config=TradingNodeConfig(trader_id=TraderId("LIVE-001"), logging=LoggingConfig(log_level="ERROR")))
+    node.build()
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="live"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    try:
+        adapter = BusCaptureAdapter(session, default_registry())
+        tap = attach_tap(node, adapter)
+        assert {"ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"} <= set(
+            tap.tapped_endpoints
+        )
+        assert tap.untapped_endpoints == []
+        with pytest.raises(TapAttachError):
+            tap.attach()
+        bus = node.kernel.msgbus
+        bus.send("ExecEngine.reconcile_execution_report", SAMPLES[OrderStatusReport])
+        bus.send("ExecEngine.reconcile_execution_mass_status", SAMPLES[ExecutionMassStatus])
+        assert adapter.submit_counter.value == 2
+        tap.detach()
+        assert not tap.attached and set(bus.endpoints()) >= {"RiskEngine.execute", "ExecEngine.execute"}
+        bus.send("ExecEngine.reconcile_execution_report", sample_messages()[OrderStatusReport])
+        assert adapter.submit_counter.value == 2  # detached: the original handler only
+        with pytest.raises(TapAttachError):
+            attach_tap(node, adapter, endpoint_handlers={"RiskEngine.execute": lambda msg: None})
+        assert set(bus.endpoints()) >= {"RiskEngine.execute", "ExecEngine.execute"}  # a failed attach restores
+    finally:
+        session.close()
+        node.dispose()
+    entries = _entries(session.path)
+    assert [e.payload_type for e in entries[1:-1]] == ["OrderStatusReport", "ExecutionMassStatus"]
+    assert [e.topic for e in entries[1:-1]] == ["ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"]

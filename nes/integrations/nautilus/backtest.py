@@ -12,8 +12,8 @@ trades for real: fills, positions opened and closed, account updates. Nothing is
 With `session=...` the tap is attached before the run; `on_engine(engine)` is called after
 the engine is built and before the run (subscribe test handlers there); `snapshot_every`
 calls `on_snapshot(engine, index)` from inside the run, on the engine thread, after every
-`snapshot_every`-th bar of the EMACross strategy (a mid-run point where the caller can take a
-cache snapshot and anchor it).
+`snapshot_every`-th 1-minute bar, between two bus dispatches (no message is half handled, so
+a cache snapshot taken there matches the entries captured before it and can be anchored).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def generate_quotes(instrument: Instrument, count: int, seed: int) -> list[Quote
 
 
 class _SnapshotHook:
-    """Counts EMACross bars (its subscription runs after the strategy's) and calls back."""
+    """Counts the 1-minute bars and calls back every `every`-th one."""
 
     def __init__(self, engine: Any, every: int, callback: Callable[[Any, int], None]) -> None:
         self.engine, self.every, self.callback = engine, every, callback
@@ -172,7 +172,7 @@ def run_ema_cross_backtest(
     if snapshot_every is not None:
         if on_snapshot is None or snapshot_every < 1:
             raise ValueError("snapshot_every needs a positive period and an on_snapshot callback")
-        engine.kernel.msgbus.subscribe(f"data.bars.{BAR_TYPE_FAST}", _SnapshotHook(engine, snapshot_every, on_snapshot), priority=-1)
+        engine.kernel.msgbus.subscribe(f"data.bars.{BAR_TYPE_FAST}", _SnapshotHook(engine, snapshot_every, on_snapshot))
     if on_engine is not None:
         on_engine(engine)
     started = time.perf_counter()

@@ -101,7 +101,8 @@ class HeaderDeriver:
             raise ValueError(f"max_orders must be >= 1, got {max_orders}")
         self.max_orders = max_orders
         self._orders: dict[str, _OrderState] = {}
-        self._fills: dict[tuple[str, str], Headers] = {}  # (strategy, instrument) -> last fill's child headers
+        # (strategy, instrument) -> (workflow, event id) of the last fill; Headers built on demand
+        self._fills: dict[tuple[str, str], tuple[uuid.UUID | None, Any]] = {}
         self._cancel_all: dict[tuple[str, str], tuple[int, uuid.UUID | None]] = {}
         self._command_seq = 0
 
@@ -200,11 +201,12 @@ class HeaderDeriver:
     def _order_filled(self, msg: Any) -> Headers:
         state = self._orders.get(msg.client_order_id.value)
         workflow = None if state is None else state.workflow
-        self._fills[(msg.strategy_id.value, msg.instrument_id.value)] = _headers(workflow, _uuid(msg.id))
+        self._fills[(msg.strategy_id.value, msg.instrument_id.value)] = (workflow, msg.id)
         return _EMPTY if state is None else state.headers
 
     def _position_event(self, msg: Any) -> Headers:
-        return self._fills.get((msg.strategy_id.value, msg.instrument_id.value), _EMPTY)
+        fill = self._fills.get((msg.strategy_id.value, msg.instrument_id.value))
+        return _EMPTY if fill is None else _headers(fill[0], _uuid(fill[1]))
 
     def _report(self, msg: Any) -> Headers:
         if msg.client_order_id is None:
