@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nes.cli import demo, retention, verify
+from nes.cli import demo, replay, retention, verify
 
 __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Command groups, in the order `nes --help` lists them. Add a module here to add a command.
-COMMAND_MODULES = (demo, verify, retention)
+COMMAND_MODULES = (demo, verify, retention, replay)
 
 
 def _parser() -> argparse.ArgumentParser:
