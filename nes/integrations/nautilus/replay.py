@@ -112,10 +112,11 @@ def snapshot_cache(cache: Cache) -> bytes:
 
 
 def _instrument_from_dict(values: dict[str, Any]) -> Instrument:
-    cls = getattr(instrument_classes, str(values.get("type")), None)
+    cls: Any = getattr(instrument_classes, str(values.get("type")), None)
     if not isinstance(cls, type) or not issubclass(cls, Instrument):
         raise ValueError(f"unknown instrument type {values.get('type')!r}")
-    return cls.from_dict(values)
+    instrument: Instrument = getattr(cls, "from_dict")(values)  # every concrete instrument class has one
+    return instrument
 
 
 def _event_from_dict(values: dict[str, Any]) -> Any:
