@@ -10,9 +10,9 @@ damaged.
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import Any
 
 import msgspec
 
@@ -145,25 +145,27 @@ def _headers_or_corrupt(corr, caus, key_seq: int) -> Headers:  # noqa: ANN001
 
 _SEQ_AT = slice(HASH_LEN, HASH_LEN + 8)  # a value's embedded seq: the frame's first field
 _U64 = struct.Struct(">Q")
+_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic), at HASH_LEN
 _TOPIC_LEN_AT = HASH_LEN + 24  # value offset of len(topic)
 _TOPIC_AT = HASH_LEN + 32
 _NO_HEADERS = b"\x00\x00"
-# A run's rows come in few shapes (value length, topic length, payload_type length): one
-# precompiled struct per value length unpacks a whole row in one C call, and topic and
-# payload_type texts are decoded once. Both caches are bounded (files are untrusted input) and
-# start over when full; a cached shape is only a guess that every row re-proves (lengths, tail).
-_MAX_SHAPES = 512
-_MAX_TEXTS = 4096
-# (topic length, unpack, payload length): the unpack yields seq, ts_init, ts_publish,
-# topic length, `topic || len(payload_type) || payload_type`, payload length, payload, tail.
-_Shape = tuple[int, Callable[..., tuple[Any, ...]], int]
-_shapes_by_len: dict[int, _Shape] = {}
-_names: dict[bytes, tuple[str, str]] = {}  # `topic || len(payload_type) || payload_type` -> texts
+# A run's rows carry few distinct (topic, payload_type) pairs: the bytes
+# `topic || len(payload_type) || payload_type` of each pair seen are kept, per length pair,
+# with their decoded texts, so a row is recognised by one `startswith` and its texts are not
+# decoded again. Payload lengths vary freely. The cache is bounded (files are untrusted input)
+# and starts over when full; a cached pair is only a guess that every row re-proves (lengths,
+# tail, hash).
+_MAX_NAMES = 4096
+# len(topic) << 64 | len(payload_type) -> [(names bytes, offset of len(payload), topic, payload_type)]
+_Names = tuple[bytes, int, str, str]
+_names_by_lengths: dict[int, list[_Names]] = {}
+_names_count = 0
 
 
 def _learn_row(value: bytes) -> bool:
-    """Cache the shape and texts of a header-less row; False if it is not one (the per-field
+    """Cache the (topic, payload_type) of a row; False if it has none to learn (the per-field
     path then decides what it is)."""
+    global _names_count
     end = len(value)
     if end < _TOPIC_AT + 8:
         return False
@@ -172,57 +174,121 @@ def _learn_row(value: bytes) -> bool:
     if ptype_len_at + 8 > end:
         return False
     (ptype_len,) = _U64.unpack_from(value, ptype_len_at)
-    names_len = topic_len + 8 + ptype_len
-    payload_len = end - (_TOPIC_AT + names_len + 8 + 2)
-    if payload_len < 0 or value[-2:] != _NO_HEADERS:
+    payload_len_at = ptype_len_at + 8 + ptype_len
+    if payload_len_at + 8 + 2 > end:
         return False
-    names_raw = value[_TOPIC_AT : _TOPIC_AT + names_len]
+    names_raw = value[_TOPIC_AT:payload_len_at]
     try:
-        names = (str(names_raw[:topic_len], "utf-8"), str(names_raw[topic_len + 8 :], "utf-8"))
+        topic, ptype = str(names_raw[:topic_len], "utf-8"), str(names_raw[topic_len + 8 :], "utf-8")
     except UnicodeDecodeError:
         return False
-    if len(_shapes_by_len) >= _MAX_SHAPES:
-        _shapes_by_len.clear()
-    if len(_names) >= _MAX_TEXTS:
-        _names.clear()
-    unpack = struct.Struct(f">QQQQ{names_len}sQ{payload_len}s2s").unpack_from
-    _shapes_by_len[end] = (topic_len, unpack, payload_len)
-    _names[names_raw] = names
+    lengths = (topic_len << 64) | ptype_len
+    known = _names_by_lengths.setdefault(lengths, [])
+    if any(raw == names_raw for raw, _, _, _ in known):
+        return False  # already known: the row differs elsewhere
+    if _names_count >= _MAX_NAMES:
+        _names_by_lengths.clear()
+        _names_count = 0
+        known = _names_by_lengths.setdefault(lengths, [])
+    known.append((names_raw, payload_len_at, topic, ptype))
+    _names_count += 1
     return True
+
+
+_MAX_UUIDS = 8192
+_uuids: dict[bytes, uuid.UUID] = {}  # correlation ids repeat across a workflow's entries
+_new_object, _set_attribute, _UUID, _UNKNOWN_SAFETY = object.__new__, object.__setattr__, uuid.UUID, uuid.SafeUUID.unknown
+_copy_empty_headers: Callable[[], Headers] = getattr(_EMPTY_HEADERS, "__copy__")
+_force_setattr = msgspec.structs.force_setattr
+
+
+def _uuid4_at(value: bytes, at: int) -> uuid.UUID | None:
+    """The version-4 RFC 4122 UUID in `value[at:at + 16]`, or None when it is not one (the
+    careful path then reports it). Built without `UUID.__init__`'s argument parsing: the
+    bytes are already checked here."""
+    raw = value[at : at + 16]
+    known = _uuids.get(raw)
+    if known is not None:
+        return known
+    if len(raw) != 16 or raw[6] >> 4 != 4 or raw[8] >> 6 != 2:
+        return None
+    made = _new_object(_UUID)
+    _set_attribute(made, "int", int.from_bytes(raw, "big"))
+    _set_attribute(made, "is_safe", _UNKNOWN_SAFETY)
+    if len(_uuids) >= _MAX_UUIDS:
+        _uuids.clear()
+    _uuids[raw] = made
+    return made
+
+
+def _headers_at(value: bytes, at: int) -> Headers | None:
+    """The headers encoded from `value[at]` to the end (tags 0/1, v4 UUIDs, nothing after),
+    or None when they are not well formed (the careful path then reports them)."""
+    end = len(value)
+    ids: list[uuid.UUID | None] = []
+    for _ in range(2):
+        if at >= end:
+            return None
+        tag = value[at]
+        if tag == 0:
+            ids.append(None)
+            at += 1
+        elif tag == 1:
+            made = _uuid4_at(value, at + 1)
+            if made is None:
+                return None
+            ids.append(made)
+            at += 17
+        else:
+            return None
+    if at != end:
+        return None
+    if ids[0] is None and ids[1] is None:
+        return _EMPTY_HEADERS
+    headers = _copy_empty_headers()  # validated above: skip Headers.__post_init__
+    _force_setattr(headers, "correlation_id", ids[0])
+    _force_setattr(headers, "causation_id", ids[1])
+    return headers
 
 
 def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: list[EventStoreEntry]) -> int:
     """The scan's hot loop from `values[pos]`, over values whose keys are known to be
-    `first_seq + their index`: a header-less row of a cached shape is unpacked by one struct
-    call, checked (embedded seq, lengths, tail, hash) and appended to `out`. Returns the index
-    of the first value it does not recognise (headers, a new shape or name, damage), or
-    len(values)."""
+    `first_seq + their index`: a row whose (topic, payload_type) is cached is checked
+    (embedded seq, lengths, header tags and UUID versions, hash), decoded with two struct calls
+    and appended to `out`. Returns the index of the first value it does not recognise (a new
+    topic or payload type, damage), or len(values)."""
     append = out.append
     new_hasher = DOMAIN_HASH_STATE.copy
     entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
-    shape_for_len, names_for = _shapes_by_len.get, _names.get
-    hash_len = HASH_LEN
+    head, u64, names_for, headers_at = _HEAD.unpack_from, _U64.unpack_from, _names_by_lengths.get, _headers_at
+    hash_len, topic_at = HASH_LEN, _TOPIC_AT
     expected = first_seq + pos
-    for value in islice(values, pos, None):
-        shape = shape_for_len(len(value))
-        if shape is None:
-            break
-        topic_len, unpack, payload_len = shape
-        seq, ts_init, ts_publish, topic_len_seen, names_raw, payload_len_seen, payload, tail = unpack(value, hash_len)
-        names = names_for(names_raw)
-        if (
-            seq != expected
-            or names is None
-            or topic_len_seen != topic_len
-            or payload_len_seen != payload_len
-            or tail != no_header_bytes
-        ):
-            break
-        stored = value[:hash_len]
-        if new_hasher().update(value[hash_len:]).digest() != stored:  # update() returns the hasher
-            raise HashMismatch(seq)
-        append(entry_type(seq, ts_init, ts_publish, names[0], names[1], payload, no_headers, hash_type(stored)))
-        expected += 1
+    try:
+        for value in islice(values, pos, None):
+            seq, ts_init, ts_publish, topic_len = head(value, hash_len)
+            if seq != expected:
+                break
+            for names_raw, payload_len_at, topic, ptype in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
+                if value.startswith(names_raw, topic_at):
+                    break
+            else:
+                break  # a topic / payload_type not cached yet
+            payload_at = payload_len_at + 8
+            payload_end = payload_at + u64(value, payload_len_at)[0]
+            headers: Headers | None
+            if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
+                headers = no_headers
+            else:
+                headers = headers_at(value, payload_end)
+                if headers is None:
+                    break
+            stored = value[:hash_len]
+            if new_hasher().update(value[hash_len:]).digest() != stored:  # update() returns the hasher
+                raise HashMismatch(seq)
+            append(entry_type(seq, ts_init, ts_publish, topic, ptype, value[payload_at:payload_end], headers, hash_type(stored)))
+            expected += 1
+    except struct.error:
+        pass  # a row too short for its fields: the careful path names it
     return expected - first_seq
 
 
