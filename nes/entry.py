@@ -13,6 +13,7 @@ import struct
 import uuid
 from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import Any
 
 import msgspec
 
@@ -156,10 +157,13 @@ _NO_HEADERS = b"\x00\x00"
 # and starts over when full; a cached pair is only a guess that every row re-proves (lengths,
 # tail, hash).
 _MAX_NAMES = 4096
-# len(topic) << 64 | len(payload_type) -> [(names bytes, offset of len(payload), topic, payload_type)]
-_Names = tuple[bytes, int, str, str]
+# len(topic) << 64 | len(payload_type) -> [(names bytes, offset of len(payload), topic,
+# payload_type, one-call unpacker of seq/ts_init/ts_publish/len(topic)/len(payload_type)/len(payload),
+# len(topic), len(payload_type), shortest such row)]
+_Names = tuple[bytes, int, str, str, Callable[[bytes, int], tuple[Any, ...]], int, int, int]
 _names_by_lengths: dict[int, list[_Names]] = {}
 _names_count = 0
+_last_names: list[_Names | None] = [None]  # the pair of the last decoded row: tried first
 
 
 def _learn_row(value: bytes) -> bool:
@@ -184,13 +188,15 @@ def _learn_row(value: bytes) -> bool:
         return False
     lengths = (topic_len << 64) | ptype_len
     known = _names_by_lengths.setdefault(lengths, [])
-    if any(raw == names_raw for raw, _, _, _ in known):
+    if any(known_names[0] == names_raw for known_names in known):
         return False  # already known: the row differs elsewhere
     if _names_count >= _MAX_NAMES:
         _names_by_lengths.clear()
+        _last_names[0] = None
         _names_count = 0
         known = _names_by_lengths.setdefault(lengths, [])
-    known.append((names_raw, payload_len_at, topic, ptype))
+    unpack = struct.Struct(f">QQQQ{topic_len}xQ{ptype_len}xQ").unpack_from
+    known.append((names_raw, payload_len_at, topic, ptype, unpack, topic_len, ptype_len, payload_len_at + 8 + 2))
     _names_count += 1
     return True
 
@@ -260,21 +266,41 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
     append = out.append
     new_hasher = DOMAIN_HASH_STATE.copy
     entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
-    head, u64, names_for, headers_at = _HEAD.unpack_from, _U64.unpack_from, _names_by_lengths.get, _headers_at
+    head: Callable[[bytes, int], tuple[Any, ...]] = _HEAD.unpack_from
+    u64, names_for, headers_at = _U64.unpack_from, _names_by_lengths.get, _headers_at
     hash_len, topic_at = HASH_LEN, _TOPIC_AT
     expected = first_seq + pos
+    last = _last_names[0]
+    # The previous row's pair, unpacked into locals (most rows repeat it: one unpack then).
+    if last is None:
+        l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = b"", 0, "", "", head, -1, -1, 1 << 62
+    else:
+        l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = last
     try:
         for value in islice(values, pos, None):
-            seq, ts_init, ts_publish, topic_len = head(value, hash_len)
+            if (
+                len(value) >= l_min
+                and (fields := l_unpack(value, hash_len))[3] == l_topic_len
+                and fields[4] == l_ptype_len
+                and value.startswith(l_names, topic_at)
+            ):
+                seq, ts_init, ts_publish, _, _, payload_len = fields
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
+            else:
+                seq, ts_init, ts_publish, topic_len = head(value, hash_len)
+                for candidate in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
+                    if value.startswith(candidate[0], topic_at):
+                        break
+                else:
+                    break  # a topic / payload_type not cached yet
+                last = candidate
+                l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = candidate
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
+                payload_len = u64(value, payload_len_at)[0]
             if seq != expected:
                 break
-            for names_raw, payload_len_at, topic, ptype in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
-                if value.startswith(names_raw, topic_at):
-                    break
-            else:
-                break  # a topic / payload_type not cached yet
             payload_at = payload_len_at + 8
-            payload_end = payload_at + u64(value, payload_len_at)[0]
+            payload_end = payload_at + payload_len
             headers: Headers | None
             if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
                 headers = no_headers
@@ -289,6 +315,7 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
             expected += 1
     except struct.error:
         pass  # a row too short for its fields: the careful path names it
+    _last_names[0] = last
     return expected - first_seq
 
 

@@ -135,3 +135,27 @@ def test_many_distinct_shapes_keep_decoding_after_the_shape_cache_starts_over() 
         for seq in range(1, 1500)
     ]
     assert decode_contiguous_values([encode_stored_value(e) for e in entries], 1) == entries
+
+
+def test_fast_path_refuses_a_header_that_is_not_a_version_4_uuid() -> None:
+    entry = EventStoreEntry.build(1, 1, 1, "abc", "T", b"x", HEADERS)
+    frame = bytearray(encode_stored_value(entry)[HASH_LEN:])
+    at = len(frame) - 34 + 1 + 6  # correlation id bytes start after its tag; byte 6 holds the version
+    frame[at] = (frame[at] & 0x0F) | 0x10  # version 1
+    with pytest.raises(Corrupted, match="version-4"):
+        decode_contiguous_values([_rehashed(bytes(frame))], 1)
+
+
+def test_fast_path_refuses_trailing_bytes_after_the_headers() -> None:
+    entry = EventStoreEntry.build(1, 1, 1, "abc", "T", b"x", HEADERS)
+    frame = encode_stored_value(entry)[HASH_LEN:] + b"\x00"
+    with pytest.raises(Corrupted, match="trailing bytes"):
+        decode_contiguous_values([_rehashed(frame)], 1)
+
+
+def test_headers_decoded_on_the_fast_path_equal_constructed_ones() -> None:
+    entries = [EventStoreEntry.build(seq, seq, seq, "t", "T", b"p", HEADERS if seq % 2 else Headers(None, HEADERS.causation_id)) for seq in range(1, 50)]
+    decoded = decode_contiguous_values([encode_stored_value(e) for e in entries], 1)
+    assert decoded == entries
+    assert all(d.headers == e.headers and hash(d.headers) == hash(e.headers) for d, e in zip(decoded, entries))
+    assert str(decoded[0].headers.correlation_id) == str(HEADERS.correlation_id)
