@@ -403,3 +403,38 @@ def test_forensics_plan_and_load_of_a_sealed_run_joined_with_quote_and_bar_slice
     assert [r.ts_init for r in quotes.records] == [lo, (lo + hi) // 2, hi]
     assert all(isinstance(r.data, QuoteRecord) and r.identifier == "AUD/USD.SIM" for r in quotes.records)
     assert [r.ts_init for r in bars.records] == bar_ts
+
+
+def test_a_submit_command_missing_its_fields_is_a_replay_decode_error() -> None:
+    import msgspec
+
+    payload = msgspec.msgpack.encode({"type": "SubmitOrder", "client_id": None})
+    with pytest.raises(ReplayDecodeError, match="KeyError"):
+        apply_cache_replay_entry(NautilusCacheReplay().cache, _entry(3, "SubmitOrder", payload))
+
+
+def test_a_position_event_for_a_position_the_cache_does_not_know_is_a_replay_apply_error() -> None:
+    import msgspec
+
+    payload = msgspec.msgpack.encode({"type": "PositionClosed", "position_id": "AUD/USD.SIM-EMACross-000"})
+    with pytest.raises(ReplayApplyError, match="check_position_event: .*is not in the cache"):
+        apply_cache_replay_entry(NautilusCacheReplay().cache, _entry(4, "PositionClosed", payload))
+
+
+def test_a_payload_naming_another_type_is_a_replay_decode_error() -> None:
+    import msgspec
+
+    payload = msgspec.msgpack.encode({"type": "PositionOpened", "position_id": "X"})
+    with pytest.raises(ReplayDecodeError, match="payload names type 'PositionOpened'"):
+        apply_cache_replay_entry(NautilusCacheReplay().cache, _entry(5, "PositionClosed", payload))
+
+
+def test_the_python_blocks_of_docs_replay_md_run_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).parent.parent / "docs" / "replay.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, "docs/replay.md", "exec"), {})
