@@ -352,6 +352,17 @@ def test_a_captured_backtest_lands_every_command_and_event_once_in_dispatch_orde
     assert observed_kinds["AccountState"] > 0 and observed_kinds["PositionClosed"] > 0
 
     # headers answer "this order's workflow" and "why"
+    by_correlation: dict[uuid.UUID, set[int]] = {}
+    for entry, _ in decoded:
+        if entry.headers.correlation_id is not None:
+            by_correlation.setdefault(entry.headers.correlation_id, set()).add(entry.seq)
+    for entry, message in decoded:
+        if isinstance(message, SubmitOrder):
+            order = cache.order(message.order.client_order_id)
+            workflow = by_correlation[_u(message.id)]
+            assert entry.headers == Headers(_u(message.id), _u(order.init_id))  # caused by its init event
+            later = {seq_of[e.id.value][0] for e in order.events[1:] if e.id.value in seq_of}
+            assert later and later <= workflow  # every event after the init event is in the workflow
     for entry, message in decoded:
         if isinstance(message, PositionClosed):
             cause = [m for e, m in decoded if e.seq < entry.seq and isinstance(m, OrderFilled) and m.id.value == str(entry.headers.causation_id)]
