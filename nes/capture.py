@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from nes.backend.base import IndexKey
@@ -198,6 +199,7 @@ class EncoderRegistry:
 
     def __init__(self) -> None:
         self._by_type: dict[type, _Registration] = {}
+        self._view = MappingProxyType(self._by_type)
 
     def register(self, message_type: type, payload_type: str, encode: Encoder) -> None:
         """Register (or replace) the encoder and tag of `message_type`; a re-registration keeps
@@ -248,6 +250,12 @@ class EncoderRegistry:
     def contains(self, message_type: type) -> bool:
         """True if `message_type` (exactly) is registered."""
         return message_type in self._by_type
+
+    @property
+    def registered(self) -> Mapping[type, object]:
+        """A live read-only view keyed by the registered types (`type(msg) in registry.registered`
+        is the cheapest allow-list test, for bus taps)."""
+        return self._view
 
     def types(self) -> list[type]:
         """The registered types, in registration order."""

@@ -84,7 +84,7 @@ class NautilusBusTap:
         self._wrapped: dict[str, tuple[Callable[[Any], None], Callable[[Any], None]]] = {}
         self._untapped: list[str] = []
         self._subscriber: Callable[[Any], None] | None = None
-        self._topic_for = {t: _publish_topic_maker(t) for t in adapter.registry.types()}
+        self._topic_for: dict[type, Callable[[Any], str]] = {}
 
     @property
     def attached(self) -> bool:
@@ -149,7 +149,7 @@ class NautilusBusTap:
         return getattr(owner, method, None)
 
     def _wrap(self, endpoint: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
-        registered = self.adapter.registry._by_type
+        registered = self.adapter.registry.registered
         capture = self.adapter.capture
         now = self._clock.timestamp_ns
 
@@ -162,12 +162,16 @@ class NautilusBusTap:
 
     def _make_subscriber(self) -> Callable[[Any], None]:
         topic_for = self._topic_for
+        registered = self.adapter.registry.registered
         capture = self.adapter.capture
         now = self._clock.timestamp_ns
 
         def on_publish(msg: Any) -> None:
-            make_topic = topic_for.get(type(msg))
-            if make_topic is not None:
+            message_type = type(msg)
+            if message_type in registered:
+                make_topic = topic_for.get(message_type)
+                if make_topic is None:
+                    make_topic = topic_for[message_type] = _publish_topic_maker(message_type)
                 capture(make_topic(msg), msg, now())
 
         return on_publish
