@@ -569,3 +569,31 @@ def test_the_tap_attaches_to_a_live_trading_node_captures_reports_and_detaches(t
     entries = _entries(session.path)
     assert [e.payload_type for e in entries[1:-1]] == ["OrderStatusReport", "ExecutionMassStatus"]
     assert [e.topic for e in entries[1:-1]] == ["ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"]
+
+
+def test_headers_of_order_lists_and_batch_cancels() -> None:
+    from nautilus_trader.model.orders import OrderList
+    from nautilus_trader.test_kit.stubs.commands import TestCommandStubs
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+    from nautilus_trader.model.identifiers import OrderListId
+    from nautilus_samples import INSTRUMENT
+
+    registry = default_registry()
+    first = TestExecStubs.limit_order(instrument=INSTRUMENT, client_order_id=_coid(1))
+    second = TestExecStubs.limit_order(instrument=INSTRUMENT, client_order_id=_coid(2))
+    submit_list = TestCommandStubs.submit_order_list_command(OrderList(OrderListId("OL-9"), [first, second]))
+    workflow = _u(submit_list.id)
+    assert _headers(registry, submit_list) == Headers(workflow, None)
+    for order in (first, second):
+        assert _headers(registry, TestEventStubs.order_submitted(order)) == Headers(workflow, workflow)
+        order.apply(TestEventStubs.order_submitted(order))
+        order.apply(TestEventStubs.order_accepted(order))
+    batch = BatchCancelOrders(
+        first.trader_id, first.strategy_id, first.instrument_id,
+        [TestCommandStubs.cancel_order_command(order=first), TestCommandStubs.cancel_order_command(order=second)],
+        UUID4(), 5,
+    )
+    assert _headers(registry, batch) == Headers.empty()  # two workflows: none of its own
+    for order in (first, second):
+        assert _headers(registry, TestEventStubs.order_canceled(order)) == Headers(workflow, _u(batch.id))
