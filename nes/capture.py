@@ -12,8 +12,9 @@ Contract (reference: the crate's `capture/registry.rs` and `capture/adapter.rs`)
   adapter raises `CaptureHalted` without touching the writer; an identity already in the
   window of the last 128 identities returns None (the identity is recorded before encoding,
   so one logical message crossing several bus boundaries is one entry); an unregistered type
-  returns None; an encode failure raises `CaptureEncodeError` and the adapter stays live; the
-  draft is submitted and its seq returned, bumping the shared `SubmitCounter`. The first
+  returns None; an encode failure raises `CaptureEncodeError`, forgets the identity again (so
+  the message's next hop is refused too, never passed on as a duplicate) and the adapter stays
+  live; the draft is submitted and its seq returned, bumping the shared `SubmitCounter`. The first
   submit failure fires the halt callback exactly once and raises `CaptureSubmitError`; every
   later capture raises `CaptureHalted`.
 - Nothing here knows a trading engine: `nes.integrations.nautilus` builds the registry and
@@ -452,12 +453,14 @@ class BusCaptureAdapter:
             if headers is None:
                 headers = registration.headers(message)
         except Exception as exc:  # noqa: BLE001
+            self._forget(identify, message)
             raise CaptureEncodeError(type(message).__name__, f"{type(exc).__name__}: {exc}") from exc
         try:
             # EntryDraft checks the payload is bytes and the headers are Headers
             draft = EntryDraft(topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys)
             seq = self._submit(draft)
         except InvalidDraft as exc:  # the message's own content cannot be stored: not a writer failure
+            self._forget(identify, message)
             raise CaptureEncodeError(type(message).__name__, str(exc)) from exc
         except SubmitError as exc:
             writer_reason = getattr(self._writer, "halt_reason", None)
@@ -466,6 +469,17 @@ class BusCaptureAdapter:
             raise CaptureSubmitError(reason, str(exc)) from exc
         self.submit_counter.value += 1
         return seq
+
+    def _forget(self, identify: IdentityExtractor | None, message: object) -> None:
+        """Drop the identity a failed capture just recorded: the message was not stored, so its
+        next hop must be refused again, never let through as a duplicate."""
+        if identify is None:
+            return
+        identity = identify(message)
+        order = self._order
+        if identity is not None and order and order[-1] == identity:
+            order.pop()
+            self._seen.discard(identity)
 
     def fail_stop(self, reason: HaltReason) -> bool:
         """Halt the adapter; the halt callback fires on the first call only (returns True then).

@@ -597,3 +597,48 @@ def test_headers_of_order_lists_and_batch_cancels() -> None:
     assert _headers(registry, batch) == Headers.empty()  # two workflows: none of its own
     for order in (first, second):
         assert _headers(registry, TestEventStubs.order_canceled(order)) == Headers(workflow, _u(batch.id))
+
+
+def test_a_message_the_tap_cannot_capture_never_reaches_the_endpoint_handler_or_subscriber(tmp_path: Path) -> None:
+    from nes import CaptureEncodeError, EncodedPayload, EventStoreLifecycleOptions
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+    from nes.integrations.nautilus.backtest import build_ema_cross_engine
+
+    engine = build_ema_cross_engine(quotes=10, bracket=False)
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="refuse"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    registry = default_registry()
+    registry.register(OrderCanceled, "OrderCanceled", lambda msg: EncodedPayload(b"", ({"not": "an IndexKey"},)))  # type: ignore[arg-type]
+    adapter = BusCaptureAdapter(session, registry)
+    seen: list[tuple[str, Any, int]] = []
+    bus = engine.kernel.msgbus
+
+    def handler(msg: Any) -> None:  # records what the store held when the handler ran
+        seen.append(("endpoint", msg, adapter.submit_counter.value))
+
+    def subscriber(msg: Any) -> None:
+        seen.append(("subscriber", msg, adapter.submit_counter.value))
+
+    bus.register("Test.endpoint", handler)
+    bus.subscribe("test.topic", subscriber)
+    tap = attach_tap(engine, adapter, endpoint_handlers={"Test.endpoint": handler})
+    try:
+        bad, good = SAMPLES[OrderCanceled], SAMPLES[OrderAccepted]
+        for send in (lambda m: bus.send("Test.endpoint", m), lambda m: bus.publish("test.topic", m)):
+            with pytest.raises(CaptureEncodeError):
+                send(bad)
+        assert seen == [] and not adapter.is_halted  # refused, and the adapter is still live
+        bus.send("Test.endpoint", good)
+        bus.publish("test.topic", good)  # the same message again: a duplicate hop
+        bus.publish("test.topic", SAMPLES[OrderFilled])
+        assert [(kind, count) for kind, _, count in seen] == [("endpoint", 1), ("subscriber", 1), ("subscriber", 2)]
+    finally:
+        tap.detach()
+        session.close()
+        engine.dispose()
+    entries = _entries(session.path)
+    assert [(e.topic, e.payload_type) for e in entries[1:-1]] == [
+        ("Test.endpoint", "OrderAccepted"),
+        ("events.order." + SAMPLES[OrderFilled].strategy_id.value, "OrderFilled"),
+    ]
