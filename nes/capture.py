@@ -321,10 +321,14 @@ def _identity(extract: IdentityExtractor, message: object) -> Hashable | None:
 class CaptureSink(Protocol):
     """What the adapter submits to: an `EventStoreWriter` or an `EventStoreSession`."""
 
-    def submit(self, draft: EntryDraft) -> int: ...
+    def submit(self, draft: EntryDraft) -> int:
+        """Accept the entry and return its seq, or raise a `SubmitError`."""
+        ...
 
     @property
-    def high_watermark(self) -> int: ...
+    def high_watermark(self) -> int:
+        """The durable high-watermark."""
+        ...
 
 
 class SubmitCounter:
@@ -351,6 +355,7 @@ class _RecentIdentities:
         self.capacity = capacity
 
     def note_fresh(self, identity: Hashable) -> bool:
+        """False if `identity` is in the window; else record it (evicting the oldest when full)."""
         seen = self.seen
         if identity in seen:
             return False
@@ -412,6 +417,7 @@ class BusCaptureAdapter:
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """Why the adapter halted (None while live)."""
         return self._halt_reason
 
     @property

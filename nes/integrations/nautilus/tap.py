@@ -88,6 +88,7 @@ class NautilusBusTap:
 
     @property
     def attached(self) -> bool:
+        """True between `attach()` and `detach()`."""
         return self._subscriber is not None
 
     @property
