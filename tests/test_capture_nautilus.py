@@ -304,6 +304,8 @@ def test_a_captured_backtest_lands_every_command_and_event_once_in_dispatch_orde
     assert entries[0].payload_type == "RunStarted" and entries[-1].payload_type == "RunEnded"
     captured = entries[1:-1]
     assert len(captured) == result.captured == adapter.submit_counter.value
+    stamps = [e.ts_init for e in captured]  # the engine clock at capture: dispatch order is time order
+    assert stamps == sorted(stamps) and stamps[0] < stamps[-1]
     decoded = [(e, decode_payload(e.payload_type, e.payload)) for e in captured]
     seq_of: dict[str, list[int]] = {}
     for entry, message in decoded:
