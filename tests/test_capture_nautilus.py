@@ -643,3 +643,35 @@ def test_a_message_the_tap_cannot_capture_never_reaches_the_endpoint_handler_or_
         ("Test.endpoint", "OrderAccepted"),
         ("events.order." + SAMPLES[OrderFilled].strategy_id.value, "OrderFilled"),
     ]
+
+
+def test_data_requests_and_responses_are_captured_at_their_endpoints_with_linked_headers(tmp_path: Path) -> None:
+    from nautilus_trader.data.messages import DataResponse, RequestBars
+
+    from nes import EventStoreLifecycleOptions
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+    from nes.integrations.nautilus.backtest import build_ema_cross_engine
+
+    engine = build_ema_cross_engine(quotes=10, bracket=False)
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="data"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    adapter = BusCaptureAdapter(session, default_registry())
+    tap = attach_tap(engine, adapter)
+    request, response = SAMPLES[RequestBars], SAMPLES[DataResponse]
+    try:
+        engine.kernel.msgbus.request("DataEngine.request", request)
+        engine.kernel.msgbus.send("DataEngine.response", response)
+    finally:
+        tap.detach()
+        session.close()
+        engine.dispose()
+    entries = _entries(session.path)[1:-1]
+    assert [(e.topic, e.payload_type) for e in entries] == [
+        ("DataEngine.request", "RequestBars"),
+        ("DataEngine.response", "DataResponse"),
+    ]
+    assert entries[0].headers == Headers(_u(request.id), None)
+    assert entries[1].headers == Headers(_u(response.correlation_id), None)
+    metadata = decode_payload("DataResponse", entries[1].payload)
+    assert metadata.data_count == 2 and metadata.correlation_id == response.correlation_id.value
