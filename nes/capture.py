@@ -12,8 +12,9 @@ Contract (reference: the crate's `capture/registry.rs` and `capture/adapter.rs`)
   adapter raises `CaptureHalted` without touching the writer; an identity already in the
   window of the last 128 identities returns None (the identity is recorded before encoding,
   so one logical message crossing several bus boundaries is one entry); an unregistered type
-  returns None; an encode failure raises `CaptureEncodeError` and the adapter stays live; the
-  draft is submitted and its seq returned, bumping the shared `SubmitCounter`. The first
+  returns None; an encode failure raises `CaptureEncodeError`, forgets the identity again (so
+  the message's next hop is refused too, never passed on as a duplicate) and the adapter stays
+  live; the draft is submitted and its seq returned, bumping the shared `SubmitCounter`. The first
   submit failure fires the halt callback exactly once and raises `CaptureSubmitError`; every
   later capture raises `CaptureHalted`.
 - Nothing here knows a trading engine: `nes.integrations.nautilus` builds the registry and
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from nes.backend.base import IndexKey
@@ -198,6 +200,7 @@ class EncoderRegistry:
 
     def __init__(self) -> None:
         self._by_type: dict[type, _Registration] = {}
+        self._view = MappingProxyType(self._by_type)
 
     def register(self, message_type: type, payload_type: str, encode: Encoder) -> None:
         """Register (or replace) the encoder and tag of `message_type`; a re-registration keeps
@@ -248,6 +251,12 @@ class EncoderRegistry:
     def contains(self, message_type: type) -> bool:
         """True if `message_type` (exactly) is registered."""
         return message_type in self._by_type
+
+    @property
+    def registered(self) -> Mapping[type, object]:
+        """A live read-only view keyed by the registered types (`type(msg) in registry.registered`
+        is the cheapest allow-list test, for bus taps)."""
+        return self._view
 
     def types(self) -> list[type]:
         """The registered types, in registration order."""
@@ -312,10 +321,14 @@ def _identity(extract: IdentityExtractor, message: object) -> Hashable | None:
 class CaptureSink(Protocol):
     """What the adapter submits to: an `EventStoreWriter` or an `EventStoreSession`."""
 
-    def submit(self, draft: EntryDraft) -> int: ...
+    def submit(self, draft: EntryDraft) -> int:
+        """Accept the entry and return its seq, or raise a `SubmitError`."""
+        ...
 
     @property
-    def high_watermark(self) -> int: ...
+    def high_watermark(self) -> int:
+        """The durable high-watermark."""
+        ...
 
 
 class SubmitCounter:
@@ -342,6 +355,7 @@ class _RecentIdentities:
         self.capacity = capacity
 
     def note_fresh(self, identity: Hashable) -> bool:
+        """False if `identity` is in the window; else record it (evicting the oldest when full)."""
         seen = self.seen
         if identity in seen:
             return False
@@ -403,6 +417,7 @@ class BusCaptureAdapter:
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """Why the adapter halted (None while live)."""
         return self._halt_reason
 
     @property
@@ -444,12 +459,14 @@ class BusCaptureAdapter:
             if headers is None:
                 headers = registration.headers(message)
         except Exception as exc:  # noqa: BLE001
+            self._forget(identify, message)
             raise CaptureEncodeError(type(message).__name__, f"{type(exc).__name__}: {exc}") from exc
         try:
             # EntryDraft checks the payload is bytes and the headers are Headers
             draft = EntryDraft(topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys)
             seq = self._submit(draft)
         except InvalidDraft as exc:  # the message's own content cannot be stored: not a writer failure
+            self._forget(identify, message)
             raise CaptureEncodeError(type(message).__name__, str(exc)) from exc
         except SubmitError as exc:
             writer_reason = getattr(self._writer, "halt_reason", None)
@@ -458,6 +475,17 @@ class BusCaptureAdapter:
             raise CaptureSubmitError(reason, str(exc)) from exc
         self.submit_counter.value += 1
         return seq
+
+    def _forget(self, identify: IdentityExtractor | None, message: object) -> None:
+        """Drop the identity a failed capture just recorded: the message was not stored, so its
+        next hop must be refused again, never let through as a duplicate."""
+        if identify is None:
+            return
+        identity = identify(message)
+        order = self._order
+        if identity is not None and order and order[-1] == identity:
+            order.pop()
+            self._seen.discard(identity)
 
     def fail_stop(self, reason: HaltReason) -> bool:
         """Halt the adapter; the halt callback fires on the first call only (returns True then).

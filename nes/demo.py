@@ -36,6 +36,8 @@ INSTRUMENTS = ("BTCUSDT.BINANCE", "ETHUSDT.BINANCE", "AAPL.XNAS")
 
 # ---- the synthetic session's own messages (the --nautilus job captures a real engine) ---------
 class SubmitOrder(msgspec.Struct, frozen=True):
+    """The synthetic session's order command."""
+
     client_order_id: str
     instrument_id: str
     side: str  # "BUY" | "SELL"
@@ -45,12 +47,16 @@ class SubmitOrder(msgspec.Struct, frozen=True):
 
 
 class OrderAccepted(msgspec.Struct, frozen=True):
+    """The synthetic venue accepted an order."""
+
     client_order_id: str
     venue_order_id: str
     event_id: str
 
 
 class OrderFilled(msgspec.Struct, frozen=True):
+    """A (partial) fill of a synthetic order."""
+
     client_order_id: str
     venue_order_id: str
     instrument_id: str
@@ -61,6 +67,8 @@ class OrderFilled(msgspec.Struct, frozen=True):
 
 
 class AccountState(msgspec.Struct, frozen=True):
+    """The synthetic account's balance after a fill."""
+
     account_id: str
     balance: float
     event_id: str
@@ -150,6 +158,9 @@ _cache_decoder = msgspec.msgpack.Decoder(DemoCache)
 
 
 def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, object]:
+    """The first demo job: a synthetic session of `orders` orders captured through the ring and
+    the writer sidecar, a snapshot anchored midway, verified, then rebuilt from the snapshot plus
+    the tail and compared with the live state."""
     from nes.verifier import verify_in_worker
 
     rng = random.Random(seed)

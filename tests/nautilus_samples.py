@@ -11,7 +11,7 @@ from nautilus_trader.common.component import TimeEvent
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import BatchCancelOrders, CancelAllOrders, QueryAccount, QueryOrder
 from nautilus_trader.execution.reports import ExecutionMassStatus, FillReport, OrderStatusReport, PositionStatusReport
-from nautilus_trader.model.data import Bar, BarType, DataType, OrderBookDelta, QuoteTick
+from nautilus_trader.model.data import BarType, DataType, OrderBookDelta, QuoteTick
 from nautilus_trader.model.enums import (
     BookType,
     LiquiditySide,
@@ -75,7 +75,7 @@ def _order_event_fields(coid: ClientOrderId, venue_order_id: VenueOrderId | None
 def _data_kwargs_pool() -> dict[str, Any]:
     bar_type = BarType.from_str("AUD/USD.SIM-1-MINUTE-BID-EXTERNAL")
     start = pd.Timestamp("2024-01-02", tz="UTC")
-    bar = Bar(bar_type, Price.from_str("0.7"), Price.from_str("0.71"), Price.from_str("0.69"), Price.from_str("0.7"), Quantity.from_int(1), 1, 1)
+    quote = QuoteTick(INSTRUMENT.id, Price.from_str("0.70000"), Price.from_str("0.70002"), Quantity.from_int(1), Quantity.from_int(1), 1, 1)
     return {
         "instrument_id": INSTRUMENT.id,
         "bar_type": bar_type,
@@ -95,7 +95,7 @@ def _data_kwargs_pool() -> dict[str, Any]:
         "end": start + pd.Timedelta(hours=1),
         "limit": 5,
         "callback": lambda _: None,
-        "data": [bar, bar],
+        "data": [quote, quote],  # matches data_type
     }
 
 

@@ -280,13 +280,34 @@ def test_identity_window_holds_128_and_the_129th_evicts_the_oldest(lmdb_writer) 
     assert adapter.submit_counter.value == 128 + 3
 
 
-def test_the_identity_is_recorded_before_encoding(lmdb_writer) -> None:  # noqa: ANN001
+def test_the_identity_is_recorded_before_encoding_so_duplicate_hops_are_not_encoded(lmdb_writer) -> None:  # noqa: ANN001
+    writer, backend = lmdb_writer
+    registry = make_registry()
+    calls: list[str] = []
+
+    def counting(msg: Order) -> EncodedPayload:
+        calls.append(msg.id)
+        return encode_order(msg)
+
+    registry.register(Order, "Order", counting)
+    adapter = BusCaptureAdapter(writer, registry)
+    for hop in ("RiskEngine.execute", "ExecEngine.execute", "events.order.S-1"):
+        adapter.capture(hop, Order("o1", "O-1"), 1)
+    assert calls == ["o1"] and backend.high_watermark() == 1
+
+
+def test_a_failed_capture_forgets_the_identity_so_every_hop_is_refused(lmdb_writer) -> None:  # noqa: ANN001
     writer, backend = lmdb_writer
     adapter = BusCaptureAdapter(writer, make_registry())
-    with pytest.raises(CaptureEncodeError):
-        adapter.capture("hop-1", Broken("b1"), 1)
-    assert adapter.capture("hop-2", Broken("b1"), 1) is None  # the same message's next hop
-    assert backend.high_watermark() == 0
+    for hop in ("hop-1", "hop-2", "hop-3"):  # never "not captured": a handler must not see it
+        with pytest.raises(CaptureEncodeError):
+            adapter.capture(hop, Broken("b1"), 1)
+    for hop in ("hop-1", "hop-2"):  # the same for content the store refuses (an empty index key)
+        with pytest.raises(CaptureEncodeError):
+            adapter.capture(hop, Order("o-bad", ""), 1)
+    assert backend.high_watermark() == 0 and not adapter.is_halted
+    assert adapter.capture("hop-1", Order("o1", "O-1"), 1) == 1
+    assert adapter.capture("hop-2", Order("o1", "O-1"), 1) is None
 
 
 def test_an_encode_error_leaves_the_adapter_live_and_fires_no_halt(lmdb_writer) -> None:  # noqa: ANN001

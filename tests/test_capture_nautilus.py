@@ -304,6 +304,8 @@ def test_a_captured_backtest_lands_every_command_and_event_once_in_dispatch_orde
     assert entries[0].payload_type == "RunStarted" and entries[-1].payload_type == "RunEnded"
     captured = entries[1:-1]
     assert len(captured) == result.captured == adapter.submit_counter.value
+    stamps = [e.ts_init for e in captured]  # the engine clock at capture: dispatch order is time order
+    assert stamps == sorted(stamps) and stamps[0] < stamps[-1]
     decoded = [(e, decode_payload(e.payload_type, e.payload)) for e in captured]
     seq_of: dict[str, list[int]] = {}
     for entry, message in decoded:
@@ -313,16 +315,15 @@ def test_a_captured_backtest_lands_every_command_and_event_once_in_dispatch_orde
     assert all(len(seqs) == 1 for seqs in seq_of.values()), "a message was captured twice"
 
     # every order event of every order, once, in the order's own event order
-    # Strategy.cancel_all_orders applies OrderPendingCancel to the order in place and never
-    # dispatches it on the bus: the tap cannot see it; the CancelAllOrders it precedes is captured.
-    cancel_all_scopes = {(m.strategy_id.value, m.instrument_id.value) for _, m in decoded if isinstance(m, CancelAllOrders)}
+    # every order event of every order, once (Strategy.cancel_all_orders' in-place
+    # OrderPendingCancel events too: the tap captures them right after their CancelAllOrders)
+    missing = [e for o in orders for e in o.events if e.id.value not in seq_of]
+    assert missing == []
+    cancel_alls = {_u(m.id) for _, m in decoded if isinstance(m, CancelAllOrders)}
+    pending = [(e, m) for e, m in decoded if type(m).__name__ == "OrderPendingCancel"]
+    assert pending and all(e.headers.causation_id in cancel_alls for e, _ in pending)
     for order in orders:
-        for event in order.events:
-            if event.id.value not in seq_of:
-                assert type(event).__name__ == "OrderPendingCancel", event
-                assert (event.strategy_id.value, event.instrument_id.value) in cancel_all_scopes
-    for order in orders:
-        seqs = [seq_of[event.id.value][0] for event in order.events if event.id.value in seq_of]
+        seqs = [seq_of[event.id.value][0] for event in order.events]
         assert seqs == sorted(seqs), order.client_order_id
         by_client = set(recording_lookup(session.path, IndexKind.ClientOrderId, order.client_order_id.value))
         assert set(seqs) <= by_client
@@ -352,6 +353,17 @@ def test_a_captured_backtest_lands_every_command_and_event_once_in_dispatch_orde
     assert observed_kinds["AccountState"] > 0 and observed_kinds["PositionClosed"] > 0
 
     # headers answer "this order's workflow" and "why"
+    by_correlation: dict[uuid.UUID, set[int]] = {}
+    for entry, _ in decoded:
+        if entry.headers.correlation_id is not None:
+            by_correlation.setdefault(entry.headers.correlation_id, set()).add(entry.seq)
+    for entry, message in decoded:
+        if isinstance(message, SubmitOrder):
+            order = cache.order(message.order.client_order_id)
+            workflow = by_correlation[_u(message.id)]
+            assert entry.headers == Headers(_u(message.id), _u(order.init_id))  # caused by its init event
+            later = {seq_of[e.id.value][0] for e in order.events[1:] if e.id.value in seq_of}
+            assert later and later <= workflow  # every event after the init event is in the workflow
     for entry, message in decoded:
         if isinstance(message, PositionClosed):
             cause = [m for e, m in decoded if e.seq < entry.seq and isinstance(m, OrderFilled) and m.id.value == str(entry.headers.causation_id)]
@@ -558,3 +570,108 @@ def test_the_tap_attaches_to_a_live_trading_node_captures_reports_and_detaches(t
     entries = _entries(session.path)
     assert [e.payload_type for e in entries[1:-1]] == ["OrderStatusReport", "ExecutionMassStatus"]
     assert [e.topic for e in entries[1:-1]] == ["ExecEngine.reconcile_execution_report", "ExecEngine.reconcile_execution_mass_status"]
+
+
+def test_headers_of_order_lists_and_batch_cancels() -> None:
+    from nautilus_trader.model.orders import OrderList
+    from nautilus_trader.test_kit.stubs.commands import TestCommandStubs
+    from nautilus_trader.test_kit.stubs.events import TestEventStubs
+    from nautilus_trader.test_kit.stubs.execution import TestExecStubs
+    from nautilus_trader.model.identifiers import OrderListId
+    from nautilus_samples import INSTRUMENT
+
+    registry = default_registry()
+    first = TestExecStubs.limit_order(instrument=INSTRUMENT, client_order_id=_coid(1))
+    second = TestExecStubs.limit_order(instrument=INSTRUMENT, client_order_id=_coid(2))
+    submit_list = TestCommandStubs.submit_order_list_command(OrderList(OrderListId("OL-9"), [first, second]))
+    workflow = _u(submit_list.id)
+    assert _headers(registry, submit_list) == Headers(workflow, None)
+    for order in (first, second):
+        assert _headers(registry, TestEventStubs.order_submitted(order)) == Headers(workflow, workflow)
+        order.apply(TestEventStubs.order_submitted(order))
+        order.apply(TestEventStubs.order_accepted(order))
+    batch = BatchCancelOrders(
+        first.trader_id, first.strategy_id, first.instrument_id,
+        [TestCommandStubs.cancel_order_command(order=first), TestCommandStubs.cancel_order_command(order=second)],
+        UUID4(), 5,
+    )
+    assert _headers(registry, batch) == Headers.empty()  # two workflows: none of its own
+    for order in (first, second):
+        assert _headers(registry, TestEventStubs.order_canceled(order)) == Headers(workflow, _u(batch.id))
+
+
+def test_a_message_the_tap_cannot_capture_never_reaches_the_endpoint_handler_or_subscriber(tmp_path: Path) -> None:
+    from nes import CaptureEncodeError, EncodedPayload, EventStoreLifecycleOptions
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+    from nes.integrations.nautilus.backtest import build_ema_cross_engine
+
+    engine = build_ema_cross_engine(quotes=10, bracket=False)
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="refuse"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    registry = default_registry()
+    registry.register(OrderCanceled, "OrderCanceled", lambda msg: EncodedPayload(b"", ({"not": "an IndexKey"},)))  # type: ignore[arg-type]
+    adapter = BusCaptureAdapter(session, registry)
+    seen: list[tuple[str, Any, int]] = []
+    bus = engine.kernel.msgbus
+
+    def handler(msg: Any) -> None:  # records what the store held when the handler ran
+        seen.append(("endpoint", msg, adapter.submit_counter.value))
+
+    def subscriber(msg: Any) -> None:
+        seen.append(("subscriber", msg, adapter.submit_counter.value))
+
+    bus.register("Test.endpoint", handler)
+    bus.subscribe("test.topic", subscriber)
+    tap = attach_tap(engine, adapter, endpoint_handlers={"Test.endpoint": handler})
+    try:
+        bad, good = SAMPLES[OrderCanceled], SAMPLES[OrderAccepted]
+        for send in (lambda m: bus.send("Test.endpoint", m), lambda m: bus.publish("test.topic", m)):
+            with pytest.raises(CaptureEncodeError):
+                send(bad)
+        assert seen == [] and not adapter.is_halted  # refused, and the adapter is still live
+        bus.send("Test.endpoint", good)
+        bus.publish("test.topic", good)  # the same message again: a duplicate hop
+        bus.publish("test.topic", SAMPLES[OrderFilled])
+        assert [(kind, count) for kind, _, count in seen] == [("endpoint", 1), ("subscriber", 1), ("subscriber", 2)]
+    finally:
+        tap.detach()
+        session.close()
+        engine.dispose()
+    entries = _entries(session.path)
+    assert [(e.topic, e.payload_type) for e in entries[1:-1]] == [
+        ("Test.endpoint", "OrderAccepted"),
+        ("events.order." + SAMPLES[OrderFilled].strategy_id.value, "OrderFilled"),
+    ]
+
+
+def test_data_requests_and_responses_are_captured_at_their_endpoints_with_linked_headers(tmp_path: Path) -> None:
+    from nautilus_trader.data.messages import DataResponse, RequestBars
+
+    from nes import EventStoreLifecycleOptions
+    from nes.capture import BusCaptureAdapter
+    from nes.integrations.nautilus import attach_tap
+    from nes.integrations.nautilus.backtest import build_ema_cross_engine
+
+    engine = build_ema_cross_engine(quotes=10, bracket=False)
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id="data"))
+    session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+    adapter = BusCaptureAdapter(session, default_registry())
+    tap = attach_tap(engine, adapter)
+    request, response = SAMPLES[RequestBars], SAMPLES[DataResponse]
+    try:
+        engine.kernel.msgbus.request("DataEngine.request", request)
+        engine.kernel.msgbus.send("DataEngine.response", response)
+    finally:
+        tap.detach()
+        session.close()
+        engine.dispose()
+    entries = _entries(session.path)[1:-1]
+    assert [(e.topic, e.payload_type) for e in entries] == [
+        ("DataEngine.request", "RequestBars"),
+        ("DataEngine.response", "DataResponse"),
+    ]
+    assert entries[0].headers == Headers(_u(request.id), None)
+    assert entries[1].headers == Headers(_u(response.correlation_id), None)
+    metadata = decode_payload("DataResponse", entries[1].payload)
+    assert metadata.data_count == 2 and metadata.correlation_id == response.correlation_id.value

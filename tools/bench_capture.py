@@ -10,6 +10,9 @@ both alike:
 - tapped: the same with the tap attached to an nes session (shared-memory ring, writer sidecar
   process, fsynced LMDB run file), median of R runs; the session is opened before and closed
   after the timed run;
+- tap only: the tap and adapter with a sink that drops the drafts (no ring, no writer
+  process), median of R runs: the in-trader cost alone, without the writer process competing
+  for the CPU (`tap_only_overhead_ratio`);
 - per message: one more tapped run whose adapter times every `capture` call that submitted an
   entry (perf_counter_ns around the call: encode, headers, draft, ring push).
 Goals (issue #10): `capture_overhead_ratio` (tapped / baseline wall) <= 1.30 and
@@ -56,6 +59,19 @@ class TimedAdapter(BusCaptureAdapter):
         return seq
 
 
+class DroppingSink:
+    """Takes every draft and keeps nothing: the tap's in-trader cost without a writer."""
+
+    high_watermark = 0
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, draft: object) -> int:
+        self.submitted += 1
+        return self.submitted
+
+
 def percentile(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3
@@ -88,12 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         run_ema_cross_backtest(quotes=quotes)  # warm-up: imports, JIT-free but cold caches
         baseline_s: list[float] = []
         tapped_s: list[float] = []
+        tap_only_s: list[float] = []
         messages = 0
         for i in range(repeats):
             _, base = run_ema_cross_backtest(quotes=quotes)
             baseline_s.append(base.wall_s)
             wall, messages, _ = tapped_run(workdir, quotes, i)
             tapped_s.append(wall)
+            _, dropped = run_ema_cross_backtest(adapter=BusCaptureAdapter(DroppingSink(), default_registry()), quotes=quotes)
+            tap_only_s.append(dropped.wall_s)
         _, timed_messages, timed = tapped_run(workdir, quotes, repeats, timed=True)
         assert timed is not None and len(timed.captured_ns) == timed_messages
         baseline, tapped = statistics.median(baseline_s), statistics.median(tapped_s)
@@ -104,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_wall_s": round(baseline, 4),
             "tapped_wall_s": round(tapped, 4),
             "capture_overhead_ratio": round(tapped / baseline, 4),
+            "tap_only_wall_s": round(statistics.median(tap_only_s), 4),
+            "tap_only_overhead_ratio": round(statistics.median(tap_only_s) / baseline, 4),
             "capture_added_us_per_message": round((tapped - baseline) / messages * 1e6, 3),
             "capture_us_per_message_p50": round(percentile(timed.captured_ns, 0.50), 3),
             "capture_us_per_message_p99": round(percentile(timed.captured_ns, 0.99), 3),

@@ -16,7 +16,8 @@ Index keys (spec §4) are listed per type by `index_rule(T)`; identities are the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -153,8 +154,11 @@ def _keys_submit(msg: Any) -> list[IndexKey]:
     return [IndexKey(_CLIENT, msg.order.client_order_id.value)]
 
 
-def _keys_client_venue(msg: Any) -> list[IndexKey]:
-    return _order_keys(msg.client_order_id, msg.venue_order_id)
+def _keys_client_venue(msg: Any) -> tuple[IndexKey, ...]:
+    venue_order_id = msg.venue_order_id  # the hot path (every order event): no helper calls
+    if venue_order_id is None:
+        return (IndexKey(_CLIENT, msg.client_order_id.value),)
+    return (IndexKey(_CLIENT, msg.client_order_id.value), IndexKey(_VENUE, venue_order_id.value))
 
 
 def _keys_none(msg: Any) -> list[IndexKey]:  # noqa: ARG001
@@ -199,7 +203,7 @@ def _dedup(keys: Iterable[IndexKey]) -> list[IndexKey]:
     return out
 
 
-_INDEX_RULES: dict[type, tuple[Callable[[Any], list[IndexKey]], str]] = {
+_INDEX_RULES: dict[type, tuple[Callable[[Any], Sequence[IndexKey]], str]] = {
     SubmitOrder: (_keys_submit, "ClientOrderId"),
     SubmitOrderList: (_keys_order_list, "ClientOrderId of every order in the list"),
     ModifyOrder: (_keys_client_venue, "ClientOrderId, VenueOrderId when present"),
@@ -306,8 +310,7 @@ def _data_encoder(msg: Any) -> EncodedPayload:
     return EncodedPayload(_msgpack.encode(_data_metadata(msg)))
 
 
-def _message_id(msg: Any) -> object:
-    return msg.id
+_message_id = attrgetter("id")  # the identity: command / event / report / request id
 
 
 def default_registry(deriver: HeaderDeriver | None = None) -> EncoderRegistry:

@@ -20,6 +20,12 @@ Contract:
   `CaptureEncodeError`) propagates and the message is NOT handed on: after the writer halted
   (ring stalled, disk full, writer died) no order command reaches the risk engine, the
   execution engine or the venue. Unregistered traffic (market data) still flows.
+- Events the engine applies without dispatching them: `Strategy.cancel_all_orders` applies an
+  `OrderPendingCancel` to each open order of its scope in place and only sends the
+  `CancelAllOrders` command. When that command reaches its first endpoint, the tap captures it,
+  then those orders' not-yet-captured `OrderPendingCancel` events (topic
+  `events.order.<strategy_id>`, where `Strategy.cancel_order` publishes its own), then hands the
+  command on; so every order event the strategy produced is in the run.
 - Endpoints whose owner the tap cannot resolve are listed in `untapped_endpoints` (in a
   backtest: `BacktestEngine.execute`, which repeats data commands already captured at
   `DataEngine.execute`, and the simulated exchange's spread-quote feed); pass their handlers in
@@ -31,13 +37,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nautilus_trader.model.events import AccountState, OrderEvent, PositionEvent
+from nautilus_trader.execution.messages import CancelAllOrders
+from nautilus_trader.model.events import AccountState, OrderEvent, OrderPendingCancel, PositionEvent
 
 from nes.capture import BusCaptureAdapter, TapAttachError
 
-__all__ = ["NautilusBusTap", "attach_tap", "TAP_PRIORITY"]
+__all__ = ["NautilusBusTap", "attach_tap", "TAP_PRIORITY", "LOCAL_EVENT_MEMORY"]
 
 TAP_PRIORITY = 2**31 - 1  # the bus's highest subscription priority (a C int)
+LOCAL_EVENT_MEMORY = 65_536  # OrderPendingCancel ids remembered (never captured twice)
 
 # endpoint prefix -> the kernel attribute that owns the endpoint's handler (method = suffix)
 _ENDPOINT_OWNERS = {
@@ -84,10 +92,12 @@ class NautilusBusTap:
         self._wrapped: dict[str, tuple[Callable[[Any], None], Callable[[Any], None]]] = {}
         self._untapped: list[str] = []
         self._subscriber: Callable[[Any], None] | None = None
-        self._topic_for = {t: _publish_topic_maker(t) for t in adapter.registry.types()}
+        self._topic_for: dict[type, Callable[[Any], str]] = {}
+        self._pending_cancels: dict[Any, None] = {}  # ordered set: OrderPendingCancel ids captured
 
     @property
     def attached(self) -> bool:
+        """True between `attach()` and `detach()`."""
         return self._subscriber is not None
 
     @property
@@ -149,26 +159,63 @@ class NautilusBusTap:
         return getattr(owner, method, None)
 
     def _wrap(self, endpoint: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
-        registered = self.adapter.registry._by_type
+        registered = self.adapter.registry.registered
         capture = self.adapter.capture
         now = self._clock.timestamp_ns
 
+        after_capture = self._capture_local_pending_cancels
+
+        remember = self._remember_pending_cancel
+
         def tapped(msg: Any) -> None:
-            if type(msg) in registered:
+            message_type = type(msg)
+            if message_type in registered:
                 capture(endpoint, msg, now())  # raises on failure: the handler never sees msg
+                if message_type is CancelAllOrders:
+                    after_capture(msg)
+                elif message_type is OrderPendingCancel:
+                    remember(msg.id)
             handler(msg)
 
         return tapped
 
+    def _capture_local_pending_cancels(self, command: Any) -> None:
+        """Capture the OrderPendingCancel events `Strategy.cancel_all_orders` applied to the
+        orders of `command`'s scope without dispatching them (see the module docstring)."""
+        if OrderPendingCancel not in self.adapter.registry.registered:
+            return
+        orders = self._kernel.cache.orders_open(None, command.instrument_id, command.strategy_id, command.order_side)
+        for order in orders:
+            event = order.last_event
+            if type(event) is not OrderPendingCancel or event.id in self._pending_cancels:
+                continue
+            self._remember_pending_cancel(event.id)
+            self.adapter.capture("events.order." + event.strategy_id.value, event, self._clock.timestamp_ns())
+
+    def _remember_pending_cancel(self, event_id: Any) -> None:
+        """Note a captured OrderPendingCancel (dispatched or not), so the scan above never takes
+        an order's older pending-cancel for one `cancel_all_orders` applied in place."""
+        remembered = self._pending_cancels
+        if len(remembered) >= LOCAL_EVENT_MEMORY:
+            del remembered[next(iter(remembered))]
+        remembered[event_id] = None
+
     def _make_subscriber(self) -> Callable[[Any], None]:
         topic_for = self._topic_for
+        remember = self._remember_pending_cancel
+        registered = self.adapter.registry.registered
         capture = self.adapter.capture
         now = self._clock.timestamp_ns
 
         def on_publish(msg: Any) -> None:
-            make_topic = topic_for.get(type(msg))
-            if make_topic is not None:
+            message_type = type(msg)
+            if message_type in registered:
+                make_topic = topic_for.get(message_type)
+                if make_topic is None:
+                    make_topic = topic_for[message_type] = _publish_topic_maker(message_type)
                 capture(make_topic(msg), msg, now())
+                if message_type is OrderPendingCancel:
+                    remember(msg.id)
 
         return on_publish
 
