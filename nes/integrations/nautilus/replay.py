@@ -11,9 +11,7 @@ Contract (on top of `nes.replay.restore`):
 - Tail: `apply_entry` decodes a captured entry (the capture's payload contract,
   `decode_payload`) and applies it with the rule `REPLAY_RULES[payload_type]` names. The rules
   mirror what NautilusTrader's engines did live, in the same order: the strategy adding an
-  order (`OrderInitialized`, `SubmitOrder`, `SubmitOrderList`), the strategy's local
-  pending-cancel of every open order on `CancelAllOrders` (applied, never published), the
-  `ExecutionEngine` applying an
+  order (`OrderInitialized`, `SubmitOrder`, `SubmitOrderList`), the `ExecutionEngine` applying an
   order event (an event the order's state machine refused live is refused again, as the engine
   does), `ExecutionEngine._handle_order_fill` opening / updating / flipping the position of a
   fill, and `Portfolio` applying an `AccountState`. Position events follow from their fill: their
@@ -36,14 +34,13 @@ from nautilus_trader.accounting.factory import AccountFactory
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.core.fsm import InvalidStateTrigger
 from nautilus_trader.core.uuid import UUID4
-from nautilus_trader.execution.messages import CancelAllOrders, SubmitOrder, SubmitOrderList
+from nautilus_trader.execution.messages import SubmitOrder, SubmitOrderList
 from nautilus_trader.model import instruments as instrument_classes
-from nautilus_trader.model.enums import ContingencyType, OmsType, OrderStatus, PositionSide
+from nautilus_trader.model.enums import ContingencyType, OmsType, PositionSide
 from nautilus_trader.model.events import (
     AccountState,
     OrderFilled,
     OrderInitialized,
-    OrderPendingCancel,
     PositionChanged,
     PositionClosed,
     PositionOpened,
@@ -207,31 +204,6 @@ class _Rules:
         if self.cache.order_list(command.order_list.id) is None:
             self.cache.add_order_list(command.order_list)
 
-    # Strategy.cancel_all_orders: pending-cancel applied locally, never published
-    def apply_local_pending_cancels(self, command: CancelAllOrders) -> None:
-        side = command.order_side
-        orders = self.cache.orders_open(None, command.instrument_id, command.strategy_id, side)
-        orders += self.cache.orders_emulated(None, command.instrument_id, command.strategy_id, side)
-        for order in orders:
-            if order.status == OrderStatus.INITIALIZED or order.is_emulated:
-                continue
-            event = OrderPendingCancel(
-                order.trader_id,
-                order.strategy_id,
-                order.instrument_id,
-                order.client_order_id,
-                order.venue_order_id,
-                order.account_id,
-                UUID4(),
-                command.ts_init,  # the strategy's clock when it built the command
-                command.ts_init,
-            )
-            try:
-                order.apply(event)
-            except InvalidStateTrigger:
-                continue
-            self.cache.update_order(order)
-
     # ExecutionEngine._apply_event_to_order
     def _order_for(self, event: Any) -> Any:
         order = self.cache.order(event.client_order_id)
@@ -371,7 +343,6 @@ REPLAY_RULES: dict[str, tuple[str, Callable[[_Rules, Any], object]]] = {
     "PositionChanged": ("check_position_event", _Rules.check_position_event),
     "PositionClosed": ("check_position_event", _Rules.check_position_event),
     "AccountState": ("apply_account_state", _Rules.apply_account_state),
-    "CancelAllOrders": ("apply_local_pending_cancels", _Rules.apply_local_pending_cancels),
     **{
         t.__name__: ("apply_order_event", _Rules.apply_order_event)
         for t in ORDER_EVENT_TYPES
