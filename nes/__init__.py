@@ -1,5 +1,10 @@
-"""nes: an embedded, append-only event store for Python trading engines."""
+"""nes: an embedded, append-only event store for Python trading engines.
 
+Everything a user needs is importable from here; every exception the public API raises is an
+`EventStoreError` (the tree is in `nes.errors`). `nes.__version__` is the package version.
+"""
+
+from nes._version import __version__
 from nes.backend import (
     AppendEntry,
     EncodedEntry,
@@ -30,12 +35,14 @@ from nes.entry import EventStoreEntry, PayloadType, Topic
 from nes.errors import (
     Backend,
     Closed,
+    ConfigError,
     Corrupted,
     CrashedPredecessor,
     Disk,
     EventStoreError,
     Gap,
     HashMismatch,
+    InvalidArgument,
     OutOfOrder,
 )
 from nes.hash import EntryHash, compute_entry_hash
@@ -48,6 +55,9 @@ from nes.kernel import (
     EventStoreLifecycle,
     EventStoreLifecycleOptions,
     EventStoreSession,
+    ReplaySourceError,
+    RunStartedHalted,
+    RunStartedTimeout,
     open_run,
     recover_predecessors,
 )
@@ -107,11 +117,32 @@ from nes.replay import (
 )
 from nes.retention import RetentionPlan, RetentionRun, plan_lmdb_retention, plan_retention
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
-from nes.verifier import Verifier, VerifyReport, verify_in_worker
-from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
+from nes.verifier import Verifier, VerifyOpenError, VerifyReport, verify_in_worker
+from nes.writer import (
+    EntryDraft,
+    EventStoreWriter,
+    HaltSignaled,
+    InvalidDraft,
+    RecordTooLarge,
+    SubmitError,
+    WriterClosed,
+    WriterConfig,
+    WriterHalted,
+)
+
+from nes.ops.export import ExportRefused, export_run
+from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
+from nes.ops.runfile import RunFile, RunFileError
+from nes.ops.runs import RunRow, list_runs
+from nes.ops.show import InvalidRange, UnknownOrderId
+from nes.ops.tail import follow
+from nes.ops.trace import UnknownSeq, causation_chain, trace_order
 
 __all__ = [
+    "__version__",
     "AppendEntry",
+    "apply_retention",
+    "ApplyReport",
     "Backend",
     "BackendCorrupted",
     "BackendDisk",
@@ -139,10 +170,12 @@ __all__ = [
     "CatalogSliceQuery",
     "CatalogSliceSelector",
     "CatalogSliceStatus",
+    "causation_chain",
     "check_run_file_blobs",
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
+    "ConfigError",
     "Corrupted",
     "CrashedPredecessor",
     "DEFAULT_SCAN_CHUNK_SIZE",
@@ -163,16 +196,24 @@ __all__ = [
     "EventStoreReplayReport",
     "EventStoreSession",
     "EventStoreWriter",
+    "export_run",
+    "ExportRefused",
+    "follow",
     "Full",
     "Gap",
     "HaltReason",
+    "HaltSignaled",
     "HashMismatch",
     "Headers",
     "IndexKey",
     "IndexKind",
     "IntegrationUnavailable",
+    "InvalidArgument",
     "InvalidCatalogTimeRange",
+    "InvalidDraft",
+    "InvalidRange",
     "InvalidSeqRange",
+    "list_runs",
     "LmdbBackend",
     "load_catalog_replay_inputs",
     "load_forensics_replay_inputs",
@@ -191,6 +232,7 @@ __all__ = [
     "plan_retention",
     "PreparedBatch",
     "QuoteRecord",
+    "RecordTooLarge",
     "recover_predecessors",
     "RecoveredRun",
     "RecoveryOutcome",
@@ -204,15 +246,22 @@ __all__ = [
     "ReplayReport",
     "ReplayScope",
     "ReplaySeqRange",
+    "ReplaySourceError",
     "ReplayTimeRange",
     "restore_cache_from_sealed_run",
     "restore_cache_snapshot_and_replay_tail",
     "restore_parent_cache",
     "restore_snapshot_and_replay_tail",
+    "RetentionApplyError",
     "RetentionPlan",
     "RetentionRun",
+    "RunFile",
+    "RunFileError",
     "RunIdentity",
     "RunManifest",
+    "RunRow",
+    "RunStartedHalted",
+    "RunStartedTimeout",
     "RunStatus",
     "ScanDirection",
     "ScopeMismatch",
@@ -224,15 +273,22 @@ __all__ = [
     "SnapshotReplayPlan",
     "SnapshotRestore",
     "SubmitCounter",
+    "SubmitError",
     "TapAttachError",
     "Topic",
+    "trace_order",
     "TradeRecord",
     "UnexpectedSeq",
+    "UnknownOrderId",
     "UnknownPayloadType",
+    "UnknownSeq",
     "validate_event_store_replay_source",
     "Verifier",
     "verify_in_worker",
+    "VerifyOpenError",
     "VerifyReport",
+    "WriterClosed",
     "WriterConfig",
     "WriterDied",
+    "WriterHalted",
 ]
