@@ -11,6 +11,7 @@ from replay_helpers import BAR_TYPE, INSTRUMENT, quote_bid, write_nautilus_catal
 
 from nes.replay import (
     BarRecord,
+    CatalogError,
     CatalogSliceCoverage,
     CatalogSlicePlan,
     CatalogSliceQuery,
@@ -85,8 +86,9 @@ def test_unsupported_data_class_fails_to_load(tmp_path: Path) -> None:
         CatalogSliceCoverage(("data/order_book_deltas/AUDUSD.SIM/1000_2000.parquet",)),
         CatalogSliceStatus.Available,
     )
-    with pytest.raises(ValueError, match="^catalog replay loading for order_book_deltas is not supported$"):
+    with pytest.raises(CatalogError) as info:
         catalog.load_slice(plan)
+    assert (info.value.data_cls, info.value.message) == ("order_book_deltas", "catalog replay loading for order_book_deltas is not supported")
 
 
 def test_rust_layout_with_plain_nanosecond_file_names_is_planned(tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_a_damaged_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     (directory / "1000_2000.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
     catalog = ParquetReplayCatalog(tmp_path)
-    with pytest.raises(ValueError, match="cannot read 1000_2000.parquet"):
+    with pytest.raises(CatalogError, match="cannot read 1000_2000.parquet"):
         catalog.load_slice(_plan(catalog, "quotes", (INSTRUMENT,), 0, 5000))
 
 
@@ -115,7 +117,7 @@ def test_a_file_with_missing_columns_is_an_error(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     pq.write_table(pa.table({"ts_init": pa.array([1], pa.uint64())}), directory / "0_10.parquet")
     catalog = ParquetReplayCatalog(tmp_path)
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(CatalogError, match="lacks columns"):
         catalog.load_slice(_plan(catalog, "quotes", (INSTRUMENT,), 0, 10))
 
 
@@ -125,20 +127,20 @@ def test_planned_files_outside_the_catalog_root_are_refused(tmp_path: Path) -> N
     catalog = ParquetReplayCatalog(tmp_path / "root")
     outside = next(str(p) for p in (tmp_path / "other").rglob("*.parquet"))
     plan = CatalogSlicePlan(CatalogSliceQuery("quotes", (), 0, 2 * S, False), CatalogSliceCoverage((outside,)), CatalogSliceStatus.Available)
-    with pytest.raises(ValueError, match="outside the catalog root"):
+    with pytest.raises(CatalogError, match="outside the catalog root"):
         catalog.load_slice(plan)
 
 
 def test_identifiers_that_are_not_one_path_component_are_refused(tmp_path: Path) -> None:
     (tmp_path / "data" / "quotes").mkdir(parents=True)
-    with pytest.raises(ValueError, match="not a catalog directory name"):
+    with pytest.raises(CatalogError, match="not a catalog directory name"):
         ParquetReplayCatalog(tmp_path).plan_slice(CatalogSliceQuery("quotes", ("..",), 0, 1, False))
 
 
 def test_max_records_bounds_a_load(tmp_path: Path) -> None:
     write_nautilus_catalog(tmp_path, quote_ts=[1 * S, 2 * S, 3 * S], bar_ts=[])
     catalog = ParquetReplayCatalog(tmp_path, max_records=2)
-    with pytest.raises(ValueError, match="max_records"):
+    with pytest.raises(CatalogError, match="max_records"):
         catalog.load_slice(_plan(catalog, "quotes", (INSTRUMENT,), 0, 10 * S))
 
 
@@ -150,3 +152,10 @@ def test_the_catalog_is_never_written(tmp_path: Path) -> None:
         catalog.load_slice(_plan(catalog, data_cls, (), 0, 10 * S))
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")} == before
     assert os.access(tmp_path, os.W_OK)  # not read-only by accident: the test proves no writes
+
+
+def test_a_catalog_root_that_is_not_a_directory_is_an_invalid_argument(tmp_path: Path) -> None:
+    from nes import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="not a directory"):
+        ParquetReplayCatalog(tmp_path / "missing")

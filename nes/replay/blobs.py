@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from blake3 import blake3
 
 from nes.backend import layout
+from nes.errors import InvalidArgument
 from nes.replay.errors import BlobStoreError
 from nes.snapshot import CONTENT_HASH_PREFIX, SnapshotAnchor, compute_snapshot_content_hash
 
@@ -51,7 +52,7 @@ class SnapshotBlobStore:
 
     def __init__(self, instance_dir: str | os.PathLike[str], max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
         if max_blob_bytes < 1:
-            raise ValueError(f"max_blob_bytes must be >= 1, got {max_blob_bytes}")
+            raise InvalidArgument(f"max_blob_bytes must be >= 1, got {max_blob_bytes}")
         self.instance_dir = Path(instance_dir)
         self.directory = self.instance_dir / BLOB_DIR_NAME
         self.max_blob_bytes = max_blob_bytes
@@ -79,7 +80,7 @@ class SnapshotBlobStore:
     def put(self, blob: bytes) -> tuple[str, str]:
         """Store `blob` durably; returns `(blob_ref, content_hash)`."""
         if not isinstance(blob, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a snapshot blob must be bytes, got {type(blob).__name__}")
+            raise InvalidArgument(f"a snapshot blob must be bytes, got {type(blob).__name__}")
         data = bytes(blob)
         if len(data) > self.max_blob_bytes:
             raise BlobStoreError(f"blob of {len(data)} bytes exceeds max_blob_bytes {self.max_blob_bytes}")

@@ -20,6 +20,7 @@ import msgspec
 
 from nes.backend.base import ScanDirection
 from nes.entry import EventStoreEntry
+from nes.errors import InvalidArgument
 from nes.reader import EventStoreReader
 from nes.replay.errors import (
     CatalogError,
@@ -56,9 +57,9 @@ U64_MAX = (1 << 64) - 1
 
 def _u64(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value <= U64_MAX:
-        raise ValueError(f"{name} must be in [0, 2**64-1], got {value}")
+        raise InvalidArgument(f"{name} must be in [0, 2**64-1], got {value}")
     return value
 
 
@@ -206,8 +207,8 @@ class ReplayInputs(msgspec.Struct, frozen=True):
 
 @runtime_checkable
 class ReplayCatalog(Protocol):
-    """A read-only catalog of market data. Either method may raise any exception; the replay
-    functions wrap it in `CatalogError(data_cls, str(exc))`."""
+    """A read-only catalog of market data. Either method may raise `CatalogError` or any other
+    exception; the replay functions wrap the others in `CatalogError(data_cls, str(exc))`."""
 
     def plan_slice(self, query: CatalogSliceQuery) -> CatalogSliceCoverage:
         """The files (and intervals) that cover `query`, without loading them."""
@@ -296,7 +297,7 @@ def plan_catalog_replay_inputs(
     `InvalidCatalogTimeRange` (start > end), `CatalogError` (the catalog's `plan_slice` failed),
     or the reader's error."""
     if scope is ReplayScope.Forensics:
-        raise ValueError("a catalog-joined plan needs the Decision or FullIncident scope")
+        raise InvalidArgument("a catalog-joined plan needs the Decision or FullIncident scope")
     if not selectors:
         raise EmptyCatalogSelection(str(scope))
     span = _scan_span(reader, range_)
@@ -305,6 +306,8 @@ def plan_catalog_replay_inputs(
         query = _resolve(selector, span.time_range)
         try:
             coverage = catalog.plan_slice(query)
+        except CatalogError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any catalog failure becomes the typed error
             raise CatalogError(query.data_cls, str(exc)) from exc
         status = CatalogSliceStatus.Missing if coverage.is_missing() else CatalogSliceStatus.Available
@@ -337,6 +340,8 @@ def load_catalog_replay_inputs(
             continue
         try:
             records = catalog.load_slice(slice_plan)
+        except CatalogError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any catalog failure becomes the typed error
             raise CatalogError(slice_plan.query.data_cls, str(exc)) from exc
         slices.append(CatalogReplaySlice(slice_plan, list(records)))

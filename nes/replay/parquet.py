@@ -20,7 +20,8 @@ Layout read (NautilusTrader writes it; this module never writes):
   `Decimal` at the precision in the file's metadata. Only records with `start <= ts_init <=
   end` are returned, in `ts_init` order (stable across files). Other data classes fail with
   "catalog replay loading for <data_cls> is not supported". Files are untrusted: a missing
-  column, a wrong type or more than `max_records` rows is an error, never a crash.
+  column, a wrong type or more than `max_records` rows is an error, never a crash. Every
+  failure of `plan_slice` / `load_slice` is a `CatalogError(data_cls, message)`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any
 
 import msgspec
 
+from nes.errors import InvalidArgument
+from nes.replay.errors import CatalogError
 from nes.replay.inputs import (
     CatalogReplayRecord,
     CatalogSliceCoverage,
@@ -141,9 +144,9 @@ class ParquetReplayCatalog:
     def __init__(self, root: str | os.PathLike[str], max_records: int = DEFAULT_MAX_RECORDS) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"catalog root is not a directory: {self.root}")
+            raise InvalidArgument(f"catalog root is not a directory: {self.root}")
         if max_records < 1:
-            raise ValueError(f"max_records must be >= 1, got {max_records}")
+            raise InvalidArgument(f"max_records must be >= 1, got {max_records}")
         self.max_records = max_records
 
     # ---- planning ---------------------------------------------------------------------------
@@ -177,7 +180,15 @@ class ParquetReplayCatalog:
         return files
 
     def plan_slice(self, query: CatalogSliceQuery) -> CatalogSliceCoverage:
-        """Files whose interval intersects `[query.start, query.end]`, sorted, with their intervals."""
+        """Files whose interval intersects `[query.start, query.end]`, sorted, with their intervals.
+        Raises `CatalogError` (a data class or identifier that is not one path component, an
+        unreadable directory)."""
+        try:
+            return self._plan_slice(query)
+        except (ValueError, OSError) as exc:
+            raise CatalogError(query.data_cls, str(exc)) from exc
+
+    def _plan_slice(self, query: CatalogSliceQuery) -> CatalogSliceCoverage:
         selected: list[str] = []
         intervals: list[ReplayTimeRange] = []
         for path in self._candidate_files(query):
@@ -194,7 +205,14 @@ class ParquetReplayCatalog:
 
     # ---- loading ----------------------------------------------------------------------------
     def load_slice(self, plan: CatalogSlicePlan) -> list[CatalogReplayRecord]:
-        """Typed records of the plan's files with `start <= ts_init <= end`, in ts_init order."""
+        """Typed records of the plan's files with `start <= ts_init <= end`, in ts_init order.
+        Raises `CatalogError` for an unsupported data class and for a bad or unreadable file."""
+        try:
+            return self._load_slice(plan)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise CatalogError(plan.query.data_cls, str(exc)) from exc
+
+    def _load_slice(self, plan: CatalogSlicePlan) -> list[CatalogReplayRecord]:
         canonical = _ALIASES.get(plan.query.data_cls)
         if canonical is None:
             raise ValueError(f"catalog replay loading for {plan.query.data_cls} is not supported")

@@ -124,6 +124,8 @@ def _replay_tail(
         blob = _load_checked_blob(plan.anchor, load_blob)
         try:
             restore(blob)
+        except SnapshotRestore as exc:
+            raise SnapshotRestore(plan.anchor.blob_ref, exc.message) from exc  # name the anchor's blob
         except CacheReplayError:
             raise
         except Exception as exc:  # noqa: BLE001 - the target's failure, typed

@@ -126,15 +126,23 @@ def _event_from_dict(values: dict[str, Any]) -> Any:
 
 def restore_cache_snapshot(blob: bytes, cache: Cache | None = None, oms_type: OmsType = OmsType.NETTING) -> Cache:
     """A cache rebuilt from `snapshot_cache` output (into `cache`, which must be empty of the
-    snapshot's orders, positions and accounts, or a fresh one). Raises ValueError (or a
-    NautilusTrader error) for a blob that is not such a snapshot."""
+    snapshot's orders, positions and accounts, or a fresh one). Raises `SnapshotRestore` for a
+    blob that is not such a snapshot or that NautilusTrader refuses."""
+    try:
+        return _restore_cache_snapshot(blob, Cache() if cache is None else cache, oms_type)
+    except SnapshotRestore:
+        raise
+    except Exception as exc:  # noqa: BLE001 - typed for the caller
+        raise SnapshotRestore("<blob>", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _restore_cache_snapshot(blob: bytes, cache: Cache, oms_type: OmsType) -> Cache:
     try:
         snapshot = _snapshot_decoder.decode(blob)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         raise ValueError(f"not a NautilusTrader cache snapshot: {exc}") from None
     if snapshot.format != CACHE_SNAPSHOT_FORMAT:
         raise ValueError(f"snapshot format {snapshot.format!r}, expected {CACHE_SNAPSHOT_FORMAT!r}")
-    cache = Cache() if cache is None else cache
     for values in snapshot.instruments:
         cache.add_instrument(_instrument_from_dict(values))
     for events in snapshot.accounts:
@@ -449,10 +457,7 @@ class NautilusCacheReplay:
         cache = Cache()
         for instrument in self._instruments:
             cache.add_instrument(instrument)
-        try:
-            restore_cache_snapshot(blob, cache, self.oms_type)
-        except Exception as exc:  # noqa: BLE001 - typed for the caller
-            raise SnapshotRestore("<blob>", f"{type(exc).__name__}: {exc}") from exc
+        restore_cache_snapshot(blob, cache, self.oms_type)
         self.cache = cache
         self._rules = _Rules(cache, self.oms_type)
 
