@@ -280,10 +280,11 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
         l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = last
     try:
         for value in islice(values, pos, None):
+            # `startswith` proves the names and len(payload_type) (they are inside l_names);
+            # len(topic) sits before them and is compared on its own.
             if (
                 len(value) >= l_min
                 and (fields := l_unpack(value, hash_len))[3] == l_topic_len
-                and fields[4] == l_ptype_len
                 and value.startswith(l_names, topic_at)
             ):
                 seq, ts_init, ts_publish, _, _, payload_len = fields
@@ -315,8 +316,8 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
                 raise HashMismatch(seq)
             append(entry_type(seq, ts_init, ts_publish, topic, ptype, value[payload_at:payload_end], headers, hash_type(stored)))
             expected += 1
-    except struct.error:
-        pass  # a row too short for its fields: the careful path names it
+    except (struct.error, OverflowError):
+        pass  # a row too short for its fields, or a length past any offset: the careful path names it
     _last_names[0] = last
     return expected - first_seq
 

@@ -159,3 +159,12 @@ def test_headers_decoded_on_the_fast_path_equal_constructed_ones() -> None:
     assert decoded == entries
     assert all(d.headers == e.headers and hash(d.headers) == hash(e.headers) for d, e in zip(decoded, entries))
     assert str(decoded[0].headers.correlation_id) == str(HEADERS.correlation_id)
+
+
+def test_fast_path_refuses_a_topic_length_past_any_offset() -> None:
+    entry = EventStoreEntry.build(1, 1, 1, "abc", "T", b"payload", Headers.empty())
+    decode_contiguous_values([encode_stored_value(entry)], 1)  # the shape is cached now
+    frame = bytearray(encode_stored_value(entry)[HASH_LEN:])
+    frame[24:32] = (1 << 63).to_bytes(8, "big")  # len(topic) beyond what an offset can hold
+    with pytest.raises(Corrupted, match="overruns"):
+        decode_contiguous_values([_rehashed(bytes(frame))], 1)
