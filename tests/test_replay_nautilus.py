@@ -16,7 +16,6 @@ from replay_helpers import write_nautilus_catalog
 from runfile_helpers import rewrite_entries
 
 from nes import (
-    EntryDraft,
     EventStoreConfig,
     EventStoreLifecycle,
     EventStoreLifecycleOptions,
@@ -29,7 +28,7 @@ from nes import (
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.codec import seq_key
-from nes.entry import EventStoreEntry, encode_stored_value
+from nes.entry import EventStoreEntry
 from nes.errors import Backend
 from nes.integrations.nautilus.backtest import INSTRUMENT_SYMBOL, VENUE, run_ema_cross_backtest
 from nes.integrations.nautilus.replay import (
