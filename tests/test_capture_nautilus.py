@@ -675,3 +675,63 @@ def test_data_requests_and_responses_are_captured_at_their_endpoints_with_linked
     assert entries[1].headers == Headers(_u(response.correlation_id), None)
     metadata = decode_payload("DataResponse", entries[1].payload)
     assert metadata.data_count == 2 and metadata.correlation_id == response.correlation_id.value
+
+
+def test_decode_payload_of_damaged_bytes_raises_only_payload_decode_error() -> None:
+    import random
+
+    rng = random.Random(10)
+    for message_type in CAPTURED_TYPES:
+        payload_type, encoded = REGISTRY.encode(SAMPLES[message_type])  # type: ignore[misc]
+        payload = bytearray(encoded.payload)
+        for _ in range(30):
+            damaged = bytearray(payload)
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            cut = bytes(damaged[: rng.randint(0, len(damaged))]) if rng.random() < 0.3 else bytes(damaged)
+            try:
+                decode_payload(payload_type, cut)
+            except PayloadDecodeError:
+                pass
+    with pytest.raises(PayloadDecodeError):
+        decode_payload("OrderFilled", b"\x91" * 100_000 + b"\xc0")  # deeply nested arrays
+
+
+def test_hostile_payload_fields_never_abort_the_decoding_process() -> None:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    child = Path(__file__).parent / "decode_fuzz_child.py"
+    done = subprocess.run([sys.executable, str(child)], capture_output=True, text=True, env=env, timeout=300)
+    last = done.stderr.strip().splitlines()[-3:] if done.stderr else []
+    assert done.returncode == 0, f"decoding aborted (rc={done.returncode}) at {last}"
+    assert done.stdout.startswith("decoded ") and int(done.stdout.split()[1]) > 3000
+
+
+def test_every_enum_field_of_the_captured_payloads_is_checked_before_from_dict() -> None:
+    import enum
+
+    from nautilus_trader.model import enums as nautilus_enums
+
+    from nes.integrations.nautilus.registry import _ENUM_FIELDS, _FREE_TEXT_KEYS, _OPAQUE_KEYS
+
+    names = {m.name for e in vars(nautilus_enums).values() if isinstance(e, type) and issubclass(e, enum.Enum) for m in e}
+
+    def walk(obj: Any, key: str | None) -> Any:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k not in _OPAQUE_KEYS:
+                    yield from walk(v, k)
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from walk(v, key)
+        elif isinstance(obj, str) and key not in _FREE_TEXT_KEYS and key != "type":
+            yield key, obj
+
+    unchecked = set()
+    for message_type in CAPTURED_TYPES:
+        if hasattr(message_type, "to_dict"):
+            for key, value in walk(message_type.to_dict(SAMPLES[message_type]), None):
+                if value in names and key not in _ENUM_FIELDS:
+                    unchecked.add((message_type.__name__, key, value))
+    assert unchecked == set()

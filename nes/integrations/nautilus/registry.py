@@ -24,6 +24,7 @@ import msgspec
 from nautilus_trader.common.component import TimeEvent
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.data import messages as data_messages
+from nautilus_trader.model import enums as nautilus_enums
 from nautilus_trader.execution.messages import (
     BatchCancelOrders,
     CancelAllOrders,
@@ -336,6 +337,60 @@ def _decode_time_event(body: dict[str, Any]) -> TimeEvent:
     return TimeEvent(body["name"], UUID4.from_str(body["event_id"]), body["ts_event"], body["ts_init"])
 
 
+# ---- untrusted payloads -----------------------------------------------------------------------
+# NautilusTrader's `from_dict` builds identifiers and enums in Rust, which aborts the whole process
+# (a panic, not an exception) on a non-ASCII or control character in an identifier, an unknown
+# enum name, or a trader id without a hyphen. A run file is untrusted input, so every decoded map
+# is checked first: text outside the free-text fields must be printable ASCII of bounded length,
+# enum fields must name a member, a trader id must have its hyphen.
+_FREE_TEXT_KEYS = frozenset({"reason", "tags", "name"})  # kept as Python str by the engine: safe
+_OPAQUE_KEYS = frozenset({"info", "params", "options", "exec_algorithm_params"})  # Python dicts
+MAX_FIELD_CHARS = 1024
+_ENUM_FIELDS: dict[str, frozenset[str]] = {
+    key: frozenset(member.name for member in enum_type)
+    for key, enum_type in {
+        "order_side": nautilus_enums.OrderSide,
+        "entry": nautilus_enums.OrderSide,
+        "order_type": nautilus_enums.OrderType,
+        "time_in_force": nautilus_enums.TimeInForce,
+        "emulation_trigger": nautilus_enums.TriggerType,
+        "trigger_type": nautilus_enums.TriggerType,
+        "contingency_type": nautilus_enums.ContingencyType,
+        "trailing_offset_type": nautilus_enums.TrailingOffsetType,
+        "liquidity_side": nautilus_enums.LiquiditySide,
+        "account_type": nautilus_enums.AccountType,
+        "order_status": nautilus_enums.OrderStatus,
+        "position_side": nautilus_enums.PositionSide,
+        "side": nautilus_enums.PositionSide,
+    }.items()
+}
+
+
+def _check_untrusted(value: Any, key: str | None = None, depth: int = 0) -> None:
+    """Raise ValueError for anything NautilusTrader's `from_dict` could abort the process on."""
+    if depth > 16:
+        raise ValueError("payload nested deeper than 16 levels")
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            if not isinstance(child_key, str) or len(child_key) > MAX_FIELD_CHARS:
+                raise ValueError(f"bad key {str(child_key)[:40]!r}")
+            if not (child_key.isascii() and child_key.isprintable()):  # keys become ids (mass status)
+                raise ValueError(f"key {child_key[:40]!r} is not printable ASCII")
+            if child_key not in _OPAQUE_KEYS:
+                _check_untrusted(child, child_key, depth + 1)
+    elif isinstance(value, list):
+        for child in value:
+            _check_untrusted(child, key, depth + 1)
+    elif isinstance(value, str) and key not in _FREE_TEXT_KEYS:
+        if len(value) > MAX_FIELD_CHARS or not (value.isascii() and value.isprintable()):
+            raise ValueError(f"field {key!r} is not printable ASCII of at most {MAX_FIELD_CHARS} chars")
+        allowed = _ENUM_FIELDS.get(key or "")
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"field {key!r} names no member: {value[:40]!r}")
+        if key == "trader_id" and "-" not in value:
+            raise ValueError(f"trader id {value[:40]!r} has no hyphen")
+
+
 _DICT_TYPES = {t.__name__: t for t in COMMAND_TYPES + ORDER_EVENT_TYPES + POSITION_EVENT_TYPES + (AccountState,) + REPORT_TYPES}
 _DATA_TYPE_NAMES = frozenset(t.__name__ for t in DATA_MESSAGE_TYPES)
 
@@ -355,9 +410,11 @@ def decode_payload(payload_type: str, payload: bytes) -> object:
             raise UnknownPayloadType(payload_type)
         body = _decode_map.decode(payload)
         if message_type is None:
+            _check_untrusted(body)
             return _decode_time_event(body)
         if body.get("type") != payload_type:  # every to_dict names its class: refuse another type's fields
             raise ValueError(f"payload names type {body.get('type')!r}")
+        _check_untrusted(body)
         return message_type.from_dict(body)
     except PayloadDecodeError:
         raise
