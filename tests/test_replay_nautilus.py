@@ -437,3 +437,45 @@ def test_the_python_blocks_of_docs_replay_md_run_verbatim(tmp_path: Path, monkey
     assert len(blocks) == 3
     for block in blocks:
         exec(compile(block, "docs/replay.md", "exec"), {})
+
+
+HOSTILE_CHILD = r"""
+import sys, msgspec
+from nes.entry import EventStoreEntry
+from nes.integrations.nautilus.replay import NautilusCacheReplay, apply_cache_replay_entry, restore_cache_snapshot
+from nes.replay import ReplayDecodeError, SnapshotRestore
+which = sys.argv[1]
+try:
+    if which == "snapshot-order-id":
+        init = {"type": "OrderInitialized", "trader_id": "T-1", "client_order_id": "O-\u00e9", "strategy_id": "S-1"}
+        blob = msgspec.msgpack.encode({"format": "nes.nautilus.cache/v1", "instruments": [], "accounts": [],
+                                       "orders": [{"events": [init]}], "positions": []})
+        restore_cache_snapshot(blob)
+    elif which == "snapshot-enum":
+        instrument = {"type": "CurrencyPair", "id": "AUD/USD.SIM", "asset_class": "NOT_A_CLASS"}
+        blob = msgspec.msgpack.encode({"format": "nes.nautilus.cache/v1", "instruments": [instrument], "accounts": [],
+                                       "orders": [], "positions": []})
+        restore_cache_snapshot(blob)
+    else:
+        payload = msgspec.msgpack.encode({"type": "SubmitOrder", "client_id": None, "position_id": None,
+                                          "order": {"client_order_id": "O-\x01"}})
+        entry = EventStoreEntry.build(1, 1, 1, "t", "SubmitOrder", payload)
+        apply_cache_replay_entry(NautilusCacheReplay().cache, entry)
+except (SnapshotRestore, ReplayDecodeError) as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [("snapshot-order-id", "SnapshotRestore"), ("snapshot-enum", "SnapshotRestore"), ("submit-light", "ReplayDecodeError")],
+)
+def test_hostile_identifiers_and_enums_are_refused_before_nautilus_trader_sees_them(which: str, expected: str) -> None:
+    """NautilusTrader's Rust side aborts the process on them: a child process shows it did not."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HOSTILE_CHILD, which], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(expected), done.stdout
+    assert "printable ASCII" in done.stdout or "names no member" in done.stdout

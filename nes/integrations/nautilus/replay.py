@@ -21,6 +21,9 @@ Contract (on top of `nes.replay.restore`):
   not know, or an event for an order it does not know, is a `ReplayApplyError`, never skipped.
 - Position snapshots (`Cache.snapshot_position`, a pickle of the closed position kept on
   reopen) are not rebuilt: no pickle crosses replay.
+- Untrusted input: snapshot maps and payload maps are checked like the capture's
+  `decode_payload` checks them (printable ASCII identifiers, known enum names, ...) before any
+  NautilusTrader constructor sees them: its Rust side aborts the process on such input.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from nautilus_trader.cache.cache import Cache
 from nautilus_trader.core.fsm import InvalidStateTrigger
 from nautilus_trader.core.uuid import UUID4
 from nautilus_trader.execution.messages import SubmitOrder, SubmitOrderList
+from nautilus_trader.model import enums as nautilus_enums
 from nautilus_trader.model import instruments as instrument_classes
 from nautilus_trader.model.enums import ContingencyType, OmsType, PositionSide
 from nautilus_trader.model.events import (
@@ -54,7 +58,7 @@ from nautilus_trader.model.position import Position
 
 from nes.capture import PayloadDecodeError, UnknownPayloadType
 from nes.entry import EventStoreEntry
-from nes.integrations.nautilus.registry import ORDER_EVENT_TYPES, decode_payload
+from nes.integrations.nautilus.registry import ORDER_EVENT_TYPES, _check_untrusted, decode_payload
 from nes.replay.errors import ReplayApplyError, ReplayDecodeError, SnapshotRestore
 
 __all__ = [
@@ -109,7 +113,31 @@ def snapshot_cache(cache: Cache) -> bytes:
     return _encoder.encode(_CacheSnapshot(CACHE_SNAPSHOT_FORMAT, instruments, accounts, orders, positions))
 
 
+_INSTRUMENT_ENUMS: dict[str, frozenset[str]] = {
+    key: frozenset(member.name for member in enum_type)
+    for key, enum_type in {
+        "asset_class": nautilus_enums.AssetClass,
+        "instrument_class": nautilus_enums.InstrumentClass,
+        "option_kind": nautilus_enums.OptionKind,
+    }.items()
+}
+
+
+def _checked(values: Any) -> dict[str, Any]:
+    """A snapshot's map, refused (ValueError) where NautilusTrader's from_dict could abort the
+    process: the capture's checks (`registry._check_untrusted`), plus instrument enums."""
+    if not isinstance(values, dict):
+        raise ValueError(f"expected a map, got {type(values).__name__}")
+    _check_untrusted(values)
+    for key, allowed in _INSTRUMENT_ENUMS.items():
+        value = values.get(key)
+        if value is not None and value not in allowed:
+            raise ValueError(f"field {key!r} names no member: {str(value)[:40]!r}")
+    return values
+
+
 def _instrument_from_dict(values: dict[str, Any]) -> Instrument:
+    values = _checked(values)
     cls: Any = getattr(instrument_classes, str(values.get("type")), None)
     if not isinstance(cls, type) or not issubclass(cls, Instrument):
         raise ValueError(f"unknown instrument type {values.get('type')!r}")
@@ -118,6 +146,7 @@ def _instrument_from_dict(values: dict[str, Any]) -> Instrument:
 
 
 def _event_from_dict(values: dict[str, Any]) -> Any:
+    values = _checked(values)
     cls = _EVENT_TYPES.get(str(values.get("type")))
     if cls is None:
         raise ValueError(f"unknown order event type {values.get('type')!r}")
@@ -148,18 +177,19 @@ def _restore_cache_snapshot(blob: bytes, cache: Cache, oms_type: OmsType) -> Cac
     for events in snapshot.accounts:
         if not events:
             raise ValueError("an account snapshot without events")
-        account = AccountFactory.create(AccountState.from_dict(events[0]))
+        account = AccountFactory.create(AccountState.from_dict(_checked(events[0])))
         for values in events[1:]:
-            account.apply(AccountState.from_dict(values))
+            account.apply(AccountState.from_dict(_checked(values)))
         cache.add_account(account)
     for order_snapshot in snapshot.orders:
         if not order_snapshot.events:
             raise ValueError("an order snapshot without events")
-        order = OrderUnpacker.from_init(OrderInitialized.from_dict(order_snapshot.events[0]))
+        order = OrderUnpacker.from_init(OrderInitialized.from_dict(_checked(order_snapshot.events[0])))
         for values in order_snapshot.events[1:]:
             order.apply(_event_from_dict(values))
-        position_id = None if order_snapshot.position_id is None else PositionId(order_snapshot.position_id)
-        client_id = None if order_snapshot.client_id is None else ClientId(order_snapshot.client_id)
+        ids = _checked({"position_id": order_snapshot.position_id, "client_id": order_snapshot.client_id})
+        position_id = None if ids["position_id"] is None else PositionId(ids["position_id"])
+        client_id = None if ids["client_id"] is None else ClientId(ids["client_id"])
         cache.add_order(order, position_id, client_id)
         cache.update_order(order)
         if order.position_id is not None:
@@ -167,13 +197,13 @@ def _restore_cache_snapshot(blob: bytes, cache: Cache, oms_type: OmsType) -> Cac
     for fills in snapshot.positions:
         if not fills:
             raise ValueError("a position snapshot without fills")
-        first = OrderFilled.from_dict(fills[0])
+        first = OrderFilled.from_dict(_checked(fills[0]))
         instrument = cache.instrument(first.instrument_id)
         if instrument is None:
             raise ValueError(f"position of {first.instrument_id} has no instrument in the snapshot")
         position = Position(instrument, first)
         for values in fills[1:]:
-            position.apply(OrderFilled.from_dict(values))
+            position.apply(OrderFilled.from_dict(_checked(values)))
         cache.add_position(position, oms_type)
         cache.update_position(position)
     return cache
@@ -410,6 +440,7 @@ def _apply(rules: _Rules, entry: EventStoreEntry) -> bool:
             body = _decode_map.decode(entry.payload)
             if body.get("type") != entry.payload_type:
                 raise ValueError(f"payload names type {body.get('type')!r}")
+            _check_untrusted(body)  # identifiers are built from it: refuse what would abort the process
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise ReplayDecodeError(entry.seq, entry.payload_type, f"{type(exc).__name__}: {exc}") from exc
         try:
