@@ -1,177 +1,509 @@
-"""Capture: turn bus messages into entry drafts (payload type, MessagePack payload, indices).
+"""Capture: the engine-neutral front door between a message bus and the writer.
 
-Contract: an encoder is registered per message type; `BusCaptureAdapter.capture(topic, msg,
-ts_init, headers)` submits exactly one entry for a registered type and returns its seq, or
-returns None for an unregistered type (nothing is written). Payloads are msgspec MessagePack
-with named fields; the index keys an encoder emits (client / venue order ids) are the only
-index rows the store records. An encoder error is raised to the caller and does not halt the
-writer; a submit failure halts the adapter (every later capture raises).
+Contract (reference: the crate's `capture/registry.rs` and `capture/adapter.rs`):
+- `EncoderRegistry` is an allow-list keyed by a message's exact runtime type (`type(msg)`, no
+  subclass lookup). A registration holds the payload-type tag, an encoder
+  (`msg -> EncodedPayload`), a headers extractor (default: empty headers) and an optional
+  identity extractor (`msg -> hashable identity | None`). `register` replaces the encoder and
+  tag and keeps the type's headers and identity extractors; `register_headers` /
+  `register_identity` do nothing for an unregistered type. Any failure of an encoder or
+  extractor surfaces as `CaptureEncodeError`.
+- `BusCaptureAdapter.capture(topic, msg, ts_init, headers=None)` runs, in order: a halted
+  adapter raises `CaptureHalted` without touching the writer; an identity already in the
+  window of the last 128 identities returns None (the identity is recorded before encoding,
+  so one logical message crossing several bus boundaries is one entry); an unregistered type
+  returns None; an encode failure raises `CaptureEncodeError`, forgets the identity again (so
+  the message's next hop is refused too, never passed on as a duplicate) and the adapter stays
+  live; the draft is submitted and its seq returned, bumping the shared `SubmitCounter`. The first
+  submit failure fires the halt callback exactly once and raises `CaptureSubmitError`; every
+  later capture raises `CaptureHalted`.
+- Nothing here knows a trading engine: `nes.integrations.nautilus` builds the registry and
+  the bus tap for NautilusTrader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Protocol
 
-import msgspec
-
-from nes.backend.base import IndexKey, IndexKind
+from nes.backend.base import IndexKey
 from nes.errors import EventStoreError
+from nes.halt import BackendError, BackpressureStall, HaltCallback, HaltReason, noop_halt
 from nes.headers import Headers
-from nes.writer import EntryDraft, EventStoreWriter, SubmitError
+from nes.writer import EntryDraft, HaltSignaled, InvalidDraft, SubmitError, WriterHalted
 
 __all__ = [
-    "SubmitOrder",
-    "OrderAccepted",
-    "OrderFilled",
-    "AccountState",
-    "PAYLOAD_TYPE_SUBMIT_ORDER",
-    "PAYLOAD_TYPE_ORDER_ACCEPTED",
-    "PAYLOAD_TYPE_ORDER_FILLED",
-    "PAYLOAD_TYPE_ACCOUNT_STATE",
-    "EncodedPayload",
-    "EncoderRegistry",
-    "EncodeError",
-    "default_registry",
-    "decode_payload",
+    "RECENT_IDENTITY_CAPACITY",
     "BusCaptureAdapter",
+    "CaptureEncodeError",
+    "CaptureError",
+    "CaptureHalted",
+    "CaptureSink",
+    "CaptureSubmitError",
+    "EncodedPayload",
+    "Encoder",
+    "EncoderRegistry",
+    "HeadersExtractor",
+    "IdentityExtractor",
+    "IntegrationUnavailable",
+    "PayloadDecodeError",
+    "SubmitCounter",
+    "TapAttachError",
+    "UnknownPayloadType",
+    "halt_reason_from_submit",
 ]
 
-PAYLOAD_TYPE_SUBMIT_ORDER = "SubmitOrder"
-PAYLOAD_TYPE_ORDER_ACCEPTED = "OrderAccepted"
-PAYLOAD_TYPE_ORDER_FILLED = "OrderFilled"
-PAYLOAD_TYPE_ACCOUNT_STATE = "AccountState"
+RECENT_IDENTITY_CAPACITY = 128  # one engine cycle's duplicate hops land well within it
 
 
-class SubmitOrder(msgspec.Struct, frozen=True):
-    client_order_id: str
-    instrument_id: str
-    side: str  # "BUY" | "SELL"
-    quantity: int
-    price: float
-    command_id: str
+# ---- errors ---------------------------------------------------------------------------------
+class CaptureError(EventStoreError):
+    """Base of what `BusCaptureAdapter.capture` raises."""
 
 
-class OrderAccepted(msgspec.Struct, frozen=True):
-    client_order_id: str
-    venue_order_id: str
-    event_id: str
+class CaptureEncodeError(CaptureError):
+    """The registered encoder (or headers / identity extractor) rejected the message, or the
+    encoded entry cannot be stored (bad index key, too large). Nothing was written and the
+    adapter stays live."""
+
+    def __init__(self, message_type: str, detail: str) -> None:
+        super().__init__(message_type, detail)
+        self.message_type = message_type
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"encode failure for {self.message_type}: {self.detail}"
 
 
-class OrderFilled(msgspec.Struct, frozen=True):
-    client_order_id: str
-    venue_order_id: str
-    instrument_id: str
-    side: str
-    last_qty: int
-    last_px: float
-    event_id: str
+class CaptureSubmitError(CaptureError):
+    """The writer refused the submit. The adapter's halt callback has already fired with
+    `reason`; the adapter is halted."""
+
+    def __init__(self, reason: HaltReason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"writer submit failed: {self.detail}"
 
 
-class AccountState(msgspec.Struct, frozen=True):
-    account_id: str
-    balance: float
-    event_id: str
+class CaptureHalted(CaptureError):
+    """A capture after the adapter fail-stopped: the writer was not touched."""
+
+    def __init__(self, reason: HaltReason | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return "capture adapter halted" + ("" if self.reason is None else f": {self.reason}")
 
 
-class EncodedPayload(msgspec.Struct, frozen=True):
-    payload_type: str
-    payload: bytes
-    index_keys: tuple[IndexKey, ...] = ()
+class TapAttachError(CaptureError):
+    """A bus tap could not be attached as asked."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
-class EncodeError(EventStoreError, ValueError):
-    """No encoder is registered for a captured message, or its encoder failed."""
+class PayloadDecodeError(EventStoreError):
+    """A stored payload could not be decoded back into its message."""
+
+    def __init__(self, payload_type: str, detail: str) -> None:
+        super().__init__(payload_type, detail)
+        self.payload_type = payload_type
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"cannot decode payload of type {self.payload_type!r}: {self.detail}"
+
+
+class UnknownPayloadType(PayloadDecodeError):
+    """The payload type is not one the decoder knows."""
+
+    def __init__(self, payload_type: str) -> None:
+        super().__init__(payload_type, "unknown payload type")
+
+
+class IntegrationUnavailable(EventStoreError, ImportError):
+    """An optional integration was imported without its extra installed."""
+
+    def __init__(self, integration: str, extra: str) -> None:
+        super().__init__(integration, extra)
+        self.integration = integration
+        self.extra = extra
+
+    def __str__(self) -> str:
+        return f"the {self.integration} integration needs the '{self.extra}' extra: pip install 'nes-eventstore[{self.extra}]'"
+
+
+# ---- the registry ---------------------------------------------------------------------------
+class EncodedPayload:
+    """What an encoder returns: the MessagePack payload, the index keys, and optionally a
+    payload type that overrides the registered tag (for envelope types)."""
+
+    __slots__ = ("payload", "index_keys", "payload_type")
+
+    def __init__(self, payload: bytes, index_keys: Sequence[IndexKey] = (), payload_type: str | None = None) -> None:
+        self.payload = payload
+        self.index_keys = index_keys
+        self.payload_type = payload_type
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodedPayload(payload=<{len(self.payload)} bytes>, index_keys={self.index_keys!r}, "
+            f"payload_type={self.payload_type!r})"
+        )
 
 
 Encoder = Callable[[Any], EncodedPayload]
-_encoder = msgspec.msgpack.Encoder()
+HeadersExtractor = Callable[[Any], Headers]
+IdentityExtractor = Callable[[Any], Hashable | None]
+
+_EMPTY_HEADERS = Headers.empty()
 
 
-def _client(msg: Any) -> IndexKey:
-    return IndexKey(IndexKind.ClientOrderId, msg.client_order_id)
+def _empty_headers(message: object) -> Headers:  # noqa: ARG001 - the extractor signature
+    return _EMPTY_HEADERS
 
 
-def _venue(msg: Any) -> IndexKey:
-    return IndexKey(IndexKind.VenueOrderId, msg.venue_order_id)
+class _Registration:
+    __slots__ = ("payload_type", "encode", "headers", "identity")
+
+    def __init__(
+        self, payload_type: str, encode: Encoder, headers: HeadersExtractor, identity: IdentityExtractor | None
+    ) -> None:
+        self.payload_type = payload_type
+        self.encode = encode
+        self.headers = headers
+        self.identity = identity
+
+
+def _check_registration(message_type: object, payload_type: object, fn: object, what: str) -> None:
+    if not isinstance(message_type, type):
+        raise TypeError(f"message_type must be a type, got {message_type!r}")
+    if not isinstance(payload_type, str) or not payload_type.strip():
+        raise ValueError(f"payload_type must be a non-blank str, got {payload_type!r}")
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, got {fn!r}")
 
 
 class EncoderRegistry:
-    """Message type -> encoder (payload type, payload bytes, index keys) used by BusCaptureAdapter."""
+    """The capture allow-list: one registration per exact message type."""
 
     def __init__(self) -> None:
-        self._encoders: dict[type, Encoder] = {}
+        self._by_type: dict[type, _Registration] = {}
+        self._view = MappingProxyType(self._by_type)
 
-    def register(self, message_type: type, encoder: Encoder) -> None:
-        """Register the encoder for a message type (replaces an earlier one)."""
-        self._encoders[message_type] = encoder
+    def register(self, message_type: type, payload_type: str, encode: Encoder) -> None:
+        """Register (or replace) the encoder and tag of `message_type`; a re-registration keeps
+        the type's headers and identity extractors."""
+        _check_registration(message_type, payload_type, encode, "encode")
+        prior = self._by_type.get(message_type)
+        if prior is None:
+            self._by_type[message_type] = _Registration(payload_type, encode, _empty_headers, None)
+        else:
+            prior.payload_type, prior.encode = payload_type, encode
 
-    def encode(self, message: object) -> EncodedPayload | None:
-        """Encode a message with its type's encoder; None when none is registered, EncodeError
-        when the encoder fails."""
-        encoder = self._encoders.get(type(message))
-        if encoder is None:
-            return None
-        try:
-            return encoder(message)
-        except (msgspec.EncodeError, TypeError, ValueError, AttributeError) as exc:
-            raise EncodeError(f"encode {type(message).__name__}: {exc}") from exc
+    def register_with_headers(
+        self, message_type: type, payload_type: str, encode: Encoder, headers: HeadersExtractor
+    ) -> None:
+        """Register (or replace) the encoder, tag and headers extractor of `message_type`."""
+        _check_registration(message_type, payload_type, encode, "encode")
+        if not callable(headers):
+            raise TypeError(f"headers must be callable, got {headers!r}")
+        self.register(message_type, payload_type, encode)
+        self._by_type[message_type].headers = headers
+
+    def register_headers(self, message_type: type, headers: HeadersExtractor) -> bool:
+        """Set the headers extractor of a registered type; False (nothing done) if unregistered."""
+        if not callable(headers):
+            raise TypeError(f"headers must be callable, got {headers!r}")
+        registration = self._by_type.get(message_type)
+        if registration is None:
+            return False
+        registration.headers = headers
+        return True
+
+    def register_identity(self, message_type: type, identity: IdentityExtractor) -> bool:
+        """Set the identity extractor of a registered type; False (nothing done) if unregistered."""
+        if not callable(identity):
+            raise TypeError(f"identity must be callable, got {identity!r}")
+        registration = self._by_type.get(message_type)
+        if registration is None:
+            return False
+        registration.identity = identity
+        return True
 
     def __len__(self) -> int:
-        return len(self._encoders)
+        return len(self._by_type)
+
+    def __contains__(self, message_type: object) -> bool:
+        return message_type in self._by_type
+
+    def contains(self, message_type: type) -> bool:
+        """True if `message_type` (exactly) is registered."""
+        return message_type in self._by_type
+
+    @property
+    def registered(self) -> Mapping[type, object]:
+        """A live read-only view keyed by the registered types (`type(msg) in registry.registered`
+        is the cheapest allow-list test, for bus taps)."""
+        return self._view
+
+    def types(self) -> list[type]:
+        """The registered types, in registration order."""
+        return list(self._by_type)
+
+    def payload_type_of(self, message_type: type) -> str | None:
+        """The registered tag of `message_type`, or None."""
+        registration = self._by_type.get(message_type)
+        return None if registration is None else registration.payload_type
+
+    def encode(self, message: object) -> tuple[str, EncodedPayload] | None:
+        """`(payload_type, encoded)` for a registered type, None for an unregistered one.
+        Raises `CaptureEncodeError` when the encoder fails or returns something else."""
+        registration = self._by_type.get(type(message))
+        if registration is None:
+            return None
+        return _encode(registration, message)
+
+    def headers_for(self, message: object) -> Headers | None:
+        """The message's headers, or None for an unregistered type."""
+        registration = self._by_type.get(type(message))
+        if registration is None:
+            return None
+        return _headers(registration, message)
+
+    def identity_for(self, message: object) -> Hashable | None:
+        """The message's identity, or None (unregistered type or no identity extractor)."""
+        registration = self._by_type.get(type(message))
+        if registration is None or registration.identity is None:
+            return None
+        return _identity(registration.identity, message)
 
 
-def _typed(payload_type: str, keys: Callable[[Any], tuple[IndexKey, ...]]) -> Encoder:
-    return lambda msg: EncodedPayload(payload_type, _encoder.encode(msg), keys(msg))
+def _encode(registration: _Registration, message: object) -> tuple[str, EncodedPayload]:
+    try:
+        encoded = registration.encode(message)
+    except Exception as exc:  # noqa: BLE001 - an encoder is foreign code: any failure is an encode failure
+        raise CaptureEncodeError(type(message).__name__, f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(encoded, EncodedPayload) or not isinstance(encoded.payload, (bytes, bytearray)):
+        raise CaptureEncodeError(type(message).__name__, f"encoder returned {encoded!r}, not an EncodedPayload with bytes")
+    return encoded.payload_type or registration.payload_type, encoded
 
 
-def default_registry() -> EncoderRegistry:
-    """A registry with the builtin encoders: SubmitOrder, OrderAccepted, OrderFilled, AccountState."""
-    registry = EncoderRegistry()
-    registry.register(SubmitOrder, _typed(PAYLOAD_TYPE_SUBMIT_ORDER, lambda m: (_client(m),)))
-    registry.register(OrderAccepted, _typed(PAYLOAD_TYPE_ORDER_ACCEPTED, lambda m: (_client(m), _venue(m))))
-    registry.register(OrderFilled, _typed(PAYLOAD_TYPE_ORDER_FILLED, lambda m: (_client(m), _venue(m))))
-    registry.register(AccountState, _typed(PAYLOAD_TYPE_ACCOUNT_STATE, lambda m: ()))
-    return registry
+def _headers(registration: _Registration, message: object) -> Headers:
+    try:
+        headers = registration.headers(message)
+    except Exception as exc:  # noqa: BLE001
+        raise CaptureEncodeError(type(message).__name__, f"headers: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(headers, Headers):
+        raise CaptureEncodeError(type(message).__name__, f"headers extractor returned {headers!r}, not nes.Headers")
+    return headers
 
 
-_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    PAYLOAD_TYPE_SUBMIT_ORDER: msgspec.msgpack.Decoder(SubmitOrder),
-    PAYLOAD_TYPE_ORDER_ACCEPTED: msgspec.msgpack.Decoder(OrderAccepted),
-    PAYLOAD_TYPE_ORDER_FILLED: msgspec.msgpack.Decoder(OrderFilled),
-    PAYLOAD_TYPE_ACCOUNT_STATE: msgspec.msgpack.Decoder(AccountState),
-}
+def _identity(extract: IdentityExtractor, message: object) -> Hashable | None:
+    try:
+        return extract(message)
+    except Exception as exc:  # noqa: BLE001
+        raise CaptureEncodeError(type(message).__name__, f"identity: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_payload(payload_type: str, payload: bytes) -> object | None:
-    """The message of a builtin payload type, or None for a type this module does not own."""
-    decoder = _DECODERS.get(payload_type)
-    return None if decoder is None else decoder.decode(payload)
+# ---- the adapter ----------------------------------------------------------------------------
+class CaptureSink(Protocol):
+    """What the adapter submits to: an `EventStoreWriter` or an `EventStoreSession`."""
+
+    def submit(self, draft: EntryDraft) -> int:
+        """Accept the entry and return its seq, or raise a `SubmitError`."""
+        ...
+
+    @property
+    def high_watermark(self) -> int:
+        """The durable high-watermark."""
+        ...
+
+
+class SubmitCounter:
+    """A count of entries submitted, shared by every adapter of a trader (the marker sidecar
+    reads it as `event_seq_before`). Bumped on the engine thread only."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"SubmitCounter({self.value})"
+
+
+class _RecentIdentities:
+    """Insertion-ordered set of the last `capacity` identities (FIFO eviction)."""
+
+    __slots__ = ("order", "seen", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.order: deque[Hashable] = deque()
+        self.seen: set[Hashable] = set()
+        self.capacity = capacity
+
+    def note_fresh(self, identity: Hashable) -> bool:
+        """False if `identity` is in the window; else record it (evicting the oldest when full)."""
+        seen = self.seen
+        if identity in seen:
+            return False
+        order = self.order
+        if len(order) == self.capacity:
+            seen.discard(order.popleft())
+        order.append(identity)
+        seen.add(identity)
+        return True
+
+
+def halt_reason_from_submit(
+    err: SubmitError, high_watermark: int, writer_reason: HaltReason | None = None
+) -> HaltReason:
+    """The halt reason a submit failure stands for: the writer's own reason when it halted,
+    `BackpressureStall` for a stalled submit (the writer's, which knows the accepted
+    high-watermark, when given), `BackendError("event store writer closed")` for a writer that
+    was closed under the adapter."""
+    if isinstance(err, WriterHalted):
+        return err.reason
+    if isinstance(err, HaltSignaled):
+        if isinstance(writer_reason, BackpressureStall):
+            return writer_reason
+        return BackpressureStall(high_watermark, err.stalled_for_s, err.threshold_s, high_watermark)
+    return BackendError(high_watermark, "event store writer closed")
 
 
 class BusCaptureAdapter:
-    """The seam between a message bus and the writer."""
+    """The seam between a message bus and the writer (see the module docstring for the rules)."""
 
-    def __init__(self, writer: EventStoreWriter, registry: EncoderRegistry | None = None) -> None:
+    def __init__(
+        self,
+        writer: CaptureSink,
+        registry: EncoderRegistry,
+        halt: HaltCallback = noop_halt,
+        submit_counter: SubmitCounter | None = None,
+        identity_capacity: int = RECENT_IDENTITY_CAPACITY,
+    ) -> None:
+        if not isinstance(registry, EncoderRegistry):
+            raise TypeError(f"registry must be an EncoderRegistry, got {type(registry).__name__}")
+        if identity_capacity < 1:
+            raise ValueError(f"identity_capacity must be >= 1, got {identity_capacity}")
         self._writer = writer
-        self._registry = registry if registry is not None else default_registry()
-        self._failed: SubmitError | None = None
-        self.submitted = 0
+        self._registry = registry
+        self._by_type = registry._by_type  # the hot path's one lookup
+        self._halt = halt
+        self._halt_lock = threading.Lock()
+        self._halted = False
+        self._halt_reason: HaltReason | None = None
+        self._recent = _RecentIdentities(identity_capacity)
+        self._seen, self._order, self._capacity = self._recent.seen, self._recent.order, identity_capacity
+        self._submit = writer.submit
+        self.submit_counter = submit_counter if submit_counter is not None else SubmitCounter()
+
+    @property
+    def is_halted(self) -> bool:
+        """True once a submit failed: every later capture raises `CaptureHalted`."""
+        return self._halted
+
+    @property
+    def halt_reason(self) -> HaltReason | None:
+        """Why the adapter halted (None while live)."""
+        return self._halt_reason
+
+    @property
+    def registry(self) -> EncoderRegistry:
+        """The allow-list this adapter consults."""
+        return self._registry
+
+    @property
+    def high_watermark(self) -> int:
+        """The writer's durable high-watermark."""
+        return self._writer.high_watermark
 
     def capture(self, topic: str, message: object, ts_init: int, headers: Headers | None = None) -> int | None:
-        """Encode a bus message with its registered encoder and submit it; returns the seq, or
-        None for a message type with no encoder (not captured). After a failed submit every
-        later capture raises that error again."""
-        if self._failed is not None:
-            raise self._failed
-        encoded = self._registry.encode(message)
-        if encoded is None:
+        """Capture one bus message: its seq when submitted, None when not captured (duplicate
+        identity or unregistered type). `headers=None` takes them from the registry."""
+        if self._halted:
+            raise CaptureHalted(self._halt_reason)
+        registration = self._by_type.get(type(message))
+        if registration is None:
             return None
-        draft = EntryDraft(topic, encoded.payload_type, encoded.payload, ts_init, headers, encoded.index_keys)
+        identify = registration.identity
+        if identify is not None:
+            try:
+                identity = identify(message)
+            except Exception as exc:  # noqa: BLE001 - foreign code: any failure is an encode failure
+                raise CaptureEncodeError(type(message).__name__, f"identity: {type(exc).__name__}: {exc}") from exc
+            if identity is not None:  # the recent-identity window, inlined (hot path)
+                seen = self._seen
+                if identity in seen:
+                    return None
+                order = self._order
+                if len(order) == self._capacity:
+                    seen.discard(order.popleft())
+                order.append(identity)
+                seen.add(identity)
         try:
-            seq = self._writer.submit(draft)
+            encoded = registration.encode(message)
+            payload_type = encoded.payload_type or registration.payload_type
+            if headers is None:
+                headers = registration.headers(message)
+        except Exception as exc:  # noqa: BLE001
+            self._forget(identify, message)
+            raise CaptureEncodeError(type(message).__name__, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            # EntryDraft checks the payload is bytes and the headers are Headers
+            draft = EntryDraft(topic, payload_type, encoded.payload, ts_init, headers, encoded.index_keys)
+            seq = self._submit(draft)
+        except InvalidDraft as exc:  # the message's own content cannot be stored: not a writer failure
+            self._forget(identify, message)
+            raise CaptureEncodeError(type(message).__name__, str(exc)) from exc
         except SubmitError as exc:
-            self._failed = exc
-            raise
-        self.submitted += 1
+            writer_reason = getattr(self._writer, "halt_reason", None)
+            reason = halt_reason_from_submit(exc, self._safe_high_watermark(), writer_reason)
+            self.fail_stop(reason)
+            raise CaptureSubmitError(reason, str(exc)) from exc
+        self.submit_counter.value += 1
         return seq
+
+    def _forget(self, identify: IdentityExtractor | None, message: object) -> None:
+        """Drop the identity a failed capture just recorded: the message was not stored, so its
+        next hop must be refused again, never let through as a duplicate."""
+        if identify is None:
+            return
+        identity = identify(message)
+        order = self._order
+        if identity is not None and order and order[-1] == identity:
+            order.pop()
+            self._seen.discard(identity)
+
+    def fail_stop(self, reason: HaltReason) -> bool:
+        """Halt the adapter; the halt callback fires on the first call only (returns True then).
+        Used by `capture` on a submit failure and by integrations that learn of a writer halt
+        from the writer's own hook."""
+        with self._halt_lock:
+            if self._halted:
+                return False
+            self._halted = True
+            self._halt_reason = reason
+        self._halt(reason)
+        return True
+
+    def _safe_high_watermark(self) -> int:
+        try:
+            return int(self._writer.high_watermark)
+        except Exception:  # noqa: BLE001 - a released writer: the reason still needs a number
+            return 0
+
+    def __repr__(self) -> str:
+        return f"BusCaptureAdapter(registered_encoders={len(self._registry)}, halted={self._halted})"

@@ -9,37 +9,108 @@ the state the live session ended with.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from nes.capture import (
-    AccountState,
-    BusCaptureAdapter,
-    OrderAccepted,
-    OrderFilled,
-    SubmitOrder,
-    decode_payload,
-)
+from nes.backend.base import IndexKey, IndexKind
+from nes.capture import BusCaptureAdapter, EncodedPayload, EncoderRegistry
 from nes.config import EventStoreConfig, RunIdentity
 from nes.entry import EventStoreEntry
 from nes.headers import Headers
 from nes.errors import EventStoreError, InvalidArgument
 from nes.kernel import EventStoreLifecycle, EventStoreSession
 from nes.manifest import RegisteredComponents
-from nes.replay import open_event_store_replay_source, restore_snapshot_and_replay_tail
-from nes.snapshot import compute_snapshot_content_hash
+from nes.replay import SnapshotBlobStore, open_event_store_replay_source, restore_snapshot_and_replay_tail
 
-__all__ = ["DemoCache", "run_demo", "main"]
+__all__ = ["DemoCache", "demo_registry", "decode_demo_payload", "run_demo", "run_nautilus_demo", "main"]
 
 DEMO_INSTANCE_ID = "demo-trader"
 INSTRUMENTS = ("BTCUSDT.BINANCE", "ETHUSDT.BINANCE", "AAPL.XNAS")
+
+
+# ---- the synthetic session's own messages (the --nautilus job captures a real engine) ---------
+class SubmitOrder(msgspec.Struct, frozen=True):
+    """The synthetic session's order command."""
+
+    client_order_id: str
+    instrument_id: str
+    side: str  # "BUY" | "SELL"
+    quantity: int
+    price: float
+    command_id: str
+
+
+class OrderAccepted(msgspec.Struct, frozen=True):
+    """The synthetic venue accepted an order."""
+
+    client_order_id: str
+    venue_order_id: str
+    event_id: str
+
+
+class OrderFilled(msgspec.Struct, frozen=True):
+    """A (partial) fill of a synthetic order."""
+
+    client_order_id: str
+    venue_order_id: str
+    instrument_id: str
+    side: str
+    last_qty: int
+    last_px: float
+    event_id: str
+
+
+class AccountState(msgspec.Struct, frozen=True):
+    """The synthetic account's balance after a fill."""
+
+    account_id: str
+    balance: float
+    event_id: str
+
+
+_DEMO_TYPES: dict[str, type[msgspec.Struct]] = {
+    "SubmitOrder": SubmitOrder,
+    "OrderAccepted": OrderAccepted,
+    "OrderFilled": OrderFilled,
+    "AccountState": AccountState,
+}
+_struct_encoder = msgspec.msgpack.Encoder()
+_DEMO_DECODERS = {name: msgspec.msgpack.Decoder(cls) for name, cls in _DEMO_TYPES.items()}
+
+
+def _demo_encoder(with_venue: bool, with_client: bool = True):  # noqa: ANN202
+    def encode(msg: Any) -> EncodedPayload:
+        keys = []
+        if with_client:
+            keys.append(IndexKey(IndexKind.ClientOrderId, msg.client_order_id))
+        if with_venue:
+            keys.append(IndexKey(IndexKind.VenueOrderId, msg.venue_order_id))
+        return EncodedPayload(_struct_encoder.encode(msg), tuple(keys))
+
+    return encode
+
+
+def demo_registry() -> EncoderRegistry:
+    """The allow-list of the synthetic session's four message structs."""
+    registry = EncoderRegistry()
+    registry.register(SubmitOrder, "SubmitOrder", _demo_encoder(with_venue=False))
+    registry.register(OrderAccepted, "OrderAccepted", _demo_encoder(with_venue=True))
+    registry.register(OrderFilled, "OrderFilled", _demo_encoder(with_venue=True))
+    registry.register(AccountState, "AccountState", _demo_encoder(with_venue=False, with_client=False))
+    return registry
+
+
+def decode_demo_payload(payload_type: str, payload: bytes) -> object | None:
+    """The synthetic session's message for a payload, or None for a type it does not own."""
+    decoder = _DEMO_DECODERS.get(payload_type)
+    return None if decoder is None else decoder.decode(payload)
 
 
 class OrderState(msgspec.Struct):
@@ -79,7 +150,7 @@ class DemoCache(msgspec.Struct):
 
     def apply_entry(self, entry: EventStoreEntry) -> bool:
         self.last_seq = entry.seq
-        message = decode_payload(entry.payload_type, entry.payload)
+        message = decode_demo_payload(entry.payload_type, entry.payload)
         return message is not None and self.apply(message)
 
 
@@ -87,20 +158,12 @@ _cache_encoder = msgspec.msgpack.Encoder()
 _cache_decoder = msgspec.msgpack.Decoder(DemoCache)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, object]:
-    """Capture `orders` synthetic order workflows into a new run under `base_dir`, close it,
-    verify it and rebuild the state from snapshot + tail; returns the figures. Raises
-    InvalidArgument for `orders` < 1. Interrupted (Ctrl-C), the run is left to the writer, which
-    commits what was submitted; the next boot's recovery seals it."""
+    """The first demo job: a synthetic session of `orders` orders captured through the ring and
+    the writer sidecar, a snapshot anchored midway, verified, then rebuilt from the snapshot plus
+    the tail and compared with the live state; returns the figures. Raises InvalidArgument for
+    `orders` < 1. Interrupted (Ctrl-C), the run is left to the writer, which commits what was
+    submitted; the next boot's recovery seals it."""
     if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
         raise InvalidArgument(f"orders must be an int >= 1, got {orders!r}")
     rng = random.Random(seed)
@@ -109,18 +172,16 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
     components = RegisteredComponents(strategies={"EMACross-001": "demo"}, subscriptions=list(INSTRUMENTS))
     session = lifecycle.open(components)
     try:
-        return _drive(session, base_dir, orders, rng, config.verifier_timeout_s)
+        return _drive(session, orders, rng, config.verifier_timeout_s)
     except BaseException:
         session.abandon()  # the writer commits what was pushed; the run stays Running for recovery
         raise
 
 
-def _drive(
-    session: EventStoreSession, base_dir: Path, orders: int, rng: random.Random, verify_timeout_s: float
-) -> dict[str, object]:
+def _drive(session: EventStoreSession, orders: int, rng: random.Random, verify_timeout_s: float) -> dict[str, object]:
     from nes.verifier import verify_in_worker
 
-    capture = BusCaptureAdapter(session.writer)
+    capture = BusCaptureAdapter(session.writer, demo_registry())
     live = DemoCache(balance=1_000_000.0)
     anchor = None
     ts = time.time_ns()
@@ -151,11 +212,7 @@ def _drive(
             emit("exec.event.AccountState", AccountState("DEMO-001", round(balance, 2), str(uuid.uuid4())), Headers(workflow, fill_id))
             parent = fill_id
         if n == orders // 2:
-            blob = _cache_encoder.encode(live)
-            content_hash = compute_snapshot_content_hash(blob)
-            relative = f"snapshots/{session.run_id}-{session.writer.next_seq - 1}.msgpack"
-            _write_private(base_dir / DEMO_INSTANCE_ID / relative, blob)
-            anchor = session.record_snapshot_anchor(relative, content_hash)
+            anchor = session.snapshot_anchorer()(_cache_encoder.encode(live))  # blob durable, then anchored
             if anchor.high_watermark != session.writer.next_seq - 1:
                 raise AssertionError("snapshot anchor does not cover every entry submitted before it")
     submitted = session.writer.next_seq - 1
@@ -170,7 +227,7 @@ def _drive(
         rebuilt = DemoCache()
         report = restore_snapshot_and_replay_tail(
             reader,
-            load_blob=lambda ref: (base_dir / DEMO_INSTANCE_ID / ref).read_bytes(),
+            load_blob=SnapshotBlobStore.beside_run_file(session.path).get,
             restore=lambda blob: _restore(rebuilt, blob),
             apply=rebuilt.apply_entry,
         )
@@ -200,24 +257,101 @@ def _restore(cache: DemoCache, blob: bytes) -> None:
     cache.orders, cache.positions, cache.balance = restored.orders, restored.positions, restored.balance
 
 
+NAUTILUS_INSTANCE_ID = "demo-nautilus"
+
+
+def run_nautilus_demo(base_dir: Path, quotes: int = 8000, seed: int = 7) -> dict[str, object]:
+    """The second demo job: NautilusTrader's EMA-cross example strategies backtested over
+    seeded synthetic quotes, captured by the bus tap into a run through the ring and the
+    writer sidecar, then verified. Raises `IntegrationUnavailable` without the extra."""
+    from nes.integrations.nautilus.backtest import run_ema_cross_backtest
+    from nes.integrations.nautilus.registry import COMMAND_TYPES, DATA_MESSAGE_TYPES
+    from nes.reader import EventStoreReader
+    from nes.verifier import verify_in_worker
+
+    from nes.backend.lmdb import LmdbBackend
+
+    config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=NAUTILUS_INSTANCE_ID, seed=seed))
+    components = RegisteredComponents(strategies={"EMACross-000": "EMACross", "EMACrossBracket-001": "EMACrossBracket"})
+    session = EventStoreLifecycle(config).open(components)
+    try:
+        _, result = run_ema_cross_backtest(session, quotes=quotes, seed=seed)
+    except BaseException:
+        session.abandon()
+        raise
+    final = session.close()
+    verdict = verify_in_worker(session.path, config.verifier_timeout_s)
+    command_names = {t.__name__ for t in COMMAND_TYPES}
+    data_names = {t.__name__ for t in DATA_MESSAGE_TYPES}
+    kinds: dict[str, int] = {"commands": 0, "events": 0, "data_messages": 0}
+    by_type: dict[str, int] = {}
+    backend = LmdbBackend.open_sealed_file(session.path)
+    try:
+        reader = EventStoreReader(backend)
+        for entry in reader.scan_range(1, reader.high_watermark()):
+            if entry.payload_type in ("RunStarted", "RunEnded"):
+                continue
+            kind = "commands" if entry.payload_type in command_names else "data_messages" if entry.payload_type in data_names else "events"
+            kinds[kind] += 1
+            by_type[entry.payload_type] = by_type.get(entry.payload_type, 0) + 1
+    finally:
+        backend.close()
+    return {
+        "nautilus_run_file": str(session.path),
+        "nautilus_backtest_wall_s": round(result.wall_s, 3),
+        "nautilus_orders": result.orders,
+        "nautilus_fills": result.fills,
+        "nautilus_orders_accepted": by_type.get("OrderAccepted", 0),
+        "nautilus_positions_opened": by_type.get("PositionOpened", 0),
+        "nautilus_positions_closed": by_type.get("PositionClosed", 0),
+        "nautilus_account_states": by_type.get("AccountState", 0),
+        "nautilus_captured": result.captured,
+        "nautilus_captured_commands": kinds["commands"],
+        "nautilus_captured_events": kinds["events"],
+        "nautilus_captured_data_messages": kinds["data_messages"],
+        "nautilus_entries": final,
+        "nautilus_verify": verdict.summary_line(),
+        "nautilus_verify_clean": verdict.is_clean(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`nes demo [--dir D] [--orders N] [--nautilus] [--quotes N]`: exit 0 when every job
+    verifies clean (and the synthetic replay matches), 1 otherwise, 2 when it cannot run."""
     parser = argparse.ArgumentParser(prog="nes demo", description=__doc__)
     parser.add_argument("--dir", type=Path, help="base directory (default: a fresh temporary one)")
     parser.add_argument("--orders", type=int, default=2000, help="order workflows to capture (>= 1, default 2000)")
+    parser.add_argument(
+        "--nautilus", action="store_true", help="also backtest NautilusTrader's EMA-cross strategies with the bus tap"
+    )
+    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest")
     ns = parser.parse_args(argv)
     if ns.orders < 1:
         print(f"nes demo: --orders must be >= 1, got {ns.orders}", file=sys.stderr)
         return 2
+    if ns.quotes < 1:
+        print(f"nes demo: --quotes must be >= 1, got {ns.quotes}", file=sys.stderr)
+        return 2
+    if ns.nautilus:
+        try:
+            import nes.integrations.nautilus  # noqa: F401 - fail before the first job, with a clear line
+        except ImportError as exc:
+            print(f"nes demo: {exc}", file=sys.stderr)
+            return 2
     base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-demo-"))
     try:
         result = run_demo(base, ns.orders)
+        ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
+        if ns.nautilus:
+            nautilus = run_nautilus_demo(base, ns.quotes)
+            ok = ok and bool(nautilus["nautilus_verify_clean"])
+            result.update(nautilus)
     except EventStoreError as exc:
         print(f"nes demo: {exc}", file=sys.stderr)
         return 2
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
     print("demo: OK" if ok else "demo: FAILED")
     print(f"run file left at {result['run_file']} (check it: nes verify {result['run_file']})")
     return 0 if ok else 1

@@ -9,12 +9,15 @@ damaged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+import uuid
+from collections.abc import Callable, Iterable
 from itertools import islice
+from typing import Any
 
 import msgspec
 
-from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq
+from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq, seq_key
 from nes.errors import Corrupted, Gap, HashMismatch, InvalidArgument
 from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
 from nes.headers import Headers
@@ -27,6 +30,7 @@ __all__ = [
     "encode_stored_value",
     "decode_stored_value",
     "decode_stored_rows",
+    "decode_contiguous_values",
 ]
 
 Topic = str
@@ -122,6 +126,8 @@ def decode_stored_value(value: bytes | memoryview, key_seq: int) -> EventStoreEn
     """
     if len(value) < HASH_LEN:
         raise Corrupted(f"decode entry seq={key_seq}: value of {len(value)} bytes is shorter than its hash")
+    if isinstance(value, memoryview):
+        value = value.tobytes()
     try:
         seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
     except FrameError as exc:
@@ -141,6 +147,232 @@ def _headers_or_corrupt(corr, caus, key_seq: int) -> Headers:  # noqa: ANN001
 
 
 _SEQ_AT = slice(HASH_LEN, HASH_LEN + 8)  # a value's embedded seq: the frame's first field
+_U64 = struct.Struct(">Q")
+_HEAD = struct.Struct(">QQQQ")  # seq, ts_init, ts_publish, len(topic), at HASH_LEN
+_TOPIC_LEN_AT = HASH_LEN + 24  # value offset of len(topic)
+_TOPIC_AT = HASH_LEN + 32
+_NO_HEADERS = b"\x00\x00"
+# A run's rows carry few distinct (topic, payload_type) pairs: the bytes
+# `topic || len(payload_type) || payload_type` of each pair seen are kept, per length pair,
+# with their decoded texts, so a row is recognised by one `startswith` and its texts are not
+# decoded again. Payload lengths vary freely. The cache is bounded (files are untrusted input)
+# and starts over when full; a cached pair is only a guess that every row re-proves (lengths,
+# tail, hash).
+_MAX_NAMES = 4096
+# len(topic) << 64 | len(payload_type) -> [(names bytes, offset of len(payload), topic,
+# payload_type, one-call unpacker of seq/ts_init/ts_publish/len(topic)/len(payload_type)/len(payload),
+# len(topic), len(payload_type), shortest such row)]
+_Names = tuple[bytes, int, str, str, Callable[[bytes, int], tuple[Any, ...]], int, int, int]
+_names_by_lengths: dict[int, list[_Names]] = {}
+_names_count = 0
+_last_names: list[_Names | None] = [None]  # the pair of the last decoded row: tried first
+
+
+def _learn_row(value: bytes) -> bool:
+    """Cache the (topic, payload_type) of a row; False if it has none to learn (the per-field
+    path then decides what it is)."""
+    global _names_count
+    end = len(value)
+    if end < _TOPIC_AT + 8:
+        return False
+    (topic_len,) = _U64.unpack_from(value, _TOPIC_LEN_AT)
+    ptype_len_at = _TOPIC_AT + topic_len
+    if ptype_len_at + 8 > end:
+        return False
+    (ptype_len,) = _U64.unpack_from(value, ptype_len_at)
+    payload_len_at = ptype_len_at + 8 + ptype_len
+    if payload_len_at + 8 + 2 > end:
+        return False
+    names_raw = value[_TOPIC_AT:payload_len_at]
+    try:
+        topic, ptype = str(names_raw[:topic_len], "utf-8"), str(names_raw[topic_len + 8 :], "utf-8")
+    except UnicodeDecodeError:
+        return False
+    lengths = (topic_len << 64) | ptype_len
+    known = _names_by_lengths.setdefault(lengths, [])
+    if any(known_names[0] == names_raw for known_names in known):
+        return False  # already known: the row differs elsewhere
+    if _names_count >= _MAX_NAMES:
+        _names_by_lengths.clear()
+        _last_names[0] = None
+        _names_count = 0
+        known = _names_by_lengths.setdefault(lengths, [])
+    unpack = struct.Struct(f">QQQQ{topic_len}xQ{ptype_len}xQ").unpack_from
+    known.append((names_raw, payload_len_at, topic, ptype, unpack, topic_len, ptype_len, payload_len_at + 8 + 2))
+    _names_count += 1
+    return True
+
+
+_MAX_UUIDS = 8192
+_uuids: dict[bytes, uuid.UUID] = {}  # correlation ids repeat across a workflow's entries
+_new_object, _set_attribute, _UUID, _UNKNOWN_SAFETY = object.__new__, object.__setattr__, uuid.UUID, uuid.SafeUUID.unknown
+_copy_empty_headers: Callable[[], Headers] = getattr(_EMPTY_HEADERS, "__copy__")
+_force_setattr = msgspec.structs.force_setattr
+
+
+def _uuid4_at(value: bytes, at: int) -> uuid.UUID | None:
+    """The version-4 RFC 4122 UUID in `value[at:at + 16]`, or None when it is not one (the
+    careful path then reports it). Built without `UUID.__init__`'s argument parsing: the
+    bytes are already checked here."""
+    raw = value[at : at + 16]
+    known = _uuids.get(raw)
+    if known is not None:
+        return known
+    if len(raw) != 16 or raw[6] >> 4 != 4 or raw[8] >> 6 != 2:
+        return None
+    made = _new_object(_UUID)
+    _set_attribute(made, "int", int.from_bytes(raw, "big"))
+    _set_attribute(made, "is_safe", _UNKNOWN_SAFETY)
+    if len(_uuids) >= _MAX_UUIDS:
+        _uuids.clear()
+    _uuids[raw] = made
+    return made
+
+
+def _headers_at(value: bytes, at: int) -> Headers | None:
+    """The headers encoded from `value[at]` to the end (tags 0/1, v4 UUIDs, nothing after),
+    or None when they are not well formed (the careful path then reports them)."""
+    end = len(value)
+    ids: list[uuid.UUID | None] = []
+    for _ in range(2):
+        if at >= end:
+            return None
+        tag = value[at]
+        if tag == 0:
+            ids.append(None)
+            at += 1
+        elif tag == 1:
+            made = _uuid4_at(value, at + 1)
+            if made is None:
+                return None
+            ids.append(made)
+            at += 17
+        else:
+            return None
+    if at != end:
+        return None
+    if ids[0] is None and ids[1] is None:
+        return _EMPTY_HEADERS
+    headers = _copy_empty_headers()  # validated above: skip Headers.__post_init__
+    _force_setattr(headers, "correlation_id", ids[0])
+    _force_setattr(headers, "causation_id", ids[1])
+    return headers
+
+
+def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: list[EventStoreEntry]) -> int:
+    """The scan's hot loop from `values[pos]`, over values whose keys are known to be
+    `first_seq + their index`: a row whose (topic, payload_type) is cached is checked
+    (embedded seq, lengths, header tags and UUID versions, hash), decoded with two struct calls
+    and appended to `out`. Returns the index of the first value it does not recognise (a new
+    topic or payload type, damage), or len(values)."""
+    append = out.append
+    new_hasher = DOMAIN_HASH_STATE.copy
+    entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
+    head: Callable[[bytes, int], tuple[Any, ...]] = _HEAD.unpack_from
+    u64, names_for, headers_at = _U64.unpack_from, _names_by_lengths.get, _headers_at
+    hash_len, topic_at = HASH_LEN, _TOPIC_AT
+    expected = first_seq + pos
+    last = _last_names[0]
+    # The previous row's pair, unpacked into locals (most rows repeat it: one unpack then).
+    if last is None:
+        l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = b"", 0, "", "", head, -1, -1, 1 << 62
+    else:
+        l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = last
+    try:
+        for value in islice(values, pos, None):
+            # `startswith` proves the names and len(payload_type) (they are inside l_names);
+            # len(topic) sits before them and is compared on its own.
+            if (
+                len(value) >= l_min
+                and (fields := l_unpack(value, hash_len))[3] == l_topic_len
+                and value.startswith(l_names, topic_at)
+            ):
+                seq, ts_init, ts_publish, _, _, payload_len = fields
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
+            else:
+                seq, ts_init, ts_publish, topic_len = head(value, hash_len)
+                for candidate in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
+                    if value.startswith(candidate[0], topic_at):
+                        break
+                else:
+                    break  # a topic / payload_type not cached yet
+                last = candidate
+                l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = candidate
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
+                payload_len = u64(value, payload_len_at)[0]
+            if seq != expected:
+                break
+            payload_at = payload_len_at + 8
+            payload_end = payload_at + payload_len
+            headers: Headers | None
+            if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
+                headers = no_headers
+            else:
+                headers = headers_at(value, payload_end)
+                if headers is None:
+                    break
+            stored = value[:hash_len]
+            if new_hasher().update(value[hash_len:]).digest() != stored:  # update() returns the hasher
+                raise HashMismatch(seq)
+            append(entry_type(seq, ts_init, ts_publish, topic, ptype, value[payload_at:payload_end], headers, hash_type(stored)))
+            expected += 1
+    except (struct.error, OverflowError):
+        pass  # a row too short for its fields, or a length past any offset: the careful path names it
+    _last_names[0] = last
+    return expected - first_seq
+
+
+def decode_contiguous_values(values: list[bytes], first_seq: int) -> list[EventStoreEntry]:
+    """Verify and decode `values`, known to be stored under keys `first_seq, first_seq + 1, ...`
+    (a backend proved it: ascending unique keys whose first and last are those seqs). Same
+    checks and errors as `decode_stored_rows`; the backends' scan path."""
+    out: list[EventStoreEntry] = []
+    count = len(values)
+    pos = 0
+    learned_at = -1
+    while pos < count:
+        pos = _decode_plain_values(values, pos, first_seq, out)
+        if pos == count:
+            break
+        value = values[pos]
+        if learned_at != pos and _learn_row(value):
+            learned_at = pos  # a new shape or name: one more try on the fast path
+            continue
+        _decode_row_carefully((seq_key(first_seq + pos), value), first_seq + pos, first_seq + count - 1, out)
+        pos += 1
+    return out
+
+
+def _decode_row_carefully(row: tuple[bytes, bytes], expected: int, last_seq: int, out: list[EventStoreEntry]) -> None:
+    """One row by the per-field decode (rows with headers), or the careful path that names
+    the first problem: a bad key, a gap, damage, or a value stored under another seq's key."""
+    key, value = row
+    if key == value[_SEQ_AT]:
+        try:
+            seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
+        except FrameError:
+            seq = -1  # damaged: the careful path reports it
+        if seq == expected:
+            stored = value[:HASH_LEN]
+            if hash_frame(value[HASH_LEN:]) != stored:
+                raise HashMismatch(seq)
+            headers = _EMPTY_HEADERS if corr is None and caus is None else _headers_or_corrupt(corr, caus, seq)
+            out.append(EventStoreEntry(seq, ts_init, ts_publish, topic, ptype, payload, headers, EntryHash(stored)))
+            return
+    try:
+        seq = key_seq(key)
+    except FrameError as exc:
+        raise Corrupted(f"entries table: {exc}") from None
+    if seq > last_seq:
+        raise _PastWindow
+    if seq != expected:
+        raise Gap(expected - 1, seq, expected)
+    entry = decode_stored_value(value, seq)  # raises for damage; if not, the row was moved:
+    raise Corrupted(f"decode entry seq={seq}: value carries embedded seq {entry.seq}")
+
+
+class _PastWindow(Exception):
+    """The next key is past the window: the rows before it were all there is."""
 
 
 def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last_seq: int) -> list[EventStoreEntry]:
@@ -150,44 +382,25 @@ def decode_stored_rows(rows: Iterable[tuple[bytes, bytes]], first_seq: int, last
 
     Raises `Gap` for a missing seq (also at the end of the window), `Corrupted` for a bad key,
     a damaged value, or a value stored under another seq's key (a copied row hashes clean),
-    and `HashMismatch` when the stored hash is not BLAKE3 over the frame. The scan path: a row
-    whose key is the next seq and whose value embeds that key decodes in one flat loop; any
-    other row takes the careful path, which names the first problem in that order.
+    and `HashMismatch` when the stored hash is not BLAKE3 over the frame. The scan path: when
+    the first and last keys are `first_seq` and `first_seq + len - 1` (ascending unique keys,
+    so every key in between is its position's seq), header-less rows decode in
+    `_decode_plain_values`; a row with headers takes the per-field decode; any other row takes
+    the careful path, which names the first problem in that order.
     """
-    out: list[EventStoreEntry] = []
-    append = out.append
-    expected = first_seq
-    new_hasher = DOMAIN_HASH_STATE.copy
-    entry_type, hash_type, no_headers = EventStoreEntry, EntryHash, _EMPTY_HEADERS
-    for key, value in islice(rows, max(0, last_seq - first_seq + 1)):
-        if key == value[_SEQ_AT]:
+    wanted = max(0, last_seq - first_seq + 1)
+    batch = rows[:wanted] if isinstance(rows, list) else list(islice(rows, wanted))
+    count = len(batch)
+    if count > 0 and batch[0][0] == seq_key(first_seq) and batch[-1][0] == seq_key(first_seq + count - 1):
+        out = decode_contiguous_values([value for _, value in batch], first_seq)
+    else:
+        out = []
+        for pos, row in enumerate(batch):
             try:
-                seq, ts_init, ts_publish, topic, ptype, payload, corr, caus = decode_frame(value, HASH_LEN)
-            except FrameError:
-                seq = -1  # damaged: the careful path reports it
-            if seq == expected:
-                stored = value[:HASH_LEN]
-                hasher = new_hasher()
-                hasher.update(value[HASH_LEN:])
-                if hasher.digest() != stored:
-                    raise HashMismatch(seq)
-                if corr is None and caus is None:
-                    headers = no_headers
-                else:
-                    headers = _headers_or_corrupt(corr, caus, seq)
-                append(entry_type(seq, ts_init, ts_publish, topic, ptype, payload, headers, hash_type(stored)))
-                expected += 1
-                continue
-        try:
-            seq = key_seq(key)
-        except FrameError as exc:
-            raise Corrupted(f"entries table: {exc}") from None
-        if seq > last_seq:
-            break
-        if seq != expected:
-            raise Gap(expected - 1, seq, expected)
-        entry = decode_stored_value(value, seq)  # raises for damage; if not, the row was moved:
-        raise Corrupted(f"decode entry seq={seq}: value carries embedded seq {entry.seq}")
+                _decode_row_carefully(row, first_seq + pos, last_seq, out)
+            except _PastWindow:
+                break
+    expected = first_seq + len(out)
     if expected <= last_seq:
         raise Gap(expected - 1, last_seq + 1, expected)
     return out

@@ -13,8 +13,7 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- UnsupportedFormat          a run file without this nes's format marker (missing, version
     |  |                             1, a future version): listing, recovery, retention stop on it
     |  |- SealRecordInvalid          a seal record beside a run file that is not a valid record
-    |  |- LiveRunChurn               a live run changed faster than a consistent snapshot was read
-    |  `- SnapshotHashMismatch       a snapshot blob's content hash differs from its anchor
+    |  `- LiveRunChurn               a live run changed faster than a consistent snapshot was read
     |- Disk(msg)                     disk pressure: ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
     |- HashMismatch(seq)             stored entry hash differs from the recomputed one
     |- OutOfOrder(high_watermark, seq)  append not contiguous after the durable high-watermark
@@ -36,8 +35,23 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- RunStartedHalted           the writer halted before RunStarted was durable
     |  |- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
     |  |- InstanceLocked             another live session (or its draining writer) holds the instance
-    |  `- BootInterrupted            SIGTERM arrived during the boot (after its cleanup)
-    |- EncodeError (ValueError)      capture: a registered encoder failed on a message
+    |  |- BootInterrupted            SIGTERM arrived during the boot (after its cleanup)
+    |  `- CacheRestoreAtBootError    (also a CacheReplayError) restoring the parent run's cache failed
+    |- CaptureError                  capture (`nes.capture`): see that module
+    |  |- CaptureEncodeError / CaptureSubmitError / CaptureHalted / TapAttachError
+    |- PayloadDecodeError            a stored payload that does not decode
+    |  `- UnknownPayloadType         a payload type no registry produces
+    |- IntegrationUnavailable (ImportError)  an integration's extra is not installed
+    |- ReplayInputError              replay inputs (`nes.replay.errors`): InvalidSeqRange,
+    |                                EmptyCatalogSelection, ScopeMismatch, MissingCatalogTimeBounds,
+    |                                InvalidCatalogTimeRange, MissingCatalogSlice, CatalogError
+    |- CacheReplayError              snapshot + tail restore (`nes.replay.errors`)
+    |  |- SnapshotRestore            blob missing / unreadable / refused by the cache
+    |  |  `- SnapshotHashMismatch    a snapshot blob's content hash differs from its anchor
+    |  |- UnexpectedSeq              the tail scan yielded an entry before its start
+    |  |- ReplayDecodeError          a captured payload with a replay rule does not decode
+    |  `- ReplayApplyError           the cache refused a decoded payload
+    |- BlobStoreError                the snapshot blob store refused a reference or a blob file
     |- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
     |- RunFileError                  operator commands: a path that is not a readable run file
     |                                (missing, not a regular file, not LMDB, truncated, foreign)

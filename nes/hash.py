@@ -21,6 +21,8 @@ __all__ = ["EntryHash", "compute_entry_hash", "hash_frame"]
 class EntryHash(bytes):
     """The 32-byte BLAKE3 hash of an entry. `hex()` is 64 lowercase characters."""
 
+    __slots__ = ()  # no per-instance __dict__: built once per entry on every scan
+
     # No __new__ override: construction stays a C-level bytes copy on the scan path. Use
     # `EntryHash.of(raw)` where the length is not already guaranteed by a slice.
 

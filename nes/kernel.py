@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import msgspec
@@ -415,9 +416,13 @@ def _preflight_replay_source(base_dir: Path, instance_id: str, run_id: str, time
 # ---- session ------------------------------------------------------------------------------------
 class EventStoreLifecycleOptions(msgspec.Struct, frozen=True):
     """`in_process=True` runs the writer in the caller (no ring, no sidecar): deterministic,
-    for tests and simulation. The default is the sidecar process."""
+    for tests and simulation. The default is the sidecar process.
+
+    `restore_cache`: a `nes.replay.CacheReplayTarget` restored at boot from the parent run
+    (`nes.replay.boot`); a restore failure refuses the boot before anything is opened."""
 
     in_process: bool = False
+    restore_cache: Any = None
 
 
 class EventStoreSession:
@@ -439,6 +444,7 @@ class EventStoreSession:
         self._backend = backend  # only in in-process mode: the session owns it
         self._instance_lock = instance_lock  # released once the writer is stopped
         self.final_high_watermark: int | None = None
+        self.cache_restore: Any = None  # nes.replay.EventStoreReplayReport when restored at boot
 
     @property
     def run_id(self) -> str:
@@ -478,6 +484,13 @@ class EventStoreSession:
     def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
         """Anchor a snapshot blob (stored by the caller) at the current high-watermark; returns the anchor."""
         return self.writer.record_snapshot_anchor(blob_ref, content_hash)
+
+    def snapshot_anchorer(self) -> Any:
+        """A `nes.replay.SnapshotAnchorer`: `anchorer(blob)` stores the blob durably beside the
+        run file (`snapshots/<hash>`) and records its anchor at the durable high-watermark."""
+        from nes.replay.blobs import SnapshotAnchorer, SnapshotBlobStore
+
+        return SnapshotAnchorer(self, SnapshotBlobStore.beside_run_file(self.path))
 
     def close(self) -> int | None:
         """RunEnded + seal Ended; returns the final high-watermark. A halted session is left
@@ -596,6 +609,13 @@ class EventStoreLifecycle:
         )
         if config.replay_from_run_id is not None:
             _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
+        cache_restore = None
+        if self._options.restore_cache is not None:
+            from nes.replay.boot import restore_parent_cache  # before anything of the new run exists
+
+            cache_restore = restore_parent_cache(
+                self._options.restore_cache, base_dir, identity.instance_id, recovery.parent_run_id
+            )
         components = components or RegisteredComponents()
         start_ts = self._clock_ns()
         manifest = RunManifest(
@@ -626,6 +646,7 @@ class EventStoreLifecycle:
             )
         path = layout.run_file_path(base_dir, identity.instance_id, manifest.run_id)
         session = EventStoreSession(manifest, path, writer, recovery, backend, lock)
+        session.cache_restore = cache_restore
         try:
             started = EntryDraft(RUN_STARTED_TOPIC, RUN_STARTED_TYPE, msgspec.msgpack.encode(components), start_ts)
             seq = writer.submit(started)

@@ -20,8 +20,10 @@ Contract:
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import msgspec
 
@@ -65,102 +67,112 @@ class SnapshotReplayPlan(msgspec.Struct, frozen=True):
         return self.from_seq > self.to_seq
 
 
-class RangeScan(Iterator[EventStoreEntry]):
+class _ScanState:
+    """A scan's position; `chunks()` fetches one chunk per step (see RangeScan)."""
+
+    __slots__ = ("backend", "direction", "chunk_size", "cursor", "end", "more", "clamped", "current")
+
+    def __init__(self, backend: EventStore, from_seq: int, to_seq: int, direction: ScanDirection, chunk_size: int) -> None:
+        self.backend = backend
+        self.direction = direction
+        self.chunk_size = max(chunk_size, 1)  # 0 would never advance
+        self.more = from_seq != 0 and from_seq <= to_seq
+        # Forward walks cursor up to end; Reverse walks cursor down to end.
+        forward = direction is ScanDirection.Forward
+        self.cursor = from_seq if forward else to_seq
+        self.end = to_seq if forward else from_seq
+        self.clamped = False
+        self.current: Iterator[EventStoreEntry] = iter(())
+
+    def chunks(self) -> Iterator[Iterator[EventStoreEntry]]:
+        while self.more:
+            self.current = iter(())  # drop the spent chunk before fetching the next
+            try:
+                entries = self.fetch()
+            except BaseException:
+                self.more = False
+                raise
+            if entries:
+                self.current = iter(entries)
+                yield self.current
+
+    def fetch(self) -> list[EventStoreEntry]:
+        if self.direction is ScanDirection.Forward:
+            # Re-read the high-watermark every chunk: a live run may have grown since the last.
+            hi = min(self.end, self.backend.high_watermark(), self.cursor + self.chunk_size - 1)
+            if self.cursor > hi:
+                self.more = False
+                return []
+            entries = self.backend.scan_range(self.cursor, hi, ScanDirection.Forward)
+            if not entries:
+                self.more = False
+                return []
+            # Advance past what was returned (a window clipped by the high-watermark may be
+            # short); count rows rather than trust embedded seqs, which the verifier checks.
+            last = self.cursor + len(entries) - 1
+            if last >= self.end:
+                self.more = False
+            else:
+                self.cursor = last + 1
+            return entries
+        if not self.clamped:
+            # Start below the durable rows: a window wholly above the high-watermark
+            # would come back empty and end the scan before reaching them.
+            self.cursor = min(self.cursor, self.backend.high_watermark())
+            self.clamped = True
+        hi = self.cursor
+        lo = max(self.end, hi - self.chunk_size + 1)
+        if hi < lo:  # nothing durable at or above `end`
+            self.more = False
+            return []
+        entries = self.backend.scan_range(lo, hi, ScanDirection.Reverse)
+        if not entries:
+            self.more = False
+            return []
+        last = hi - len(entries) + 1
+        if last <= self.end:
+            self.more = False
+        else:
+            self.cursor = last - 1
+        return entries
+
+
+class RangeScan(itertools.chain[EventStoreEntry]):
     """Lazy, chunked iterator over an inclusive seq window (see the module contract).
 
     Each chunk is one fresh `backend.scan_range` call. After it raises, the scan is finished.
+    It is an `itertools.chain` over the chunks, so stepping to the next entry is C code (the
+    scan path: a Python `__next__` per entry cost as much as a hash check).
     """
 
-    __slots__ = ("_backend", "_direction", "_chunk_size", "_cursor", "_end", "_buffer", "_pos", "_more", "_clamped")
+    __slots__ = ("_state",)
+    _state: _ScanState
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         backend: EventStore,
         from_seq: int,
         to_seq: int,
         direction: ScanDirection = ScanDirection.Forward,
         chunk_size: int = DEFAULT_SCAN_CHUNK_SIZE,
-    ) -> None:
+    ) -> RangeScan:
         _check_u64("from_seq", from_seq)
         _check_u64("to_seq", to_seq)
         if not isinstance(direction, ScanDirection):
             raise InvalidArgument(f"direction must be a ScanDirection, got {direction!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
             raise InvalidArgument(f"chunk_size must be an int >= 0, got {chunk_size!r}")
-        self._backend = backend
-        self._direction = direction
-        self._chunk_size = max(chunk_size, 1)  # 0 would never advance
-        self._more = from_seq != 0 and from_seq <= to_seq
-        # Forward walks cursor up to end; Reverse walks cursor down to end.
-        forward = direction is ScanDirection.Forward
-        self._cursor = from_seq if forward else to_seq
-        self._end = to_seq if forward else from_seq
-        self._clamped = False
-        self._buffer: list[EventStoreEntry] = []
-        self._pos = 0
-
-    def __iter__(self) -> RangeScan:
+        state = _ScanState(backend, from_seq, to_seq, direction, chunk_size)
+        self = cast(RangeScan, cls.from_iterable(state.chunks()))  # allocates `cls` without calling __new__
+        self._state = state
         return self
 
-    def __next__(self) -> EventStoreEntry:
-        while self._pos >= len(self._buffer):
-            if not self._more:
-                raise StopIteration
-            self._buffer, self._pos = [], 0  # drop the spent chunk before fetching the next
-            try:
-                self._fetch()
-            except BaseException:
-                self._more = False
-                raise
-        entry = self._buffer[self._pos]
-        self._pos += 1
-        return entry
-
-    def _fetch(self) -> None:
-        if self._direction is ScanDirection.Forward:
-            # Re-read the high-watermark every chunk: a live run may have grown since the last.
-            hi = min(self._end, self._backend.high_watermark(), self._cursor + self._chunk_size - 1)
-            if self._cursor > hi:
-                self._more = False
-                return
-            entries = self._backend.scan_range(self._cursor, hi, ScanDirection.Forward)
-            if not entries:
-                self._more = False
-                return
-            # Advance past what was returned (a window clipped by the high-watermark may be
-            # short); count rows rather than trust embedded seqs, which the verifier checks.
-            last = self._cursor + len(entries) - 1
-            if last >= self._end:
-                self._more = False
-            else:
-                self._cursor = last + 1
-        else:
-            if not self._clamped:
-                # Start below the durable rows: a window wholly above the high-watermark
-                # would come back empty and end the scan before reaching them.
-                self._cursor = min(self._cursor, self._backend.high_watermark())
-                self._clamped = True
-            hi = self._cursor
-            lo = max(self._end, hi - self._chunk_size + 1)
-            if hi < lo:  # nothing durable at or above `end`
-                self._more = False
-                return
-            entries = self._backend.scan_range(lo, hi, ScanDirection.Reverse)
-            if not entries:
-                self._more = False
-                return
-            last = hi - len(entries) + 1
-            if last <= self._end:
-                self._more = False
-            else:
-                self._cursor = last - 1
-        self._buffer = entries
-
     def __repr__(self) -> str:
+        state = self._state
         return (
-            f"{type(self).__name__}(direction={self._direction.name}, chunk_size={self._chunk_size}, "
-            f"cursor={self._cursor}, end={self._end}, buffered={len(self._buffer) - self._pos}, "
-            f"has_more={self._more})"
+            f"{type(self).__name__}(direction={state.direction.name}, chunk_size={state.chunk_size}, "
+            f"cursor={state.cursor}, end={state.end}, buffered={operator.length_hint(state.current)}, "
+            f"has_more={state.more})"
         )
 
 
@@ -168,11 +180,14 @@ class ReplayTailScan(RangeScan):
     """The forward scan of a snapshot replay tail; `plan` says which window it walks."""
 
     __slots__ = ("plan",)
+    plan: SnapshotReplayPlan
 
-    def __init__(self, backend: EventStore, plan: SnapshotReplayPlan, chunk_size: int) -> None:
+    def __new__(cls, backend: EventStore, plan: SnapshotReplayPlan, chunk_size: int) -> ReplayTailScan:  # type: ignore[misc]
         # An empty plan (anchor == high-watermark) has from_seq > to_seq: it yields nothing.
-        super().__init__(backend, plan.from_seq, plan.to_seq, ScanDirection.Forward, chunk_size)
+        self = super().__new__(cls, backend, plan.from_seq, plan.to_seq, ScanDirection.Forward, chunk_size)
+        assert isinstance(self, ReplayTailScan)
         self.plan = plan
+        return self
 
 
 class EventStoreReader(Generic[B]):

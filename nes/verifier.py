@@ -98,6 +98,7 @@ __all__ = [
     "ManifestMismatch",
     "CorruptSnapshotAnchor",
     "AnchorPastWatermark",
+    "SnapshotBlobProblem",
     "OpenError",
     "Finding",
     "VerifyReport",
@@ -301,6 +302,18 @@ class SealRecordMismatch(_Finding, frozen=True, tag=True):
         return f"seal record mismatch: {self.detail}"
 
 
+class SnapshotBlobProblem(_Finding, frozen=True, tag=True):
+    """A snapshot anchor whose blob, in the blob store beside the run file, is missing or does
+    not hash to the anchor's content_hash (`nes.replay.blobs.check_run_file_blobs`)."""
+
+    anchor_high_watermark: int
+    blob_ref: str
+    detail: str
+
+    def describe(self) -> str:
+        return f"snapshot anchor {self.anchor_high_watermark} blob {self.blob_ref}: {self.detail}"
+
+
 class OpenError(_Finding, frozen=True, tag=True):
     """The file exists but is not a readable run file (LMDB refused it, format marker wrong)."""
 
@@ -326,6 +339,7 @@ Finding = Union[
     CorruptSnapshotAnchor,
     AnchorPastWatermark,
     SealRecordMismatch,
+    SnapshotBlobProblem,
     OpenError,
 ]
 
@@ -907,6 +921,9 @@ class Verifier:
         """The run file's report, plus its data-marker sidecar's when one lies beside it.
         `progress(phase, count)` is called as the scan advances (entries, then index rows)."""
         report = self._verify_run_file(progress or _no_progress)
+        blob_findings = _snapshot_blob_findings(self.path)
+        if blob_findings:
+            report = msgspec.structs.replace(report, findings=[*report.findings, *blob_findings])
         marker_path = marker_sidecar_path(self.path)
         if not marker_path.exists():
             return report
@@ -997,6 +1014,34 @@ class Verifier:
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _snapshot_blob_findings(path: Path) -> list[SnapshotBlobProblem]:
+    """Blob-store findings for the run file's decodable anchors (its own checks report the
+    rest); nothing when no blob store lies beside the file or the file does not open."""
+    from nes.replay.blobs import check_run_file_blobs
+
+    anchors = []
+    try:
+        env = _open_env(path)
+    except (lmdb.Error, VerifyOpenError):
+        return []
+    try:
+        with env.begin() as txn:
+            try:
+                db = env.open_db(DB_ANCHORS, txn=txn, create=False)
+            except lmdb.Error:
+                return []
+            for _, value in txn.cursor(db).iternext(keys=True, values=True):
+                try:
+                    anchors.append(decode_anchor(bytes(value)))
+                except _DECODE_ERRORS:
+                    continue
+    except lmdb.Error:
+        return []
+    finally:
+        env.close()
+    return [SnapshotBlobProblem(a.high_watermark, a.blob_ref, problem) for a, problem in check_run_file_blobs(path, anchors)]
 
 
 def _read_head(snap: _Snapshot, txn: lmdb.Transaction) -> tuple[bytes | None, bytes | None, int] | str:

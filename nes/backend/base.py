@@ -25,7 +25,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import msgspec
 
 from nes.codec import HASH_LEN, MIN_FRAME_LEN, frame_correlation_key, seq_key
-from nes.entry import EventStoreEntry, decode_stored_rows, encode_stored_value
+from nes.entry import EventStoreEntry, decode_contiguous_values, decode_stored_rows, encode_stored_value
 from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
 from nes.snapshot import SnapshotAnchor, validate_new_anchor
@@ -227,6 +227,12 @@ class RunStoreBase:
         >= lo (past hi if keys are missing: `decode_stored_rows` sorts that out)."""
         raise NotImplementedError
 
+    def _read_values(self, lo: int, hi: int) -> list[bytes] | None:
+        """The scan fast path: the values stored under exactly the keys `lo..=hi` (the backend
+        saw first key `lo`, last key `hi` and `hi - lo + 1` rows), or None when it did not
+        (then `_read_rows` and the careful decode say what is wrong). Optional."""
+        return None
+
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
         raise NotImplementedError
 
@@ -330,7 +336,11 @@ class RunStoreBase:
         hi = min(to_seq, run.high_watermark)
         if from_seq == 0 or from_seq > hi:
             return []
-        out = decode_stored_rows(self._read_rows(from_seq, hi), from_seq, hi)
+        values = self._read_values(from_seq, hi)
+        if values is not None:
+            out = decode_contiguous_values(values, from_seq)
+        else:
+            out = decode_stored_rows(self._read_rows(from_seq, hi), from_seq, hi)
         if direction is ScanDirection.Reverse:
             out.reverse()
         return out

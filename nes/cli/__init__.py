@@ -16,7 +16,7 @@ import signal
 import sys
 
 from nes._version import __version__
-from nes.cli import demo, export, retention, runs, show, tail, trace, verify
+from nes.cli import demo, export, replay, retention, runs, show, tail, trace, verify
 from nes.errors import EventStoreError
 
 __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
@@ -24,7 +24,7 @@ __all__ = ["main", "EXIT_OK", "EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 EXIT_OK, EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Command groups, in the order `nes --help` lists them. Add a module here to add a command.
-COMMAND_MODULES = (demo, verify, runs, show, tail, trace, export, retention)
+COMMAND_MODULES = (demo, verify, runs, show, tail, trace, export, retention, replay)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,143 @@
+"""Benchmark the NautilusTrader bus tap: the same backtest with and without capture, one run.
+
+    python tools/bench_capture.py [--quick] [--quotes N] [--repeats R] [--dir D]
+
+The backtest is `nes.integrations.nautilus.backtest.run_ema_cross_backtest` (NautilusTrader's
+EMACross and EMACrossBracket example strategies over N seeded synthetic AUD/USD quotes;
+default 40,000, --quick 8,000). Timed, in this same run and interleaved so machine noise hits
+both alike:
+- baseline: the backtest's `engine.run()` wall time without a tap (median of R runs);
+- tapped: the same with the tap attached to an nes session (shared-memory ring, writer sidecar
+  process, fsynced LMDB run file), median of R runs; the session is opened before and closed
+  after the timed run;
+- tap only: the tap and adapter with a sink that drops the drafts (no ring, no writer
+  process), median of R runs: the in-trader cost alone, without the writer process competing
+  for the CPU (`tap_only_overhead_ratio`);
+- per message: one more tapped run whose adapter times every `capture` call that submitted an
+  entry (perf_counter_ns around the call: encode, headers, draft, ring push).
+Goals (issue #10): `capture_overhead_ratio` (tapped / baseline wall) <= 1.30 and
+`capture_us_per_message_p50` < 5. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nes.capture import BusCaptureAdapter  # noqa: E402
+from nes.config import EventStoreConfig, RunIdentity  # noqa: E402
+from nes.headers import Headers  # noqa: E402
+from nes.kernel import EventStoreLifecycle  # noqa: E402
+from nes.integrations.nautilus import default_registry  # noqa: E402
+from nes.integrations.nautilus.backtest import run_ema_cross_backtest  # noqa: E402
+
+
+class TimedAdapter(BusCaptureAdapter):
+    """The real adapter, timing each capture call that submitted an entry."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.captured_ns: list[int] = []
+        self.skipped_ns: list[int] = []
+
+    def capture(self, topic: str, message: object, ts_init: int, headers: Headers | None = None) -> int | None:
+        started = time.perf_counter_ns()
+        seq = super().capture(topic, message, ts_init, headers)
+        elapsed = time.perf_counter_ns() - started
+        (self.skipped_ns if seq is None else self.captured_ns).append(elapsed)
+        return seq
+
+
+class DroppingSink:
+    """Takes every draft and keeps nothing: the tap's in-trader cost without a writer."""
+
+    high_watermark = 0
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, draft: object) -> int:
+        self.submitted += 1
+        return self.submitted
+
+
+def percentile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3
+
+
+def tapped_run(base: Path, quotes: int, index: int, timed: bool = False) -> tuple[float, int, TimedAdapter | None]:
+    config = EventStoreConfig(base_dir=str(base), identity=RunIdentity(instance_id=f"bench-{index}"))
+    session = EventStoreLifecycle(config).open()
+    try:
+        adapter = (TimedAdapter if timed else BusCaptureAdapter)(session, default_registry())
+        _, result = run_ema_cross_backtest(adapter=adapter, quotes=quotes)
+        if result.error is not None:
+            raise SystemExit(f"tapped backtest failed: {result.error}")
+    finally:
+        session.close()
+    return result.wall_s, adapter.submit_counter.value, adapter if timed else None  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8,000 quotes, 3 repeats")
+    parser.add_argument("--quotes", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--dir", type=Path, help="where the run files go (default: a temporary directory)")
+    ns = parser.parse_args(argv)
+    quotes = ns.quotes or (8_000 if ns.quick else 40_000)
+    repeats = ns.repeats or (3 if ns.quick else 5)
+    workdir = Path(tempfile.mkdtemp(prefix="nes-bench-capture-", dir=ns.dir))
+    try:
+        run_ema_cross_backtest(quotes=quotes)  # warm-up: imports, JIT-free but cold caches
+        baseline_s: list[float] = []
+        tapped_s: list[float] = []
+        tap_only_s: list[float] = []
+        messages = 0
+        for i in range(repeats):
+            _, base = run_ema_cross_backtest(quotes=quotes)
+            baseline_s.append(base.wall_s)
+            wall, messages, _ = tapped_run(workdir, quotes, i)
+            tapped_s.append(wall)
+            _, dropped = run_ema_cross_backtest(adapter=BusCaptureAdapter(DroppingSink(), default_registry()), quotes=quotes)
+            tap_only_s.append(dropped.wall_s)
+        _, timed_messages, timed = tapped_run(workdir, quotes, repeats, timed=True)
+        assert timed is not None and len(timed.captured_ns) == timed_messages
+        baseline, tapped = statistics.median(baseline_s), statistics.median(tapped_s)
+        result = {
+            "quotes": quotes,
+            "repeats": repeats,
+            "messages_captured": messages,
+            "baseline_wall_s": round(baseline, 4),
+            "tapped_wall_s": round(tapped, 4),
+            "capture_overhead_ratio": round(tapped / baseline, 4),
+            "tap_only_wall_s": round(statistics.median(tap_only_s), 4),
+            "tap_only_overhead_ratio": round(statistics.median(tap_only_s) / baseline, 4),
+            "capture_added_us_per_message": round((tapped - baseline) / messages * 1e6, 3),
+            "capture_us_per_message_p50": round(percentile(timed.captured_ns, 0.50), 3),
+            "capture_us_per_message_p99": round(percentile(timed.captured_ns, 0.99), 3),
+            "duplicate_hop_us_p50": round(percentile(timed.skipped_ns, 0.50), 3) if timed.skipped_ns else None,
+            "duplicate_hops": len(timed.skipped_ns),
+            "goal_overhead_ratio_max": 1.30,
+            "goal_p50_us_max": 5.0,
+        }
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
