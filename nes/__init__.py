@@ -1,5 +1,10 @@
-"""nes: an embedded, append-only event store for Python trading engines."""
+"""nes: an embedded, append-only event store for Python trading engines.
 
+Everything a user needs is importable from here; every exception the public API raises is an
+`EventStoreError` (the tree is in `nes.errors`). `nes.__version__` is the package version.
+"""
+
+from nes._version import __version__
 from nes.backend import (
     AppendEntry,
     EncodedEntry,
@@ -30,12 +35,14 @@ from nes.entry import EventStoreEntry, PayloadType, Topic
 from nes.errors import (
     Backend,
     Closed,
+    ConfigError,
     Corrupted,
     CrashedPredecessor,
     Disk,
     EventStoreError,
     Gap,
     HashMismatch,
+    InvalidArgument,
     OutOfOrder,
 )
 from nes.hash import EntryHash, compute_entry_hash
@@ -48,19 +55,48 @@ from nes.kernel import (
     EventStoreLifecycle,
     EventStoreLifecycleOptions,
     EventStoreSession,
+    ReplaySourceError,
+    RunStartedHalted,
+    RunStartedTimeout,
     open_run,
     recover_predecessors,
 )
 from nes.reader import DEFAULT_SCAN_CHUNK_SIZE, EventStoreReader, SnapshotReplayPlan
 from nes.recovery import RecoveredRun, RecoveryOutcome
-from nes.replay import ReplayReport, open_event_store_replay_source, restore_snapshot_and_replay_tail
+from nes.replay import (
+    ReplayReport,
+    SnapshotHashMismatch,
+    open_event_store_replay_source,
+    restore_snapshot_and_replay_tail,
+)
 from nes.retention import RetentionPlan, RetentionRun, plan_lmdb_retention, plan_retention
 from nes.snapshot import SnapshotAnchor, compute_snapshot_content_hash
-from nes.verifier import Verifier, VerifyReport, verify_in_worker
-from nes.writer import EntryDraft, EventStoreWriter, WriterConfig
+from nes.verifier import Verifier, VerifyOpenError, VerifyReport, verify_in_worker
+from nes.writer import (
+    EntryDraft,
+    EventStoreWriter,
+    HaltSignaled,
+    InvalidDraft,
+    RecordTooLarge,
+    SubmitError,
+    WriterClosed,
+    WriterConfig,
+    WriterHalted,
+)
+
+from nes.ops.export import ExportRefused, export_run
+from nes.ops.retention_apply import ApplyReport, RetentionApplyError, apply_retention
+from nes.ops.runfile import RunFile, RunFileError
+from nes.ops.runs import RunRow, list_runs
+from nes.ops.show import InvalidRange, UnknownOrderId
+from nes.ops.tail import follow
+from nes.ops.trace import UnknownSeq, causation_chain, trace_order
 
 __all__ = [
+    "__version__",
     "AppendEntry",
+    "ApplyReport",
+    "apply_retention",
     "Backend",
     "BackendCorrupted",
     "BackendDisk",
@@ -74,9 +110,11 @@ __all__ = [
     "CaptureError",
     "CaptureHalted",
     "CaptureSubmitError",
+    "causation_chain",
     "Closed",
     "compute_entry_hash",
     "compute_snapshot_content_hash",
+    "ConfigError",
     "Corrupted",
     "CrashedPredecessor",
     "DEFAULT_SCAN_CHUNK_SIZE",
@@ -95,14 +133,22 @@ __all__ = [
     "EventStoreReader",
     "EventStoreSession",
     "EventStoreWriter",
+    "export_run",
+    "ExportRefused",
+    "follow",
     "Full",
     "Gap",
     "HaltReason",
+    "HaltSignaled",
     "HashMismatch",
     "Headers",
     "IndexKey",
     "IndexKind",
     "IntegrationUnavailable",
+    "InvalidArgument",
+    "InvalidDraft",
+    "InvalidRange",
+    "list_runs",
     "LmdbBackend",
     "MemoryBackend",
     "open_event_store_replay_source",
@@ -113,28 +159,44 @@ __all__ = [
     "plan_lmdb_retention",
     "plan_retention",
     "PreparedBatch",
+    "RecordTooLarge",
     "recover_predecessors",
     "RecoveredRun",
     "RecoveryOutcome",
     "RegisteredComponents",
     "ReplayReport",
+    "ReplaySourceError",
     "restore_snapshot_and_replay_tail",
+    "RetentionApplyError",
     "RetentionPlan",
     "RetentionRun",
     "RunIdentity",
+    "RunFile",
+    "RunFileError",
     "RunManifest",
+    "RunStartedHalted",
+    "RunStartedTimeout",
+    "RunRow",
     "RunStatus",
     "ScanDirection",
     "SnapshotAnchor",
     "SnapshotAnchored",
+    "SnapshotHashMismatch",
     "SnapshotReplayPlan",
     "SubmitCounter",
+    "SubmitError",
     "TapAttachError",
     "Topic",
+    "trace_order",
+    "UnknownOrderId",
     "UnknownPayloadType",
+    "UnknownSeq",
     "Verifier",
     "verify_in_worker",
+    "VerifyOpenError",
     "VerifyReport",
+    "WriterClosed",
     "WriterConfig",
     "WriterDied",
+    "WriterHalted",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "encode_frame",
     "decode_frame",
     "frame_seq",
+    "frame_correlation_key",
     "u64_be",
     "seq_key",
     "key_seq",
@@ -130,7 +131,25 @@ def frame_seq(frame: bytes | memoryview) -> int:
     return _U64.unpack_from(frame, 0)[0]
 
 
-def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:
+def frame_correlation_key(buf: bytes | memoryview, start: int = 0) -> bytes | None:
+    """The 16 raw bytes of the frame's correlation id in `buf[start:]`, or None when the frame
+    carries none or is too damaged to say (a read of that entry reports the damage). Skips the
+    three length-prefixed fields without decoding them: it runs on the writer's commit path."""
+    try:
+        (n,) = _U64.unpack_from(buf, start + 24)
+        off = start + 32 + n
+        (n,) = _U64.unpack_from(buf, off)
+        off += 8 + n
+        (n,) = _U64.unpack_from(buf, off)
+        off += 8 + n
+    except struct.error:
+        return None
+    if off + 17 > len(buf) or buf[off] != 1:
+        return None
+    return bytes(buf[off + 1 : off + 17])
+
+
+def _take_uuid(buf: bytes | memoryview, off: int, end: int, what: str) -> tuple[uuid.UUID | None, int]:
     if off >= end:
         raise FrameError(f"unexpected end of frame reading {what} tag")
     tag = buf[off]
@@ -144,7 +163,7 @@ def _take_uuid(buf: bytes, off: int, end: int, what: str) -> tuple[uuid.UUID | N
 
 
 def decode_frame(
-    buf: bytes, start: int = 0
+    buf: bytes | memoryview, start: int = 0
 ) -> tuple[int, int, int, str, str, bytes, uuid.UUID | None, uuid.UUID | None]:
     """Decode the frame in `buf[start:]` into its fields.
 

@@ -3,14 +3,20 @@ retained, and the writer and boot settings.
 
 Contract: an `EventStoreConfig` that exists is valid. Every way of building one (the
 constructor, `from_mapping`, `load` from `.toml` or `.json`) validates types and ranges, and
-every invalid value raises `ConfigError` (a `ValueError`) whose message starts with the dotted
-path of the offending field, e.g. `identity.instance_id: ...` or `writer: ring_bytes ...`.
-Configs are frozen msgspec Structs; nothing here touches the run files.
+every invalid value raises `ConfigError` (an `EventStoreError` and a `ValueError`) whose
+message starts with the dotted path of the offending field, e.g. `identity.instance_id: ...` or
+`writer.ring_bytes: ...`, and the constructor gives the same message as `load` for the same
+value. The constructor accepts what a config file holds: `base_dir` as a `str` or any
+`os.PathLike` (stored as `str`), `identity`/`writer` as mappings, `retention` as a label string
+(`"bounded:5"`). Configs are frozen msgspec Structs; nothing here touches the run files.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import threading
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +24,7 @@ from typing import Any, Union
 
 import msgspec
 
+from nes.errors import MAX_TIMEOUT_S, ConfigError
 from nes.ids import validate_path_id
 from nes.writer import WriterConfig
 
@@ -38,15 +45,58 @@ DEFAULT_RUN_STARTED_TIMEOUT_S = 5.0
 DEFAULT_VERIFIER_TIMEOUT_S = 30.0
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value; the message starts with the field path."""
-
-
 def _path_id(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{field}: Expected `str`, got `{type(value).__name__}`")
     try:
-        return validate_path_id(value, field)
-    except (TypeError, ValueError) as exc:
+        return validate_path_id(value, "value")
+    except ValueError as exc:
         raise ConfigError(f"{field}: {exc}") from None
+
+
+def _timeout(value: object, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{field}: Expected `float`, got `{type(value).__name__}`")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ConfigError(f"{field}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+
+
+_REVALIDATING = threading.local()
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise NotImplementedError(f"Expected a config value, got `{type(value).__name__}`")
+
+
+def _revalidate(obj: msgspec.Struct, prefix: str) -> None:
+    """Validate a constructed config exactly as `from_mapping` validates the same values.
+
+    msgspec's constructor does not check types; so the fields are turned back into plain data
+    and converted as a loaded file would be (same checks, same messages), and the normalised
+    values (`Path` -> `str`, mapping -> struct, label -> retention mode) replace the given ones.
+    The nested construction inside `msgspec.convert` is already checked, hence the guard."""
+    if getattr(_REVALIDATING, "active", False):
+        return
+    data: dict[str, Any] = {}
+    for name in obj.__struct_fields__:
+        try:
+            data[name] = msgspec.to_builtins(getattr(obj, name), enc_hook=_enc_hook)
+        except (TypeError, NotImplementedError) as exc:
+            raise ConfigError(f"{prefix}{name}: {exc}") from None
+    if isinstance(data.get("retention"), str):
+        data["retention"] = msgspec.to_builtins(parse_retention_mode(data["retention"]))
+    _REVALIDATING.active = True
+    try:
+        checked = msgspec.convert(data, type(obj))
+    except msgspec.ValidationError as exc:
+        message = _field_message(str(exc))
+        raise ConfigError(f"{prefix}{message}" if prefix and not message.startswith(prefix) else message) from None
+    finally:
+        _REVALIDATING.active = False
+    for name in obj.__struct_fields__:
+        msgspec.structs.force_setattr(obj, name, getattr(checked, name))
 
 
 # ---- identity ----------------------------------------------------------------------------------
@@ -62,6 +112,7 @@ class RunIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _revalidate(self, "identity.")
         _path_id(self.instance_id, "identity.instance_id")
 
 
@@ -70,6 +121,7 @@ class Full(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="m
     """Keep every sealed run."""
 
     def label(self) -> str:
+        """The mode as a label: `full`."""
         return "full"
 
 
@@ -83,6 +135,7 @@ class Bounded(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
             raise ConfigError(f"retention.keep_last: must be an int >= 1, got {self.keep_last!r}")
 
     def label(self) -> str:
+        """The mode as a label: `bounded:<keep_last>`."""
         return f"bounded:{self.keep_last}"
 
 
@@ -92,6 +145,7 @@ class SnapshotAnchored(
     """Keep the latest known-good restore point and everything newer."""
 
     def label(self) -> str:
+        """The mode as a label: `snapshot-anchored`."""
         return "snapshot-anchored"
 
 
@@ -128,14 +182,13 @@ class EventStoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     verifier_timeout_s: float = DEFAULT_VERIFIER_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base_dir, str) or not self.base_dir:
+        _revalidate(self, "")
+        if not self.base_dir:
             raise ConfigError(f"base_dir: must be a non-empty path, got {self.base_dir!r}")
         if self.replay_from_run_id is not None:
             _path_id(self.replay_from_run_id, "replay_from_run_id")
         for name in ("run_started_timeout_s", "verifier_timeout_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"{name}: must be > 0, got {value!r}")
+            _timeout(getattr(self, name), name)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EventStoreConfig:
@@ -172,6 +225,7 @@ class EventStoreConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # ---- msgspec error -> field path -----------------------------------------------------------------
 _AT_RE = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+_FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]*: ")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 
 
@@ -186,4 +240,6 @@ def _field_message(text: str) -> str:
             return f"{path}.{field}: {what}" if path else f"{field}: {what}"
     if not path or msg.startswith((f"{path}.", f"{path}:")):
         return msg  # our own __post_init__ messages already carry the full path
+    if _FIELD_RE.match(msg):
+        return f"{path}.{msg}"  # a nested struct's own message names its field: `ring_bytes: ...`
     return f"{path}: {msg}"

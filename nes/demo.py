@@ -25,7 +25,8 @@ from nes.capture import BusCaptureAdapter, EncodedPayload, EncoderRegistry
 from nes.config import EventStoreConfig, RunIdentity
 from nes.entry import EventStoreEntry
 from nes.headers import Headers
-from nes.kernel import EventStoreLifecycle
+from nes.errors import EventStoreError, InvalidArgument
+from nes.kernel import EventStoreLifecycle, EventStoreSession
 from nes.manifest import RegisteredComponents
 from nes.replay import open_event_store_replay_source, restore_snapshot_and_replay_tail
 from nes.snapshot import compute_snapshot_content_hash
@@ -169,16 +170,29 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, object]:
-    """The first demo job: a synthetic session of `orders` orders captured through the ring and
-    the writer sidecar, a snapshot anchored midway, verified, then rebuilt from the snapshot plus
-    the tail and compared with the live state."""
-    from nes.verifier import verify_in_worker
-
+    """Capture `orders` synthetic order workflows into a new run under `base_dir`, close it,
+    verify it and rebuild the state from snapshot + tail; returns the figures. Raises
+    InvalidArgument for `orders` < 1. Interrupted (Ctrl-C), the run is left to the writer, which
+    commits what was submitted; the next boot's recovery seals it."""
+    if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
+        raise InvalidArgument(f"orders must be an int >= 1, got {orders!r}")
     rng = random.Random(seed)
     config = EventStoreConfig(base_dir=str(base_dir), identity=RunIdentity(instance_id=DEMO_INSTANCE_ID, seed=seed))
     lifecycle = EventStoreLifecycle(config)
     components = RegisteredComponents(strategies={"EMACross-001": "demo"}, subscriptions=list(INSTRUMENTS))
     session = lifecycle.open(components)
+    try:
+        return _drive(session, base_dir, orders, rng, config.verifier_timeout_s)
+    except BaseException:
+        session.abandon()  # the writer commits what was pushed; the run stays Running for recovery
+        raise
+
+
+def _drive(
+    session: EventStoreSession, base_dir: Path, orders: int, rng: random.Random, verify_timeout_s: float
+) -> dict[str, object]:
+    from nes.verifier import verify_in_worker
+
     capture = BusCaptureAdapter(session.writer, demo_registry())
     live = DemoCache(balance=1_000_000.0)
     anchor = None
@@ -222,7 +236,7 @@ def run_demo(base_dir: Path, orders: int = 2000, seed: int = 7) -> dict[str, obj
     final = session.close()
     durable_s = time.perf_counter() - started
 
-    verdict = verify_in_worker(session.path, config.verifier_timeout_s)
+    verdict = verify_in_worker(session.path, verify_timeout_s)
 
     reader = open_event_store_replay_source(session.path)
     try:
@@ -322,14 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     verifies clean (and the synthetic replay matches), 1 otherwise, 2 when it cannot run."""
     parser = argparse.ArgumentParser(prog="nes demo", description=__doc__)
     parser.add_argument("--dir", type=Path, help="base directory (default: a fresh temporary one)")
-    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--orders", type=int, default=2000, help="order workflows to capture (>= 1, default 2000)")
     parser.add_argument(
         "--nautilus", action="store_true", help="also backtest NautilusTrader's EMA-cross strategies with the bus tap"
     )
-    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest")
+    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest (>= 1)")
     ns = parser.parse_args(argv)
-    if ns.orders < 1 or ns.quotes < 1:
-        print("nes demo: --orders and --quotes must be positive", file=sys.stderr)
+    if ns.orders < 1:
+        print(f"nes demo: --orders must be >= 1, got {ns.orders}", file=sys.stderr)
+        return 2
+    if ns.quotes < 1:
+        print(f"nes demo: --quotes must be >= 1, got {ns.quotes}", file=sys.stderr)
         return 2
     if ns.nautilus:
         try:
@@ -338,14 +355,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nes demo: {exc}", file=sys.stderr)
             return 2
     base = ns.dir or Path(tempfile.mkdtemp(prefix="nes-demo-"))
-    result = run_demo(base, ns.orders)
-    ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
-    if ns.nautilus:
-        nautilus = run_nautilus_demo(base, ns.quotes)
-        ok = ok and bool(nautilus["nautilus_verify_clean"])
-        result.update(nautilus)
+    try:
+        result = run_demo(base, ns.orders)
+        ok = bool(result["verify_clean"]) and bool(result["replay_matches_live_state"])
+        if ns.nautilus:
+            nautilus = run_nautilus_demo(base, ns.quotes)
+            ok = ok and bool(nautilus["nautilus_verify_clean"])
+            result.update(nautilus)
+    except EventStoreError as exc:
+        print(f"nes demo: {exc}", file=sys.stderr)
+        return 2
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
     print("demo: OK" if ok else "demo: FAILED")
+    print(f"run file left at {result['run_file']} (check it: nes verify {result['run_file']})")
     return 0 if ok else 1

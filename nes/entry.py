@@ -15,7 +15,7 @@ from itertools import islice
 import msgspec
 
 from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq
-from nes.errors import Corrupted, Gap, HashMismatch
+from nes.errors import Corrupted, Gap, HashMismatch, InvalidArgument
 from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
 from nes.headers import Headers
 
@@ -37,12 +37,12 @@ _TOPIC_WILDCARDS = ("*", "?")
 def validate_topic(topic: object) -> str:
     """A bus topic: a non-blank string without the wildcard characters `*` and `?`."""
     if not isinstance(topic, str):
-        raise TypeError(f"topic must be a str, got {type(topic).__name__}")
+        raise InvalidArgument(f"topic must be a str, got {type(topic).__name__}")
     if not topic.strip():
-        raise ValueError("topic must not be empty or whitespace")
+        raise InvalidArgument("topic must not be empty or whitespace")
     for ch in _TOPIC_WILDCARDS:
         if ch in topic:
-            raise ValueError(f"topic {topic!r} must not contain wildcard {ch!r}")
+            raise InvalidArgument(f"topic {topic!r} must not contain wildcard {ch!r}")
     return topic
 
 
@@ -61,6 +61,7 @@ class EventStoreEntry(msgspec.Struct, frozen=True, gc=False):
     entry_hash: EntryHash
 
     def recompute_hash(self) -> EntryHash:
+        """The BLAKE3 entry hash of this entry's fields (compare with entry_hash)."""
         return compute_entry_hash(
             self.seq,
             self.ts_init,
@@ -91,6 +92,7 @@ class EventStoreEntry(msgspec.Struct, frozen=True, gc=False):
         return cls(seq, ts_init, ts_publish, topic, payload_type, bytes(payload), headers, entry_hash)
 
     def frame(self) -> bytes:
+        """The canonical frame bytes (what the entry hash covers)."""
         return encode_frame(
             self.seq,
             self.ts_init,

@@ -1,17 +1,57 @@
-"""The closed set of event-store errors.
+"""The event-store exception tree: everything the public API raises is an `EventStoreError`.
 
-Contract: every failure of a backend, reader or writer surfaces as exactly one of the
-`EventStoreError` subclasses below, carrying its fields. Callers match on the type (and read
-the fields), never on the text. The messages are the reference crate's Display strings.
+Contract: every failure of a backend, reader, writer, kernel, config or CLI library function
+surfaces as exactly one subclass of `EventStoreError`, carrying its fields; no raw
+`AttributeError`, `TypeError`, `OverflowError`, posix_ipc or `lmdb` error reaches a caller.
+Callers match on the type (and read the fields), never on the text. The crate-aligned classes
+keep the reference crate's Display strings. Every class is importable from `nes`.
 
-    Backend(msg)                 unclassified failure, invariant violation, "no run open"
-    Corrupted(msg)               structural damage, decode failure, format-marker problem
-    Disk(msg)                    disk pressure: ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
-    HashMismatch(seq)            stored entry hash differs from the recomputed one
-    OutOfOrder(high_watermark, seq)  append not contiguous after the durable high-watermark
-    Closed()                     the run is sealed (or the writer is closed)
-    Gap(prev, next, missing)     a seq is missing inside the durable high-watermark
-    CrashedPredecessor()         open found a Running run that must be sealed first
+    EventStoreError                  base; never raised itself
+    |- Backend(msg)                  unclassified failure, invariant violation, "no run open",
+    |                                a ring the OS refuses to create
+    |- Corrupted(msg)                structural damage, decode failure, format-marker problem
+    |  `- SnapshotHashMismatch       a snapshot blob's content hash differs from its anchor
+    |- Disk(msg)                     disk pressure: ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
+    |- HashMismatch(seq)             stored entry hash differs from the recomputed one
+    |- OutOfOrder(high_watermark, seq)  append not contiguous after the durable high-watermark
+    |- Closed()                      the run is sealed (or the writer is closed)
+    |- Gap(prev, next, missing)      a seq is missing inside the durable high-watermark
+    |- CrashedPredecessor()          open found a Running run that must be sealed first
+    |- ConfigError (ValueError)      an invalid configuration value or file; the message starts
+    |                                with the dotted field path (`writer.ring_bytes: ...`)
+    |- InvalidArgument (ValueError, TypeError)  a bad argument to a public call, e.g.
+    |                                `wait_durable("1", 1.0)` or a NaN / infinite timeout
+    |- SubmitError                   `submit()` did not accept the entry
+    |  |- WriterClosed               the writer is closed
+    |  |  `- WriterHalted(reason)    the writer halted (fail-stop); `reason` is the HaltReason
+    |  |- HaltSignaled              this submit's own stall crossed the halt threshold
+    |  `- InvalidDraft (ValueError)  not an EntryDraft, or a draft that cannot be stored
+    |     `- RecordTooLarge          the entry record exceeds `max_record_bytes` (1 MiB default)
+    |- BootError                     the boot sequence could not open a new run
+    |  |- RunStartedTimeout          RunStarted was not durable within run_started_timeout_s
+    |  |- RunStartedHalted           the writer halted before RunStarted was durable
+    |  `- ReplaySourceError          replay_from_run_id is unknown, unusable or fails verification
+    |- CaptureError                  capture (`nes.capture`, `nes.integrations.nautilus`)
+    |  |- CaptureEncodeError         an encoder / extractor failed, or content the store cannot
+    |  |                             hold; nothing written, the adapter stays live
+    |  |- CaptureSubmitError(reason) the writer refused a capture; the adapter halted
+    |  |- CaptureHalted(reason)      a capture after the adapter halted (writer untouched)
+    |  `- TapAttachError             a bus tap could not be attached as asked
+    |- PayloadDecodeError            a stored payload does not decode back into its message
+    |  `- UnknownPayloadType         no decoder knows that payload type
+    |- IntegrationUnavailable (ImportError)  an integration imported without its extra
+    |- VerifyOpenError (OSError)     the verifier cannot open the path at all (e.g. missing)
+    |- RunFileError                  operator commands: a path that is not a readable run file
+    |                                (missing, not a regular file, not LMDB, truncated, foreign)
+    |- InvalidRange                  `nes show`: a seq window that selects nothing (from > to, < 1)
+    |- UnknownOrderId                `nes show`/`trace`: no entry carries that order id
+    |- UnknownSeq                    `nes trace`: the seq is 0 or past the high-watermark
+    |- ExportRefused                 `nes export`: the run does not verify clean (no `force`)
+    `- RetentionApplyError           `nes retention apply` cannot run at all (bad archive dir, ...)
+
+Halt reasons (`BackpressureStall`, `BackendDisk`, `BackendCorrupted`, `BackendError`,
+`WriterDied`, in `nes.halt`) are values handed to the halt hook and carried by `WriterHalted`,
+not exceptions.
 """
 
 from __future__ import annotations
@@ -28,6 +68,10 @@ __all__ = [
     "Closed",
     "Gap",
     "CrashedPredecessor",
+    "ConfigError",
+    "InvalidArgument",
+    "MAX_TIMEOUT_S",
+    "check_timeout_s",
     "NO_RUN_OPEN",
     "DISK_PRESSURE_ERRNOS",
     "is_disk_pressure",
@@ -48,6 +92,8 @@ class EventStoreError(Exception):
 
 
 class _MessageError(EventStoreError):
+    """An error carrying one message `msg`, printed after the class's prefix."""
+
     prefix = ""
 
     def __init__(self, msg: str) -> None:
@@ -59,18 +105,26 @@ class _MessageError(EventStoreError):
 
 
 class Backend(_MessageError):
+    """Unclassified backend failure, invariant violation or "no run open"."""
+
     prefix = "backend error: "
 
 
 class Corrupted(_MessageError):
+    """Structural damage, a decode failure or a format-marker problem in a run file."""
+
     prefix = "corrupted run: "
 
 
 class Disk(_MessageError):
+    """Disk pressure: ENOSPC, EFBIG (the RLIMIT_FSIZE file-size limit) or EDQUOT."""
+
     prefix = "disk error: "
 
 
 class HashMismatch(EventStoreError):
+    """The stored hash of the entry under `seq` differs from the recomputed one."""
+
     def __init__(self, seq: int) -> None:
         super().__init__(seq)
         self.seq = seq
@@ -80,6 +134,8 @@ class HashMismatch(EventStoreError):
 
 
 class OutOfOrder(EventStoreError):
+    """An append of `seq` that is not contiguous after the durable `high_watermark`."""
+
     def __init__(self, high_watermark: int, seq: int) -> None:
         super().__init__(high_watermark, seq)
         self.high_watermark = high_watermark
@@ -93,6 +149,8 @@ class OutOfOrder(EventStoreError):
 
 
 class Closed(EventStoreError):
+    """The run is sealed (or the writer is closed)."""
+
     def __init__(self) -> None:
         super().__init__()
 
@@ -101,6 +159,8 @@ class Closed(EventStoreError):
 
 
 class Gap(EventStoreError):
+    """Seq `missing` is absent between `prev` and `next` inside the durable high-watermark."""
+
     def __init__(self, prev: int, next: int, missing: int) -> None:  # noqa: A002 - crate field name
         super().__init__(prev, next, missing)
         self.prev = prev
@@ -112,11 +172,39 @@ class Gap(EventStoreError):
 
 
 class CrashedPredecessor(EventStoreError):
+    """Opening a run found a `Running` predecessor that must be sealed (recovered) first."""
+
     def __init__(self) -> None:
         super().__init__()
 
     def __str__(self) -> str:
         return "crashed predecessor run requires sealing"
+
+
+class ConfigError(EventStoreError, ValueError):
+    """An invalid configuration value or file; the message starts with the dotted field path."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+class InvalidArgument(EventStoreError, ValueError, TypeError):
+    """A bad argument to a public call (wrong type, NaN, out of range); nothing was done."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+MAX_TIMEOUT_S = 86400.0  # one day: the longest timeout any nes call accepts
+
+
+def check_timeout_s(value: object, what: str) -> float:
+    """`value` as a timeout in seconds: a finite number in (0, MAX_TIMEOUT_S], else InvalidArgument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_S:
+        raise InvalidArgument(f"{what} must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+    return float(value)
 
 
 def is_disk_pressure(exc: BaseException) -> bool:

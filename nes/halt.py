@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from nes.errors import Corrupted, Disk
+from nes.errors import Backend, Corrupted, Disk
 
 __all__ = [
     "HaltReason",
@@ -52,6 +52,8 @@ class BackpressureStall(_Halt, frozen=True, tag=True):
 
 
 class BackendDisk(_Halt, frozen=True, tag=True):
+    """Halt reason: the disk (or RLIMIT_FSIZE) is full."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -59,6 +61,8 @@ class BackendDisk(_Halt, frozen=True, tag=True):
 
 
 class BackendCorrupted(_Halt, frozen=True, tag=True):
+    """Halt reason: corruption (a damaged run file or a malformed/corrupt ring record)."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -66,6 +70,8 @@ class BackendCorrupted(_Halt, frozen=True, tag=True):
 
 
 class BackendError(_Halt, frozen=True, tag=True):
+    """Halt reason: any other backend failure (I/O error, invariant violation, stalled ack)."""
+
     msg: str
 
     def __str__(self) -> str:
@@ -73,6 +79,8 @@ class BackendError(_Halt, frozen=True, tag=True):
 
 
 class WriterDied(_Halt, frozen=True, tag=True):
+    """Halt reason: the writer process vanished without reporting a halt."""
+
     detail: str
 
     def __str__(self) -> str:
@@ -88,6 +96,8 @@ def from_backend_error(err: BaseException, durable_high_watermark: int) -> HaltR
         return BackendDisk(durable_high_watermark, err.msg)
     if isinstance(err, Corrupted):
         return BackendCorrupted(durable_high_watermark, err.msg)
+    if isinstance(err, Backend):  # its message, not its str(): no doubled "backend error: " prefix
+        return BackendError(durable_high_watermark, err.msg)
     return BackendError(durable_high_watermark, str(err) or type(err).__name__)
 
 

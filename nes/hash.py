@@ -12,6 +12,7 @@ from __future__ import annotations
 from blake3 import blake3
 
 from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame
+from nes.errors import InvalidArgument
 from nes.headers import Headers
 
 __all__ = ["EntryHash", "compute_entry_hash", "hash_frame"]
@@ -25,15 +26,18 @@ class EntryHash(bytes):
 
     @classmethod
     def of(cls, raw: bytes) -> EntryHash:
+        """The EntryHash of 32 raw bytes."""
         if len(raw) != HASH_LEN:
-            raise ValueError(f"an entry hash is {HASH_LEN} bytes, got {len(raw)}")
+            raise InvalidArgument(f"an entry hash is {HASH_LEN} bytes, got {len(raw)}")
         return cls(raw)
 
     @property
     def bytes(self) -> bytes:
+        """The 32 raw hash bytes."""
         return bytes(self)
 
     def to_hex(self) -> str:
+        """The hash as 64 lowercase hex characters."""
         return self.hex()
 
     def __repr__(self) -> str:
@@ -59,6 +63,7 @@ def compute_entry_hash(
     payload: bytes,
     headers: Headers,
 ) -> EntryHash:
+    """The BLAKE3 entry hash of these fields (byte-compatible with the Rust crate's)."""
     frame = encode_frame(
         seq,
         ts_init,

@@ -12,6 +12,8 @@ import uuid
 
 import msgspec
 
+from nes.errors import InvalidArgument
+
 __all__ = ["Headers", "uuid4_from_bytes"]
 
 
@@ -19,9 +21,9 @@ def _check_uuid4(name: str, value: object) -> None:
     if value is None:
         return
     if not isinstance(value, uuid.UUID):
-        raise TypeError(f"Headers.{name} must be a uuid.UUID or None, got {type(value).__name__}")
+        raise InvalidArgument(f"Headers.{name} must be a uuid.UUID or None, got {type(value).__name__}")
     if value.variant != uuid.RFC_4122 or value.version != 4:
-        raise ValueError(f"Headers.{name} must be a version-4 RFC 4122 UUID, got {value}")
+        raise InvalidArgument(f"Headers.{name} must be a version-4 RFC 4122 UUID, got {value}")
 
 
 class Headers(msgspec.Struct, frozen=True, gc=False):
@@ -37,9 +39,11 @@ class Headers(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def empty(cls) -> Headers:
+        """Headers with neither correlation_id nor causation_id."""
         return _EMPTY
 
     def is_empty(self) -> bool:
+        """True when neither id is set."""
         return self.correlation_id is None and self.causation_id is None
 
 
@@ -49,7 +53,7 @@ _EMPTY = Headers()
 def uuid4_from_bytes(raw: bytes) -> uuid.UUID:
     """A v4 UUID from 16 bytes, forcing the version and variant bits (the crate's UUID4::from_bytes)."""
     if len(raw) != 16:
-        raise ValueError(f"a UUID is 16 bytes, got {len(raw)}")
+        raise InvalidArgument(f"a UUID is 16 bytes, got {len(raw)}")
     b = bytearray(raw)
     b[6] = (b[6] & 0x0F) | 0x40
     b[8] = (b[8] & 0x3F) | 0x80

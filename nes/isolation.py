@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import msgspec
 
+from nes.errors import check_timeout_s
+
 __all__ = ["WorkerCrash", "run_json_worker", "worker_env", "describe_exit"]
 
 T = TypeVar("T")
@@ -58,6 +60,7 @@ def describe_exit(returncode: int, stderr: bytes) -> str:
 
 def run_json_worker(module: str, args: list[str], timeout_s: float, result_type: type[T]) -> T:
     """Run `python -m <module> <args>` and decode its last stdout line as `result_type`."""
+    check_timeout_s(timeout_s, "timeout_s")
     try:
         done = subprocess.run(
             [sys.executable, "-m", module, *args],
@@ -65,6 +68,7 @@ def run_json_worker(module: str, args: list[str], timeout_s: float, result_type:
             capture_output=True,
             timeout=timeout_s,
             env=worker_env(),
+            process_group=0,  # a terminal's Ctrl-C goes to the caller, which kills us (no stray traceback)
             check=False,
         )
     except subprocess.TimeoutExpired:  # run() has killed and reaped the child

@@ -33,7 +33,7 @@ import msgspec
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.config import EventStoreConfig
-from nes.errors import CrashedPredecessor, EventStoreError
+from nes.errors import CrashedPredecessor, EventStoreError, InvalidArgument, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.isolation import worker_env
@@ -44,7 +44,7 @@ from nes.recovery import (
     RecoveredRun,
     RecoveryOutcome,
     choose_parent,
-    decide_recovery_status,
+    decide_recovery,
 )
 from nes.snapshot import SnapshotAnchor
 from nes.writer import EntryDraft, EventStoreWriter, SubmitError, WriterHalted
@@ -70,20 +70,20 @@ log = logging.getLogger("nes.kernel")
 ABANDON_HUNG_WRITER_S = 1.0
 
 # ---- errors -----------------------------------------------------------------------------------
-class BootError(Exception):
+class BootError(EventStoreError):
     """The boot sequence could not open a new run; nothing was opened."""
 
 
 class RunStartedTimeout(BootError):
-    pass
+    """RunStarted was not durable within `run_started_timeout_s`."""
 
 
 class RunStartedHalted(BootError):
-    pass
+    """The writer halted before RunStarted was durable."""
 
 
 class ReplaySourceError(BootError):
-    pass
+    """`replay_from_run_id` names no usable run, or that run fails verification."""
 
 
 # ---- recovery sweep -----------------------------------------------------------------------------
@@ -97,6 +97,7 @@ class RunFileState(msgspec.Struct, frozen=True):
     recovered: bool = False  # it was Running and the sweep sealed it
     high_watermark: int = 0
     error: str | None = None
+    rule: str = ""  # the recovery rule that decided `status` (when `recovered`)
 
 
 def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_name: str) -> RunFileState:
@@ -118,7 +119,7 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
                 file_name, manifest.run_id, manifest.start_ts_init, manifest.status, False, manifest.high_watermark
             )
         scan = scan_tail(path)
-        status = decide_recovery_status(scan)
+        rule, status = decide_recovery(scan)
         backend = LmdbBackend(base_dir)
         try:
             try:
@@ -128,7 +129,9 @@ def recover_run_file(base_dir: str | os.PathLike[str], instance_id: str, file_na
             backend.seal(status)
         finally:
             backend.close()
-        return RunFileState(file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark)
+        return RunFileState(
+            file_name, manifest.run_id, manifest.start_ts_init, status, True, scan.high_watermark, rule=rule
+        )
     except EventStoreError as err:
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 
@@ -139,6 +142,7 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     One worker walks the files in order; if it crashes or exceeds `timeout_s` on a file, that
     file is recorded with an error and a fresh worker continues with the rest."""
     validate_path_id(instance_id, "instance_id")
+    check_timeout_s(timeout_s, "timeout_s")
     remaining = [p.name for p in layout.list_run_files(base_dir, instance_id)]
     states: list[RunFileState] = []
     while remaining:
@@ -151,6 +155,14 @@ def sweep_run_files(base_dir: str | os.PathLike[str], instance_id: str, timeout_
     for state in states:
         if state.error is not None:
             log.error("run file %s skipped this boot (retried next boot): %s", state.file, state.error)
+        elif state.recovered:
+            log.warning(
+                "recovery: sealed run %s %s (%s) [high-watermark %d]",
+                state.run_id,
+                state.status.value if state.status is not None else None,
+                state.rule,
+                state.high_watermark,
+            )
     return states
 
 
@@ -162,6 +174,7 @@ def _sweep_worker(
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=worker_env(),
+        process_group=0,  # a terminal's Ctrl-C goes to us; we kill the worker (no stray traceback)
     )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -227,7 +240,12 @@ def _outcome(states: Sequence[RunFileState], replay_from_run_id: str | None) -> 
     known = {s.run_id: s for s in states if s.run_id is not None and s.status is not None}
     try:
         parent = choose_parent(
-            [(s.run_id, s.start_ts_init, s.status, s.recovered) for s in known.values()], replay_from_run_id
+            [
+                (s.run_id, s.start_ts_init, s.status, s.recovered)
+                for s in known.values()
+                if s.run_id is not None and s.status is not None
+            ],
+            replay_from_run_id,
         )
     except ValueError as exc:
         raise ReplaySourceError(str(exc)) from None
@@ -272,33 +290,41 @@ class EventStoreSession:
 
     @property
     def run_id(self) -> str:
+        """This run's id (`<start_ts_init>-<8 hex>`), the run file's name."""
         return self.manifest.run_id
 
     @property
     def halted(self) -> bool:
+        """True once the writer halted (fail-stop): every later submit raises WriterHalted."""
         return self.writer.halted
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """Why the writer halted (the first reason), or None."""
         return self.writer.halt_reason
 
     @property
     def high_watermark(self) -> int:
+        """The durable high-watermark: every seq at or below it is on disk."""
         return self.writer.high_watermark
 
     @property
     def closed(self) -> bool:
+        """True once the session was closed (sealed) or abandoned."""
         return self.final_high_watermark is not None or self._abandoned
 
     _abandoned = False
 
     def submit(self, draft: EntryDraft) -> int:
+        """Append one entry; returns its seq (user entries start at 2). See EventStoreWriter.submit."""
         return self.writer.submit(draft)
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
+        """True once `seq` is durable; False on timeout (seconds) or after a halt."""
         return self.writer.wait_durable(seq, timeout)
 
     def record_snapshot_anchor(self, blob_ref: str, content_hash: str) -> SnapshotAnchor:
+        """Anchor a snapshot blob (stored by the caller) at the current high-watermark; returns the anchor."""
         return self.writer.record_snapshot_anchor(blob_ref, content_hash)
 
     def close(self) -> int | None:
@@ -310,11 +336,14 @@ class EventStoreSession:
             if self.writer.halted:
                 self.writer.abandon()
                 self._abandoned = True
+                log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
                 return None
             self.final_high_watermark = self.writer.close()
+            log.info("run %s sealed Ended [high-watermark %d] at %s", self.run_id, self.final_high_watermark, self.path)
             return self.final_high_watermark
         except WriterHalted:
             self._abandoned = True
+            log.warning("run %s halted: left Running for the next boot's recovery", self.run_id)
             return None
         except BaseException:
             self.writer.abandon(wait_s=ABANDON_HUNG_WRITER_S)  # never leave the sidecar behind
@@ -350,6 +379,10 @@ class EventStoreLifecycle:
         clock_ns: Callable[[], int] = time.time_ns,
         options: EventStoreLifecycleOptions | None = None,
     ) -> None:
+        if not isinstance(config, EventStoreConfig):
+            raise InvalidArgument(f"config must be an EventStoreConfig, got {type(config).__name__}")
+        if not callable(halt):
+            raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")
         self.config = config
         self._halt = halt
         self._clock_ns = clock_ns
@@ -357,13 +390,24 @@ class EventStoreLifecycle:
         self.session: EventStoreSession | None = None
 
     def open(self, components: RegisteredComponents | None = None) -> EventStoreSession:
+        """Boot (see the module contract): recovery sweep, parent choice, new run, writer sidecar;
+        returns the session once RunStarted is durable."""
+        if components is not None and not isinstance(components, RegisteredComponents):
+            raise InvalidArgument(f"components must be RegisteredComponents or None, got {type(components).__name__}")
         if self.session is not None and not self.session.closed:
             self.session.close()  # seals it (or leaves a halted one for recovery)
         config = self.config
         identity = config.identity
         base_dir = Path(config.base_dir)
+        log.info("boot: instance %s in %s", identity.instance_id, base_dir)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
+        log.info(
+            "boot: %d run files swept, %d recovered, parent run %s",
+            len(states),
+            len(recovery.recovered),
+            recovery.parent_run_id,
+        )
         if config.replay_from_run_id is not None:
             _preflight_replay_source(base_dir, identity.instance_id, config.replay_from_run_id, config.verifier_timeout_s)
         components = components or RegisteredComponents()
@@ -408,10 +452,12 @@ class EventStoreLifecycle:
             if reason is not None:
                 raise RunStartedHalted(f"writer halted before RunStarted was durable: {reason}")
             raise RunStartedTimeout(f"RunStarted not durable within {config.run_started_timeout_s}s")
+        log.info("boot: run %s open, RunStarted durable at seq %d, file %s", manifest.run_id, seq, path)
         self.session = session
         return session
 
     def close(self) -> int | None:
+        """Close the current session (RunEnded, sealed Ended); returns its final high-watermark."""
         if self.session is None:
             return None
         return self.session.close()

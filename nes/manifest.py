@@ -27,12 +27,15 @@ __all__ = [
 
 
 class RunStatus(enum.Enum):
+    """A run's lifecycle status: Running until sealed Ended, CrashedRecovered or Quarantined."""
+
     Running = "Running"
     Ended = "Ended"
     CrashedRecovered = "CrashedRecovered"
     Quarantined = "Quarantined"
 
     def is_terminal(self) -> bool:
+        """True for every status but Running."""
         return self is not RunStatus.Running
 
     def __str__(self) -> str:
@@ -71,6 +74,8 @@ class RegisteredComponents(msgspec.Struct, frozen=True):
 
 
 class RunManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The per-run metadata stored in a run file: identity, parent, status, high-watermark."""
+
     run_id: str
     instance_id: str
     start_ts_init: int
@@ -88,6 +93,7 @@ class RunManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: RunStatus = RunStatus.Running
 
     def is_sealed(self) -> bool:
+        """True once the run has a terminal status."""
         return self.status.is_terminal()
 
 

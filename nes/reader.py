@@ -27,7 +27,7 @@ import msgspec
 
 from nes.backend.base import EventStore, IndexKind, ScanDirection
 from nes.entry import EventStoreEntry
-from nes.errors import Corrupted
+from nes.errors import Corrupted, InvalidArgument
 from nes.manifest import RunManifest
 from nes.snapshot import SnapshotAnchor
 
@@ -47,9 +47,9 @@ B = TypeVar("B", bound=EventStore)
 
 def _check_u64(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value <= U64_MAX:
-        raise ValueError(f"{name} must be in [0, 2**64-1], got {value}")
+        raise InvalidArgument(f"{name} must be in [0, 2**64-1], got {value}")
     return value
 
 
@@ -61,6 +61,7 @@ class SnapshotReplayPlan(msgspec.Struct, frozen=True):
     to_seq: int  # the durable high-watermark when the plan was made
 
     def is_empty(self) -> bool:
+        """True when there is nothing to replay."""
         return self.from_seq > self.to_seq
 
 
@@ -83,9 +84,9 @@ class RangeScan(Iterator[EventStoreEntry]):
         _check_u64("from_seq", from_seq)
         _check_u64("to_seq", to_seq)
         if not isinstance(direction, ScanDirection):
-            raise TypeError(f"direction must be a ScanDirection, got {direction!r}")
+            raise InvalidArgument(f"direction must be a ScanDirection, got {direction!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0:
-            raise ValueError(f"chunk_size must be an int >= 0, got {chunk_size!r}")
+            raise InvalidArgument(f"chunk_size must be an int >= 0, got {chunk_size!r}")
         self._backend = backend
         self._direction = direction
         self._chunk_size = max(chunk_size, 1)  # 0 would never advance
@@ -189,18 +190,23 @@ class EventStoreReader(Generic[B]):
     # ---- delegation ----------------------------------------------------------------------
     @property
     def backend(self) -> B:
+        """The backend this reader reads."""
         return self._backend
 
     def into_inner(self) -> B:
+        """Hand the backend back (the reader is done with it)."""
         return self._backend
 
     def manifest(self) -> RunManifest:
+        """The run's manifest."""
         return self._backend.manifest()
 
     def high_watermark(self) -> int:
+        """The last durable seq (0 for an empty run)."""
         return self._backend.high_watermark()
 
     def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
+        """The newest snapshot anchor, or None."""
         return self._backend.latest_snapshot_anchor()
 
     # ---- point reads and index lookups ---------------------------------------------------
@@ -212,10 +218,12 @@ class EventStoreReader(Generic[B]):
 
     def lookup(self, kind: IndexKind, key: str) -> int | None:
         """The first seq recorded under (kind, key), or None."""
+        _check_kind(kind)
         return self._backend.lookup(kind, key)
 
     def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
         """Every seq recorded under (kind, key), ascending."""
+        _check_kind(kind)
         return self._backend.lookup_all(kind, key)
 
     # ---- scans -----------------------------------------------------------------------------
@@ -230,6 +238,7 @@ class EventStoreReader(Generic[B]):
         return RangeScan(self._backend, from_seq, to_seq, direction, chunk_size)
 
     def snapshot_replay_plan(self) -> SnapshotReplayPlan:
+        """The seq window to replay after restoring the latest snapshot (all of the run without one)."""
         anchor = self._backend.latest_snapshot_anchor()
         to_seq = self._backend.high_watermark()
         if anchor is None:
@@ -252,6 +261,7 @@ class EventStoreReader(Generic[B]):
 
     # ---- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the backend (if it has a close())."""
         close = getattr(self._backend, "close", None)
         if close is not None:
             close()
@@ -261,3 +271,8 @@ class EventStoreReader(Generic[B]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_kind(kind: object) -> None:
+    if not isinstance(kind, IndexKind):
+        raise InvalidArgument(f"kind must be an IndexKind, got {kind!r}")

@@ -26,13 +26,16 @@ __all__ = [
     "TailScan",
     "RECOVERY_RULES",
     "decide_recovery_status",
+    "decide_recovery",
     "RecoveredRun",
     "RecoveryOutcome",
     "ParentCandidate",
     "choose_parent",
 ]
 
-RUN_STARTED_TOPIC = "event_store.run_started"
+# The crate's lifecycle topics. Files written before nes 0.1.0 carry RunStarted under
+# "event_store.run_started"; nothing reads that topic back (recovery only looks for RunEnded).
+RUN_STARTED_TOPIC = "run.lifecycle.RunStarted"
 RUN_STARTED_TYPE = "RunStarted"
 
 
@@ -61,9 +64,14 @@ RECOVERY_RULES: tuple[tuple[str, Callable[[TailScan], bool], RunStatus], ...] = 
 
 def decide_recovery_status(scan: TailScan) -> RunStatus:
     """The terminal status a Running predecessor is sealed with, given its durable tail."""
-    for _why, matches, status in RECOVERY_RULES:
+    return decide_recovery(scan)[1]
+
+
+def decide_recovery(scan: TailScan) -> tuple[str, RunStatus]:
+    """The first matching rule of `RECOVERY_RULES`: (why, status)."""
+    for why, matches, status in RECOVERY_RULES:
         if matches(scan):
-            return status
+            return why, status
     raise AssertionError("RECOVERY_RULES ends with a catch-all")  # pragma: no cover
 
 
@@ -76,6 +84,8 @@ class RecoveredRun(msgspec.Struct, frozen=True):
 
 
 class RecoveryOutcome(msgspec.Struct, frozen=True):
+    """What a boot's recovery sweep did: the runs it sealed, and the new run's parent."""
+
     recovered: list[RecoveredRun]
     parent_run_id: str | None
 

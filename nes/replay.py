@@ -39,6 +39,8 @@ class SnapshotHashMismatch(Corrupted):
 
 
 class ReplayReport(msgspec.Struct, frozen=True):
+    """What `restore_snapshot_and_replay_tail` did: anchor used, seq range replayed, applied/ignored counts."""
+
     anchor: SnapshotAnchor | None
     from_seq: int
     to_seq: int
@@ -52,6 +54,9 @@ def restore_snapshot_and_replay_tail(
     restore: Callable[[bytes], None],
     apply: Callable[[EventStoreEntry], bool],
 ) -> ReplayReport:
+    """Rebuild state from a run: restore the latest snapshot (its blob's hash is checked against
+    the anchor, SnapshotHashMismatch otherwise), then apply every entry after it in seq order;
+    `apply` returns False for the entries it ignores."""
     plan = reader.snapshot_replay_plan()
     if plan.anchor is not None:
         blob = load_blob(plan.anchor.blob_ref)

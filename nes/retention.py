@@ -24,6 +24,7 @@ import msgspec
 from nes.backend import layout
 from nes.codec import key_seq
 from nes.config import Bounded, Full, RetentionMode, SnapshotAnchored
+from nes.errors import InvalidArgument
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.manifest import RunStatus, decode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor
@@ -49,6 +50,8 @@ class RetentionRun(msgspec.Struct, frozen=True):
 
 
 class RetentionPlan(msgspec.Struct, frozen=True):
+    """Which sealed runs a retention mode would reclaim (a plan only: nothing is deleted)."""
+
     mode: str  # RetentionMode.label()
     runs_considered: list[str]  # sealed runs, oldest first
     restore_point: str | None
@@ -74,6 +77,8 @@ def _is_restore_point(run: RetentionRun) -> bool:
 
 def plan_retention(mode: RetentionMode, runs: list[RetentionRun]) -> RetentionPlan:
     """Pure: which sealed runs could be reclaimed under `mode` (see the module contract)."""
+    if not isinstance(mode, (Full, Bounded, SnapshotAnchored)):
+        raise InvalidArgument(f"mode must be Full(), Bounded(n) or SnapshotAnchored(), got {mode!r}")
     sealed = sorted(
         (run for run in runs if run.status is not RunStatus.Running),
         key=lambda run: (run.start_ts_init, run.run_id),
@@ -97,7 +102,7 @@ def plan_retention(mode: RetentionMode, runs: list[RetentionRun]) -> RetentionPl
         )
     if isinstance(mode, SnapshotAnchored):
         return plan(ids[:restore_index], f"reclaims runs older than restore point {restore_point}")
-    raise TypeError(f"unknown retention mode {mode!r}")
+    raise InvalidArgument(f"unknown retention mode {mode!r}")
 
 
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -106,7 +111,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 # ---- LMDB run files (read-only) -------------------------------------------------------------------
 def _last_key(txn: lmdb.Transaction, db: lmdb._Database) -> tuple[bytes, bytes] | None:
     cursor = txn.cursor(db)
-    return cursor.item() if cursor.last() else None
+    return (bytes(cursor.key()), bytes(cursor.value())) if cursor.last() else None
 
 
 def read_retention_run(path: Path) -> RetentionRun:

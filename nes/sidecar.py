@@ -196,7 +196,7 @@ class WriterCore:
         keys_expected = list(map(seq_key, range(first, first + len(frames))))
         if min(map(len, frames)) < MIN_FRAME_LEN or list(map(_FRAME_SEQ, frames)) != keys_expected:
             raise _bad_frame(frames, first)
-        digests = []
+        digests: list[bytes] = []
         digest_append = digests.append
         new_hasher = DOMAIN_HASH_STATE.copy
         for frame in frames:  # hash_frame, inlined
@@ -270,7 +270,10 @@ class WriterCore:
         return self.durable_high_watermark
 
     def halt_reason(self, err: BaseException) -> HaltReason:
-        if isinstance(err, RecordError):
+        """The halt reason for a failure: a malformed or corrupt ring record is BackendCorrupted."""
+        from shm.ring import RingError  # raised by the ring's pop only for a corrupt record
+
+        if isinstance(err, (RecordError, RingError)):
             return BackendCorrupted(self.durable_high_watermark, f"malformed ring record: {err}")
         return from_backend_error(err, self.durable_high_watermark)
 

@@ -25,6 +25,8 @@ CONTENT_HASH_PREFIX = "blake3:"
 
 
 class SnapshotAnchor(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Links a cache snapshot blob (`blob_ref`, `content_hash`) to the high-watermark it covers."""
+
     high_watermark: int
     blob_ref: str
     content_hash: str

@@ -43,6 +43,7 @@ from nes.backend.layout import (
     open_read_only,
 )
 from nes.codec import HASH_LEN, FrameError, decode_frame
+from nes.errors import EventStoreError
 from nes.hash import DOMAIN_HASH_STATE
 from nes.isolation import WorkerCrash, run_json_worker
 from nes.markers.verifier import MarkerVerifyReport
@@ -88,7 +89,7 @@ class _Finding(msgspec.Struct, frozen=True, tag=True):
         raise NotImplementedError
 
 
-class HashMismatch(_Finding):
+class HashMismatch(_Finding, frozen=True):
     """The stored hash differs from BLAKE3 over the stored frame (under key `seq`)."""
 
     seq: int
@@ -97,7 +98,7 @@ class HashMismatch(_Finding):
         return f"hash mismatch at seq {self.seq}"
 
 
-class Gap(_Finding):
+class Gap(_Finding, frozen=True):
     """Seqs `from_seq..to_seq` (inclusive) are missing inside the durable high-watermark."""
 
     from_seq: int
@@ -107,7 +108,7 @@ class Gap(_Finding):
         return f"gap from seq {self.from_seq} to {self.to_seq}"
 
 
-class KeySeqMismatch(_Finding):
+class KeySeqMismatch(_Finding, frozen=True):
     """The entry stored under `key_seq` carries `embedded_seq` in its frame."""
 
     key_seq: int
@@ -117,7 +118,7 @@ class KeySeqMismatch(_Finding):
         return f"key seq {self.key_seq} holds entry with embedded seq {self.embedded_seq}"
 
 
-class UndecodableEntry(_Finding):
+class UndecodableEntry(_Finding, frozen=True):
     """An entries row that is not `hash || frame` at all (short value, bad key, bad frame)."""
 
     seq: int
@@ -127,7 +128,7 @@ class UndecodableEntry(_Finding):
         return f"undecodable entry at seq {self.seq}: {self.detail}"
 
 
-class DanglingIndex(_Finding):
+class DanglingIndex(_Finding, frozen=True):
     """An index row pointing past the durable high-watermark or at a missing entry."""
 
     kind: str
@@ -138,7 +139,7 @@ class DanglingIndex(_Finding):
         return f"dangling {self.kind} index key {self.key!r} points to seq {self.seq}"
 
 
-class CorruptedIndex(_Finding):
+class CorruptedIndex(_Finding, frozen=True):
     """An index row whose value is not an 8-byte seq."""
 
     kind: str
@@ -149,7 +150,7 @@ class CorruptedIndex(_Finding):
         return f"corrupted {self.kind} index key {self.key!r}: {self.detail}"
 
 
-class CorruptManifest(_Finding):
+class CorruptManifest(_Finding, frozen=True):
     """The manifest is missing or does not decode."""
 
     detail: str
@@ -158,7 +159,7 @@ class CorruptManifest(_Finding):
         return f"corrupt manifest: {self.detail}"
 
 
-class ManifestMismatch(_Finding):
+class ManifestMismatch(_Finding, frozen=True):
     """A manifest field disagrees with the entries (`expected` is what the entries say)."""
 
     field: str
@@ -169,7 +170,7 @@ class ManifestMismatch(_Finding):
         return f"manifest {self.field} mismatch: expected {self.expected}, found {self.actual}"
 
 
-class CorruptSnapshotAnchor(_Finding):
+class CorruptSnapshotAnchor(_Finding, frozen=True):
     """An anchors row that does not decode, or whose key is not its high-watermark."""
 
     key: str
@@ -179,7 +180,7 @@ class CorruptSnapshotAnchor(_Finding):
         return f"corrupt snapshot anchor at key {self.key}: {self.detail}"
 
 
-class AnchorPastWatermark(_Finding):
+class AnchorPastWatermark(_Finding, frozen=True):
     """A snapshot anchor claims entries beyond the durable high-watermark."""
 
     anchor_high_watermark: int
@@ -192,7 +193,7 @@ class AnchorPastWatermark(_Finding):
         )
 
 
-class OpenError(_Finding):
+class OpenError(_Finding, frozen=True):
     """The file exists but is not a readable run file (LMDB refused it, format marker wrong)."""
 
     detail: str
@@ -224,6 +225,8 @@ _ENTRY_DAMAGE = (HashMismatch, Gap, KeySeqMismatch, UndecodableEntry, OpenError)
 
 # ---- verdicts -----------------------------------------------------------------------------------
 class VerifyReport(msgspec.Struct, frozen=True):
+    """The verifier's verdict on one run file: counts, findings, marker report, summary lines."""
+
     path: str
     run_id: str | None
     status: str
@@ -285,7 +288,7 @@ class WorkerFailure(msgspec.Struct, frozen=True):
         return msgspec.json.encode(self).decode()
 
 
-class VerifyOpenError(OSError):
+class VerifyOpenError(EventStoreError, OSError):
     """The path cannot be verified at all (missing, not a regular file)."""
 
 
@@ -298,12 +301,12 @@ class _EntryScan(msgspec.Struct):
     gaps: list = []  # (from_seq, to_seq), ascending
 
 
-def _scan_entries(txn: lmdb.Transaction, db: object) -> _EntryScan:
+def _scan_entries(txn: lmdb.Transaction, db: lmdb._Database) -> _EntryScan:
     """Hash, key-vs-embedded-seq and gap check of every entry, in key order."""
     return _scan_entries_range(txn, db, 1, None)
 
 
-def _scan_entries_range(txn: lmdb.Transaction, db: object, first: int, last: int | None) -> _EntryScan:
+def _scan_entries_range(txn: lmdb.Transaction, db: lmdb._Database, first: int, last: int | None) -> _EntryScan:
     """The checks of `_scan_entries` over keys `first..last` (None: to the end).
 
     Written flat: this loop is the verifier's throughput (tools/bench_verify.py). Measured
@@ -366,7 +369,7 @@ def _is_missing(seq: int, high_watermark: int, gaps: list, gap_starts: list[int]
     return i >= 0 and gaps[i][0] <= seq <= gaps[i][1]
 
 
-def _key_text(key: bytes) -> str:
+def _key_text(key: bytes | memoryview) -> str:
     return bytes(key).decode("utf-8", errors="backslashreplace")
 
 

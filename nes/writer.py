@@ -21,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import socket
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import posix_ipc
@@ -37,7 +39,7 @@ import posix_ipc
 from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
-from nes.errors import Backend, Corrupted, Disk, EventStoreError
+from nes.errors import MAX_TIMEOUT_S, Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
 from nes.halt import (
     BackendCorrupted,
     BackendDisk,
@@ -86,15 +88,18 @@ DEFAULT_MAX_BATCH_ENTRIES = 2048
 DEFAULT_MAX_BATCH_LATENCY_S = 0.005
 DEFAULT_HALT_THRESHOLD_S = 0.25
 DEFAULT_IDLE_LINGER_S = 0.005
+MAX_RING_BYTES = 1 << 40  # 1 TiB: far above any RAM here, below what the OS calls overflow on
 MAX_BLOB_REF_BYTES = 4096  # a path or URI; bounded so an anchor and its ack stay small
 
 
 # ---- errors ---------------------------------------------------------------------------------
-class SubmitError(Exception):
+class SubmitError(EventStoreError):
     """Base of what `submit()` raises; the entry was not accepted."""
 
 
 class WriterClosed(SubmitError):
+    """`submit()` after `close()`: the writer accepts nothing more."""
+
     def __str__(self) -> str:
         return "writer is closed"
 
@@ -127,7 +132,7 @@ class InvalidDraft(SubmitError, ValueError):
 
 
 class RecordTooLarge(InvalidDraft):
-    pass
+    """The entry's record is larger than `WriterConfig.max_record_bytes` (1 MiB by default)."""
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -153,19 +158,31 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     close_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.ring_bytes < 4096 or self.ring_bytes & (self.ring_bytes - 1):
-            raise ValueError(f"ring_bytes must be a power of two >= 4096, got {self.ring_bytes}")
+        """Raises ConfigError (`<field>: ...`) for a wrong type or a value out of range."""
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            wanted = (int,) if name in _INT_FIELDS else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ConfigError(f"{name}: Expected `{wanted[-1].__name__}`, got `{type(value).__name__}`")
+        if not 4096 <= self.ring_bytes <= MAX_RING_BYTES or self.ring_bytes & (self.ring_bytes - 1):
+            raise ConfigError(f"ring_bytes: must be a power of two in [4096, {MAX_RING_BYTES}], got {self.ring_bytes}")
         if not 64 <= self.max_record_bytes <= self.ring_bytes // 4:
-            raise ValueError(
-                f"max_record_bytes must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
+            raise ConfigError(
+                f"max_record_bytes: must be in [64, ring_bytes/4 = {self.ring_bytes // 4}], got {self.max_record_bytes}"
             )
         if self.max_batch_entries < 1:
-            raise ValueError(f"max_batch_entries must be >= 1, got {self.max_batch_entries}")
+            raise ConfigError(f"max_batch_entries: must be >= 1, got {self.max_batch_entries}")
         if not 0 <= self.idle_linger_s <= 1.0:
-            raise ValueError(f"idle_linger_s must be in [0, 1], got {self.idle_linger_s}")
+            raise ConfigError(f"idle_linger_s: must be in [0, 1], got {self.idle_linger_s}")
         for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+                raise ConfigError(
+                    f"{name}: must be a finite number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}"
+                )
+
+
+_INT_FIELDS = frozenset({"ring_bytes", "max_record_bytes", "max_batch_entries"})
 
 
 # ---- the draft --------------------------------------------------------------------------------
@@ -231,6 +248,7 @@ class EntryDraft:
     def without_indices(
         cls, topic: str, payload_type: str, payload: bytes, ts_init: int, headers: Headers | None = None
     ) -> EntryDraft:
+        """A draft that files no index keys."""
         return cls(topic, payload_type, payload, ts_init, headers, ())
 
     @property
@@ -275,7 +293,7 @@ class EventStoreWriter:
         os.set_blocking(notify_r, False)
         self._notify_r, self._notify_w = notify_r, notify_w
         # transport (set by the constructors below)
-        self._ring = None  # type: ignore[var-annotated]
+        self._ring: Any = None  # the shm Ring once spawned; None in-process and once released
         self._core: WriterCore | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: ControlChannel | None = None
@@ -295,6 +313,9 @@ class EventStoreWriter:
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> EventStoreWriter:
         """Synchronous mode: each submit is committed (one transaction) before it returns."""
+        _check_writer_args(config, halt)
+        if not isinstance(backend, RunStoreBase):
+            raise InvalidArgument(f"backend must be an LmdbBackend or MemoryBackend, got {type(backend).__name__}")
         core = WriterCore(backend)
         writer = cls(config or WriterConfig(), halt, clock_ns, core.durable_high_watermark)
         writer._core = core
@@ -313,8 +334,14 @@ class EventStoreWriter:
         `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY."""
         from shm.ring import Ring  # the ring is only needed for the process transport
 
+        _check_writer_args(config, halt)
+        if not isinstance(manifest, RunManifest):
+            raise InvalidArgument(f"manifest must be a RunManifest, got {type(manifest).__name__}")
         config = config or WriterConfig()
-        ring = Ring.create(config.ring_bytes, config.max_record_bytes)
+        try:
+            ring = Ring.create(config.ring_bytes, config.max_record_bytes)
+        except (ValueError, OSError, posix_ipc.Error) as exc:
+            raise _ring_create_error(config.ring_bytes, exc) from None
         try:
             ours, theirs = socket.socketpair()
         except BaseException:
@@ -338,6 +365,7 @@ class EventStoreWriter:
                 pass_fds=(theirs.fileno(),),
                 close_fds=True,
                 env=worker_env(),
+                process_group=0,  # a terminal's Ctrl-C is the trader's; the writer drains on EOF
             )
             assert proc.stdin is not None
             proc.stdin.write(args)
@@ -382,10 +410,12 @@ class EventStoreWriter:
     # -- state ---------------------------------------------------------------------------------
     @property
     def halted(self) -> bool:
+        """True once the writer halted (fail-stop)."""
         return self._halted
 
     @property
     def halt_reason(self) -> HaltReason | None:
+        """The first halt reason, or None."""
         return self._halt_reason
 
     @property
@@ -403,14 +433,20 @@ class EventStoreWriter:
 
     @property
     def next_seq(self) -> int:
+        """The seq the next accepted submit will get."""
         return self._next_seq
 
     @property
     def writer_pid(self) -> int | None:
+        """The writer sidecar's process id (None in-process)."""
         return None if self._proc is None else self._proc.pid
 
     def wait_durable(self, seq: int, timeout: float) -> bool:
-        """True once `seq` is durable; False on timeout or if the writer halted before it."""
+        """True once `seq` is durable; False on timeout or if the writer halted before it.
+
+        `seq` is an int; `timeout` a finite number of seconds (<= 0 only checks). Anything
+        else raises InvalidArgument."""
+        _check_wait_args(seq, timeout)
         if self._core is not None:
             return self._core.durable_high_watermark >= seq
         deadline = time.monotonic() + timeout
@@ -430,6 +466,9 @@ class EventStoreWriter:
 
     # -- the hot path --------------------------------------------------------------------------
     def submit(self, draft: EntryDraft) -> int:
+        """Stamp seq and ts_publish and push the entry; returns its seq. Raises InvalidDraft (not
+        an EntryDraft), RecordTooLarge, WriterClosed, WriterHalted or HaltSignaled; nothing is
+        written then."""
         if self._halted:
             raise WriterHalted(self._halt_reason)  # type: ignore[arg-type]
         if self._closed:
@@ -438,7 +477,10 @@ class EventStoreWriter:
         if ts_publish <= self._last_ts_publish:
             ts_publish = self._last_ts_publish + 1
         seq = self._next_seq
-        template = draft._template
+        try:
+            template = draft._template
+        except AttributeError:
+            raise InvalidDraft(f"submit expects an EntryDraft, got {type(draft).__name__}") from None
         record = template.record(seq, draft.ts_init, ts_publish)  # draft.record, inlined
         if len(record) > self.config.max_record_bytes:
             raise RecordTooLarge(
@@ -589,6 +631,8 @@ class EventStoreWriter:
         if first and self._notify_w >= 0:
             os.write(self._notify_w, b"H")
         if fire:
+            hw = reason.durable_high_watermark
+            log.error("writer halted (%s): %s [high-watermark %d]", type(reason).__name__, reason, hw)
             try:
                 self._halt_hook(reason)
             except Exception:  # noqa: BLE001 - a failing hook must not take the writer's threads down
@@ -664,3 +708,29 @@ def _open_error(reason: HaltReason) -> EventStoreError:
     if isinstance(reason, BackendCorrupted):
         return Corrupted(reason.msg)
     return Backend(getattr(reason, "msg", str(reason)))
+
+
+def _check_wait_args(seq: object, timeout: object) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise InvalidArgument(f"wait_durable: seq must be an int, got {type(seq).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"wait_durable: timeout must be a number of seconds, got {type(timeout).__name__}")
+    if not math.isfinite(timeout):
+        raise InvalidArgument(f"wait_durable: timeout must be a finite number of seconds, got {timeout!r}")
+
+
+def _ring_create_error(ring_bytes: int, exc: BaseException) -> EventStoreError:
+    """Why the OS refused the ring segment: the file-size limit (Disk) or anything else (Backend)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and ring_bytes > limit:
+        return Disk(f"ring of {ring_bytes} bytes exceeds the file-size limit RLIMIT_FSIZE ({limit} bytes)")
+    return Backend(f"cannot create a ring of {ring_bytes} bytes: {exc}")
+
+
+def _check_writer_args(config: object, halt: object) -> None:
+    if config is not None and not isinstance(config, WriterConfig):
+        raise InvalidArgument(f"config must be a WriterConfig or None, got {type(config).__name__}")
+    if not callable(halt):
+        raise InvalidArgument(f"halt must be callable (called with a HaltReason), got {type(halt).__name__}")

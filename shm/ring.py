@@ -282,7 +282,7 @@ class Ring:
             self._tail_seen = self._tail.value
             if needed > capacity - (head - self._tail_seen):
                 return False
-        mm = self._mm
+        mm: mmap.mmap = self._mm  # type: ignore[assignment]  # open while pushing
         base = layout.HEADER_BYTES
         if size > to_end:
             _RECORD.pack_into(mm, base + pos, 0, layout.WRAP_KIND)
@@ -355,7 +355,7 @@ class Ring:
         if tail == head:
             return []
         capacity, max_record, wrap = self.capacity, self.max_record, layout.WRAP_KIND
-        mm = self._mm
+        mm: mmap.mmap = self._mm  # type: ignore[assignment]  # open while popping
         base = layout.HEADER_BYTES
         unpack = _RECORD.unpack_from
         out: list[tuple[int, bytes]] = []

@@ -40,7 +40,7 @@ def scan(
 
 def test_run_ended_constants_are_the_writers() -> None:
     assert (RUN_ENDED_TOPIC, RUN_ENDED_TYPE) == (writer.RUN_ENDED_TOPIC, writer.RUN_ENDED_TYPE)
-    assert (RUN_STARTED_TOPIC, RUN_STARTED_TYPE) == ("event_store.run_started", "RunStarted")
+    assert (RUN_STARTED_TOPIC, RUN_STARTED_TYPE) == ("run.lifecycle.RunStarted", "RunStarted")
 
 
 @pytest.mark.parametrize(

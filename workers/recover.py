@@ -10,6 +10,7 @@ that crashes LMDB kills only this worker: the kernel sees which file it was on (
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import msgspec
@@ -18,6 +19,9 @@ from nes.kernel import recover_run_file
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C at a terminal reaches the whole process group: the kernel that started us decides
+    # (it kills us if it stops); a seal is one LMDB transaction either way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 3:
         print("usage: python -m workers.recover BASE_DIR INSTANCE_ID FILE [FILE ...]", file=sys.stderr)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import enum
 import operator
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
-from nes.codec import HASH_LEN, MIN_FRAME_LEN, seq_key
+from nes.codec import HASH_LEN, MIN_FRAME_LEN, frame_correlation_key, seq_key
 from nes.entry import EventStoreEntry, decode_stored_rows, encode_stored_value
 from nes.errors import NO_RUN_OPEN, Backend, Closed, Gap, OutOfOrder
 from nes.manifest import RunManifest, RunStatus, check_seal_transition
@@ -41,11 +42,14 @@ __all__ = [
     "EventStore",
     "RunStoreBase",
     "value_ts_init",
+    "correlation_index_rows",
     "normalized_for_open",
 ]
 
 
 class IndexKind(enum.Enum):
+    """The secondary indexes an entry can be filed under (a key maps to the seqs carrying it)."""
+
     ClientOrderId = "ClientOrderId"
     VenueOrderId = "VenueOrderId"
 
@@ -77,9 +81,11 @@ class AppendEntry(NamedTuple):
 
     @classmethod
     def without_indices(cls, entry: EventStoreEntry) -> AppendEntry:
+        """An append of `entry` with no index keys."""
         return cls(entry, ())
 
     def encoded(self) -> EncodedEntry:
+        """The stored form: (seq, hash || frame, index keys)."""
         return EncodedEntry(self.entry.seq, encode_stored_value(self.entry), tuple(self.index_keys))
 
 
@@ -104,6 +110,8 @@ class PreparedBatch(NamedTuple):
 
 
 class ScanDirection(enum.Enum):
+    """Order of a range scan: ascending (Forward) or descending (Reverse) seq."""
+
     Forward = "Forward"
     Reverse = "Reverse"
 
@@ -120,24 +128,70 @@ def value_ts_init(value: bytes | memoryview) -> int:
     return _U64.unpack_from(value, _TS_INIT_AT)[0]
 
 
+def correlation_index_rows(items: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The `idx_correlation_id` rows (16 raw UUID bytes, seq key) of a batch's stored rows,
+    derived from each frame, so every backend writes them with the entries, atomically.
+    A frame with a correlation id ends in `0x01 id[16] 0x00` or `0x01 id[16] 0x01 id[16]`, so
+    a value with no 0x01 at 18 or 34 bytes from its end carries none: the common header-less
+    entry costs two byte reads on the writer's commit path."""
+    rows = []
+    for key, value in items:
+        if value[-18] == 1 or value[-34] == 1:
+            correlation = frame_correlation_key(value, HASH_LEN)
+            if correlation is not None:
+                rows.append((correlation, key))
+    return rows
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """What every backend offers (memory for simulation and tests, LMDB for real runs)."""
 
-    def open_run(self, manifest: RunManifest) -> None: ...
-    def append_batch(self, entries: Sequence[AppendEntry]) -> int: ...
-    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int: ...
-    def append_prepared(self, batch: PreparedBatch) -> int: ...
-    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]: ...
-    def scan_seq(self, seq: int) -> EventStoreEntry | None: ...
-    def lookup(self, kind: IndexKind, key: str) -> int | None: ...
-    def lookup_all(self, kind: IndexKind, key: str) -> list[int]: ...
-    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]: ...
-    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None: ...
-    def latest_snapshot_anchor(self) -> SnapshotAnchor | None: ...
-    def seal(self, status: RunStatus) -> None: ...
-    def manifest(self) -> RunManifest: ...
-    def high_watermark(self) -> int: ...
+    def open_run(self, manifest: RunManifest) -> None:
+        """Start the run `manifest` names (Running); CrashedPredecessor if a Running run is in the way."""
+
+    def append_batch(self, entries: Sequence[AppendEntry]) -> int:
+        """Append entries contiguous after the high-watermark in one commit; returns the new
+        high-watermark."""
+
+    def append_encoded(self, entries: Sequence[EncodedEntry]) -> int:
+        """Like append_batch, for entries already encoded as stored (hash || frame)."""
+
+    def append_prepared(self, batch: PreparedBatch) -> int:
+        """Commit a batch prepared (hashed, checked) beforehand; returns the new high-watermark."""
+
+    def scan_range(self, from_seq: int, to_seq: int, direction: ScanDirection) -> list[EventStoreEntry]:
+        """Entries with from_seq <= seq <= to_seq (clipped to the high-watermark), hashes checked."""
+
+    def scan_seq(self, seq: int) -> EventStoreEntry | None:
+        """The entry at `seq`, hash checked, or None past the high-watermark."""
+
+    def lookup(self, kind: IndexKind, key: str) -> int | None:
+        """The first seq filed under (kind, key), or None."""
+
+    def lookup_all(self, kind: IndexKind, key: str) -> list[int]:
+        """Every seq filed under (kind, key), ascending."""
+
+    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]:
+        """Every seq whose entry carries `correlation_id`, ascending."""
+
+    def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
+        """Every (key, seq) pair of one index, in key order."""
+
+    def record_snapshot_anchor(self, anchor: SnapshotAnchor) -> None:
+        """Store a snapshot anchor (its high-watermark must be durable)."""
+
+    def latest_snapshot_anchor(self) -> SnapshotAnchor | None:
+        """The newest snapshot anchor, or None."""
+
+    def seal(self, status: RunStatus) -> None:
+        """Give the run its terminal status; later appends raise Closed."""
+
+    def manifest(self) -> RunManifest:
+        """The run manifest as stored."""
+
+    def high_watermark(self) -> int:
+        """The last durable seq (0 for an empty run)."""
 
 
 class _Run:
@@ -177,6 +231,10 @@ class RunStoreBase:
         raise NotImplementedError
 
     def _index_pairs(self, kind: IndexKind) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
+        """Seqs under one 16-byte key of `idx_correlation_id`, ascending."""
         raise NotImplementedError
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
@@ -296,6 +354,14 @@ class RunStoreBase:
         if index_key_problem(key) is not None:
             return []  # such a key can never have been stored (both backends refuse it)
         return self._index_seqs(kind, key)
+
+    def lookup_correlation(self, correlation_id: uuid.UUID) -> list[int]:
+        """Every seq whose entry carries `correlation_id` (the workflow), ascending, from the
+        correlation index written with the entries."""
+        self._require_run()
+        if not isinstance(correlation_id, uuid.UUID):
+            raise TypeError(f"correlation_id must be a uuid.UUID, got {type(correlation_id).__name__}")
+        return self._correlation_seqs(correlation_id.bytes)
 
     def iter_index_keys(self, kind: IndexKind) -> list[tuple[str, int]]:
         """(key, first seq) for every key of `kind`, in key byte order."""

@@ -8,6 +8,8 @@ beside it), created 0600 in a 0700 directory. Named databases:
 | `entries`             | seq, u64 big-endian      | `entry_hash[32] || canonical frame`    |
 | `idx_client_order_id` | id, UTF-8 (dupsort,      | every seq that carried the id, u64 BE  |
 | `idx_venue_order_id`  |  dupfixed)               |                                        |
+| `idx_correlation_id`  | correlation id, 16 raw   | every seq whose frame carries it, u64 BE |
+|                       | UUID bytes (dupsort, dupfixed) | (derived from the frame at append) |
 | `manifest`            | `current`                | the run manifest (msgpack)             |
 | `anchors`             | high-watermark, u64 BE   | snapshot anchor (msgpack); last = latest |
 | `meta`                | `format`                 | store format version, u32 BE           |
@@ -35,6 +37,14 @@ INDEX_DBS: dict[IndexKind, bytes] = {
     IndexKind.ClientOrderId: b"idx_client_order_id",
     IndexKind.VenueOrderId: b"idx_venue_order_id",
 }
+# Derived from each entry's frame (not from encoder index keys), in the same write transaction
+# as the entry: correlation id (16 raw UUID bytes) -> seq.
+DB_IDX_CORRELATION = b"idx_correlation_id"
+# Every index database (all dupsort + dupfixed, value = seq u64 BE), name -> label.
+ALL_INDEX_DBS: dict[bytes, str] = {
+    **{name: kind.value for kind, name in INDEX_DBS.items()},
+    DB_IDX_CORRELATION: "CorrelationId",
+}
 MANIFEST_KEY = b"current"
 FORMAT_KEY = b"format"
 FORMAT_VERSION = 1
@@ -60,7 +70,7 @@ def encode_format_version(version: int = FORMAT_VERSION) -> bytes:
     return U32.pack(version)
 
 
-def run_file_path(base_dir: str | Path, instance_id: str, run_id: str) -> Path:
+def run_file_path(base_dir: str | os.PathLike[str], instance_id: str, run_id: str) -> Path:
     validate_path_id(instance_id, "instance_id")
     validate_path_id(run_id, "run_id")
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
@@ -98,11 +108,11 @@ def marker_sidecar_path(run_file: str | Path) -> Path:
     return run_file.with_name(stem + MARKER_FILE_SUFFIX)
 
 
-def instance_dir(base_dir: str | Path, instance_id: str) -> Path:
+def instance_dir(base_dir: str | os.PathLike[str], instance_id: str) -> Path:
     return Path(base_dir) / validate_path_id(instance_id, "instance_id")
 
 
-def list_run_files(base_dir: str | Path, instance_id: str) -> list[Path]:
+def list_run_files(base_dir: str | os.PathLike[str], instance_id: str) -> list[Path]:
     """Run files of an instance (not marker sidecars), sorted by name (= by start time)."""
     directory = instance_dir(base_dir, instance_id)
     if not directory.is_dir():

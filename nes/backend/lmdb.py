@@ -24,15 +24,26 @@ import resource
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 import msgspec
 
 from nes.backend import layout
 from nes.codec import key_seq, seq_key
-from nes.backend.base import IndexKind, PreparedBatch, RunStoreBase, _Run, normalized_for_open, value_ts_init
-from nes.errors import Backend, Closed, Corrupted, CrashedPredecessor, Disk, EventStoreError, is_disk_pressure
+from nes.backend.base import (
+    IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
+)
+from nes.errors import (
+    Backend,
+    Closed,
+    Corrupted,
+    CrashedPredecessor,
+    Disk,
+    EventStoreError,
+    InvalidArgument,
+    is_disk_pressure,
+)
 from nes.manifest import RunManifest, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
@@ -50,7 +61,10 @@ def classify_lmdb_error(exc: BaseException, what: str, path: Path | None = None)
     limit or its filesystem is nearly full is `Disk`, not a generic backend error."""
     if isinstance(exc, EventStoreError):
         return exc
-    text = f"{what}: {exc}"
+    detail, subject = str(exc), what.rsplit(" ", 1)[-1]
+    if detail.startswith(f"{subject}: "):  # py-lmdb names the path itself: print it once
+        detail = detail[len(subject) + 2 :]
+    text = f"{what}: {detail}"
     if isinstance(exc, lmdb.DiskError) or is_disk_pressure(exc) or any(t in str(exc) for t in _DISK_TEXTS):
         return Disk(text)
     if path is not None and _EIO_TEXT in str(exc) and _out_of_room(path):
@@ -153,7 +167,7 @@ class _RunFile:
     def _open_dbs(self, writable: bool) -> None:
         env = self.env
 
-        def open_all(**opts: object) -> None:
+        def open_all(**opts: Any) -> None:
             self.entries = env.open_db(layout.DB_ENTRIES, **opts)
             self.manifest_db = env.open_db(layout.DB_MANIFEST, **opts)
             self.anchors = env.open_db(layout.DB_ANCHORS, **opts)
@@ -162,15 +176,26 @@ class _RunFile:
                 kind: env.open_db(name, dupsort=True, dupfixed=True, **opts) for kind, name in layout.INDEX_DBS.items()
             }
 
+        def open_correlation(txn: lmdb.Transaction | None = None, create: bool = True) -> None:
+            # Files written before the correlation index have none: they read without it.
+            try:
+                self.correlation: lmdb._Database | None = env.open_db(
+                    layout.DB_IDX_CORRELATION, txn=txn, create=create, dupsort=True, dupfixed=True
+                )
+            except lmdb.NotFoundError:
+                self.correlation = None
+
         try:
             if writable:  # creates what is missing, in one write transaction
                 with env.begin(write=True) as txn:
                     open_all(txn=txn)
+                    open_correlation(txn=txn)
             else:  # a reader must find every database (named dbs are keys of the main db)
                 with env.begin() as txn:
                     if txn.get(layout.DB_META) is None:
                         raise Corrupted("missing store format marker; the run file must be regenerated")
                 open_all(create=False)
+                open_correlation(create=False)
         except EventStoreError:
             raise
         except lmdb.Error as exc:
@@ -259,7 +284,7 @@ class LmdbBackend(RunStoreBase):
         (`begin_append`). The flock still keeps other writers out; readers of a Running run
         (recovery, `list_runs`) open it without the lock file in any case."""
         if map_size < 1 << 16:
-            raise ValueError(f"map_size must be at least 64 KiB, got {map_size}")
+            raise InvalidArgument(f"map_size must be at least 64 KiB, got {map_size}")
         self.base_dir = Path(base_dir)
         self._initial_map_size = map_size
         self._exclusive = exclusive
@@ -283,6 +308,7 @@ class LmdbBackend(RunStoreBase):
 
     @property
     def path(self) -> Path | None:
+        """The open run's file path (None before open)."""
         return None if self._file is None else self._file.path
 
     def _f(self) -> _RunFile:
@@ -291,6 +317,7 @@ class LmdbBackend(RunStoreBase):
         return self._file
 
     def open_run(self, manifest: RunManifest) -> None:
+        """Create the run file for `manifest` and hold it Running; CrashedPredecessor if it exists Running."""
         if self._run is not None and self._run.read_only:
             raise Closed()  # a sealed read-only handle is never reused for a new run
         if self._run is not None and not self._run.manifest.is_sealed():
@@ -351,6 +378,7 @@ class LmdbBackend(RunStoreBase):
         return backend
 
     def open_sealed(self, instance_id: str, run_id: str) -> LmdbBackend:
+        """A read-only handle on a sealed run of this base directory."""
         return self.open_sealed_file(layout.run_file_path(self.base_dir, instance_id, run_id))
 
     def list_runs(self, instance_id: str) -> list[RunManifest]:
@@ -373,6 +401,7 @@ class LmdbBackend(RunStoreBase):
         py-lmdb releases the GIL meanwhile). A full map, at put or at commit, doubles the map
         and redoes the batch."""
         run_file = self._f()
+        correlation_rows = correlation_index_rows(batch.items)
 
         def put() -> lmdb.Transaction:
             while True:
@@ -381,6 +410,8 @@ class LmdbBackend(RunStoreBase):
                     _, added = txn.cursor(db=run_file.entries).putmulti(batch.items, append=True)
                     if added != len(batch.items):
                         raise Backend(f"appended {added} of {len(batch.items)} entries")
+                    if correlation_rows:
+                        txn.cursor(db=run_file.correlation).putmulti(correlation_rows, dupdata=True)
                     for kind, key, seq in batch.index_rows:
                         txn.put(key.encode("utf-8"), seq_key(seq), db=run_file.indexes[kind], dupdata=True)
                     return txn
@@ -450,6 +481,16 @@ class LmdbBackend(RunStoreBase):
                 ]
             except UnicodeDecodeError as exc:
                 raise Corrupted(f"index key is not UTF-8: {exc}") from exc
+
+    def _correlation_seqs(self, correlation_key: bytes) -> list[int]:
+        run_file = self._f()
+        if run_file.correlation is None:
+            return []
+        with run_file.env.begin(db=run_file.correlation) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(correlation_key):
+                return []
+            return [_index_seq(raw) for raw in cursor.iternext_dup(keys=False, values=True)]
 
     def _load_latest_anchor(self) -> SnapshotAnchor | None:
         run_file = self._f()

@@ -108,7 +108,7 @@ _HASHERS: dict[MarkerRecordKind, Callable[[Any], bytes]] = {
     MarkerRecordKind.Gap: compute_gap_hash,
     MarkerRecordKind.Dict: compute_dict_hash,
 }
-_DECODERS = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in RECORD_TYPES.items()}
+_DECODERS: dict[MarkerRecordKind, msgspec.msgpack.Decoder[Any]] = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in RECORD_TYPES.items()}
 _MANIFEST_DECODER = msgspec.msgpack.Decoder(MarkerManifest)
 _ENCODER = msgspec.msgpack.Encoder()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import msgspec
 
@@ -412,5 +412,5 @@ def verify_marker_file(
         hifi_scanned=len(stored.get(MarkerRecordKind.HiFi, [])),
         gaps_scanned=len(stored.get(MarkerRecordKind.Gap, [])),
         dict_entries_scanned=len(stored.get(MarkerRecordKind.Dict, [])),
-        findings=tuple(findings),
+        findings=tuple(cast("list[MarkerFinding]", findings)),
     )
