@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from nes.backend.base import IndexKey
-from nes.errors import EventStoreError
+from nes.errors import EventStoreError, InvalidArgument
 from nes.halt import BackendError, BackpressureStall, HaltCallback, HaltReason, noop_halt
 from nes.headers import Headers
 from nes.writer import EntryDraft, HaltSignaled, InvalidDraft, SubmitError, WriterHalted
@@ -188,11 +188,11 @@ class _Registration:
 
 def _check_registration(message_type: object, payload_type: object, fn: object, what: str) -> None:
     if not isinstance(message_type, type):
-        raise TypeError(f"message_type must be a type, got {message_type!r}")
+        raise InvalidArgument(f"message_type must be a type, got {message_type!r}")
     if not isinstance(payload_type, str) or not payload_type.strip():
-        raise ValueError(f"payload_type must be a non-blank str, got {payload_type!r}")
+        raise InvalidArgument(f"payload_type must be a non-blank str, got {payload_type!r}")
     if not callable(fn):
-        raise TypeError(f"{what} must be callable, got {fn!r}")
+        raise InvalidArgument(f"{what} must be callable, got {fn!r}")
 
 
 class EncoderRegistry:
@@ -218,14 +218,14 @@ class EncoderRegistry:
         """Register (or replace) the encoder, tag and headers extractor of `message_type`."""
         _check_registration(message_type, payload_type, encode, "encode")
         if not callable(headers):
-            raise TypeError(f"headers must be callable, got {headers!r}")
+            raise InvalidArgument(f"headers must be callable, got {headers!r}")
         self.register(message_type, payload_type, encode)
         self._by_type[message_type].headers = headers
 
     def register_headers(self, message_type: type, headers: HeadersExtractor) -> bool:
         """Set the headers extractor of a registered type; False (nothing done) if unregistered."""
         if not callable(headers):
-            raise TypeError(f"headers must be callable, got {headers!r}")
+            raise InvalidArgument(f"headers must be callable, got {headers!r}")
         registration = self._by_type.get(message_type)
         if registration is None:
             return False
@@ -235,7 +235,7 @@ class EncoderRegistry:
     def register_identity(self, message_type: type, identity: IdentityExtractor) -> bool:
         """Set the identity extractor of a registered type; False (nothing done) if unregistered."""
         if not callable(identity):
-            raise TypeError(f"identity must be callable, got {identity!r}")
+            raise InvalidArgument(f"identity must be callable, got {identity!r}")
         registration = self._by_type.get(message_type)
         if registration is None:
             return False
@@ -395,9 +395,9 @@ class BusCaptureAdapter:
         identity_capacity: int = RECENT_IDENTITY_CAPACITY,
     ) -> None:
         if not isinstance(registry, EncoderRegistry):
-            raise TypeError(f"registry must be an EncoderRegistry, got {type(registry).__name__}")
+            raise InvalidArgument(f"registry must be an EncoderRegistry, got {type(registry).__name__}")
         if identity_capacity < 1:
-            raise ValueError(f"identity_capacity must be >= 1, got {identity_capacity}")
+            raise InvalidArgument(f"identity_capacity must be >= 1, got {identity_capacity}")
         self._writer = writer
         self._registry = registry
         self._by_type = registry._by_type  # the hot path's one lookup

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nautilus", action="store_true", help="also backtest NautilusTrader's EMA-cross strategies with the bus tap"
     )
-    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest")
+    parser.add_argument("--quotes", type=int, default=8000, help="synthetic quotes of the --nautilus backtest (>= 1)")
     ns = parser.parse_args(argv)
     if ns.orders < 1:
         print(f"nes demo: --orders must be >= 1, got {ns.orders}", file=sys.stderr)

@@ -37,11 +37,15 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- InstanceLocked             another live session (or its draining writer) holds the instance
     |  |- BootInterrupted            SIGTERM arrived during the boot (after its cleanup)
     |  `- CacheRestoreAtBootError    (also a CacheReplayError) restoring the parent run's cache failed
-    |- CaptureError                  capture (`nes.capture`): see that module
-    |  |- CaptureEncodeError / CaptureSubmitError / CaptureHalted / TapAttachError
-    |- PayloadDecodeError            a stored payload that does not decode
-    |  `- UnknownPayloadType         a payload type no registry produces
-    |- IntegrationUnavailable (ImportError)  an integration's extra is not installed
+    |- CaptureError                  capture (`nes.capture`, `nes.integrations.nautilus`)
+    |  |- CaptureEncodeError         an encoder / extractor failed, or content the store cannot
+    |  |                             hold; nothing written, the adapter stays live
+    |  |- CaptureSubmitError(reason) the writer refused a capture; the adapter halted
+    |  |- CaptureHalted(reason)      a capture after the adapter halted (writer untouched)
+    |  `- TapAttachError             a bus tap could not be attached as asked
+    |- PayloadDecodeError            a stored payload does not decode back into its message
+    |  `- UnknownPayloadType         no decoder knows that payload type
+    |- IntegrationUnavailable (ImportError)  an integration imported without its extra
     |- ReplayInputError              replay inputs (`nes.replay.errors`): InvalidSeqRange,
     |                                EmptyCatalogSelection, ScopeMismatch, MissingCatalogTimeBounds,
     |                                InvalidCatalogTimeRange, MissingCatalogSlice, CatalogError

@@ -735,3 +735,21 @@ def test_every_enum_field_of_the_captured_payloads_is_checked_before_from_dict()
                 if value in names and key not in _ENUM_FIELDS:
                     unchecked.add((message_type.__name__, key, value))
     assert unchecked == set()
+
+
+def test_nes_trace_answers_why_and_which_workflow_on_a_captured_backtest(tmp_path: Path) -> None:
+    from nes import RunFile, causation_chain, trace_order
+
+    _, session = _open(tmp_path, "trace")
+    run_ema_cross_backtest(session, quotes=2000, bracket=False)
+    session.close()
+    entries = _entries(session.path)
+    closed = next(e for e in entries if e.payload_type == "PositionClosed")
+    with RunFile(session.path) as run_file:
+        chain = causation_chain(run_file, closed.seq)
+        assert [e.payload_type for e in chain.entries] == ["OrderInitialized", "SubmitOrder", "OrderFilled", "PositionClosed"]
+        assert chain.missing_cause is None and not chain.cycle
+        closing = decode_payload("PositionClosed", closed.payload).closing_order_id.value
+        trace = trace_order(run_file, closing)
+        kinds = [node.entry.payload_type for node in trace.nodes]
+        assert kinds[:2] == ["OrderInitialized", "SubmitOrder"] and "OrderFilled" in kinds and "PositionClosed" in kinds

@@ -52,11 +52,11 @@ def _error(message: str, code: int = EXIT_ERROR) -> int:
 
 
 def _verify_first(path: str) -> None:
-    from nes.cli.verify import _verify_timeout
+    from nes.cli.verify import verify_timeout
     from nes.verifier import VerifyOpenError, verify_in_worker
 
     try:
-        verdict = verify_in_worker(path, _verify_timeout())
+        verdict = verify_in_worker(path, verify_timeout())
     except (VerifyOpenError, ValueError, OSError) as exc:
         raise _Refused(EXIT_ERROR, f"cannot verify {path}: {exc}") from None
     if not verdict.is_clean():

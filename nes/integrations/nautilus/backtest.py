@@ -39,6 +39,7 @@ from nautilus_trader.model.objects import Money, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 
 from nes.capture import BusCaptureAdapter, CaptureSink, SubmitCounter
+from nes.errors import InvalidArgument
 from nes.integrations.nautilus.registry import default_registry
 from nes.integrations.nautilus.tap import NautilusBusTap
 
@@ -171,7 +172,7 @@ def run_ema_cross_backtest(
         tap = NautilusBusTap(engine, adapter).attach()
     if snapshot_every is not None:
         if on_snapshot is None or snapshot_every < 1:
-            raise ValueError("snapshot_every needs a positive period and an on_snapshot callback")
+            raise InvalidArgument("snapshot_every needs a positive period and an on_snapshot callback")
         engine.kernel.msgbus.subscribe(f"data.bars.{BAR_TYPE_FAST}", _SnapshotHook(engine, snapshot_every, on_snapshot))
     if on_engine is not None:
         on_engine(engine)

@@ -59,6 +59,7 @@ from nautilus_trader.model.events import (
 )
 
 from nes.headers import Headers
+from nes.errors import InvalidArgument
 
 __all__ = ["HeaderDeriver", "DEFAULT_MAX_ORDERS"]
 
@@ -98,7 +99,7 @@ class HeaderDeriver:
 
     def __init__(self, max_orders: int = DEFAULT_MAX_ORDERS) -> None:
         if max_orders < 1:
-            raise ValueError(f"max_orders must be >= 1, got {max_orders}")
+            raise InvalidArgument(f"max_orders must be >= 1, got {max_orders}")
         self.max_orders = max_orders
         self._orders: dict[str, _OrderState] = {}
         # (strategy, instrument) -> (workflow, event id) of the last fill; Headers built on demand

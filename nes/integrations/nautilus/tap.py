@@ -41,6 +41,7 @@ from nautilus_trader.execution.messages import CancelAllOrders
 from nautilus_trader.model.events import AccountState, OrderEvent, OrderPendingCancel, PositionEvent
 
 from nes.capture import BusCaptureAdapter, TapAttachError
+from nes.errors import InvalidArgument
 
 __all__ = ["NautilusBusTap", "attach_tap", "TAP_PRIORITY", "LOCAL_EVENT_MEMORY"]
 
@@ -60,7 +61,7 @@ _ENDPOINT_OWNERS = {
 def _kernel_of(engine: Any) -> Any:
     kernel = getattr(engine, "kernel", engine)
     if not hasattr(kernel, "msgbus") or not hasattr(kernel, "clock"):
-        raise TypeError(f"expected a BacktestEngine, TradingNode or NautilusKernel, got {type(engine).__name__}")
+        raise InvalidArgument(f"expected a BacktestEngine, TradingNode or NautilusKernel, got {type(engine).__name__}")
     return kernel
 
 
