@@ -573,6 +573,7 @@ class EventStoreLifecycle:
         base_dir = Path(config.base_dir)
         instance_dir = base_dir / validate_path_id(config.identity.instance_id, "instance_id")
         with _boot_signals():
+            _check_private_dirs(base_dir, config.identity.instance_id)  # before anything is created in it
             try:
                 ensure_private_dir(instance_dir)
                 lock = InstanceLock.try_acquire(instance_dir)
@@ -598,7 +599,6 @@ class EventStoreLifecycle:
         config = self.config
         identity = config.identity
         log.info("boot: instance %s in %s", identity.instance_id, base_dir)
-        _check_private_dirs(base_dir, identity.instance_id)
         states = sweep_run_files(base_dir, identity.instance_id, config.verifier_timeout_s)
         recovery = _outcome(states, config.replay_from_run_id)
         log.info(

@@ -312,7 +312,7 @@ def test_an_lmdb_error_names_the_file_once(tmp_path: Path) -> None:
     with pytest.raises(nes.Corrupted) as info:
         nes.open_event_store_replay_source(path)
     # Refused from its meta pages before LMDB maps it (a mapped damaged file can fault).
-    assert str(info.value) == f"corrupted run: run file {path} has no valid LMDB meta page (8192 bytes)"
+    assert str(info.value) == f"corrupted run: run file {path} is not an LMDB file: no valid LMDB meta page (8192 bytes)"
     assert str(info.value).count(str(path)) == 1
 
 

@@ -149,7 +149,7 @@ def check_run_file_shape(path: str | Path) -> RunFileShape:
         if best is None or txnid > best[2]:
             best = (page_size, last_page, txnid)
     if best is None:
-        raise Corrupted(f"run file {path} has no valid LMDB meta page ({info.st_size} bytes)")
+        raise Corrupted(f"run file {path} is not an LMDB file: no valid LMDB meta page ({info.st_size} bytes)")
     page_size, last_page, txnid = best
     needed = (last_page + 1) * page_size
     if info.st_size < needed:

@@ -601,16 +601,17 @@ class LmdbBackend(RunStoreBase):
     def _read_values(self, lo: int, hi: int) -> list[bytes] | None:
         """Values only (no key tuples): the reader's scan path. The cursor's first and last
         keys prove the window is exactly `lo..=hi` (LMDB keys are unique and sorted)."""
-        run_file = self._f()
-        first, last = seq_key(lo), seq_key(hi)
-        with run_file.env.begin(db=run_file.entries) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(first) or cursor.key() != first:
-                return None
-            values = list(islice(cursor.iternext(keys=False, values=True), hi - lo + 1))
-            if len(values) != hi - lo + 1 or cursor.key() != last:
-                return None
-            return values
+        with _reads_mapped(self):
+            run_file = self._f()
+            first, last = seq_key(lo), seq_key(hi)
+            with run_file.env.begin(db=run_file.entries) as txn:
+                cursor = txn.cursor()
+                if not cursor.set_range(first) or cursor.key() != first:
+                    return None
+                values = list(islice(cursor.iternext(keys=False, values=True), hi - lo + 1))
+                if len(values) != hi - lo + 1 or cursor.key() != last:
+                    return None
+                return values
 
     def _index_seqs(self, kind: IndexKind, key: str) -> list[int]:
         with _reads_mapped(self):

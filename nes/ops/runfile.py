@@ -18,7 +18,6 @@ Contract:
 from __future__ import annotations
 
 import os
-import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,13 +37,6 @@ __all__ = ["RunFileError", "RunFile", "check_lmdb_file", "DEFAULT_CHUNK", "LIVE_
 
 DEFAULT_CHUNK = 1024
 LIVE_READ_RETRIES = 3
-_LMDB_MAGIC = 0xBEEFC0DE
-_META_AT = 16  # the meta record follows the 16-byte page header
-_META = struct.Struct("<II")  # mm_magic, mm_version
-_PAGE_SIZE_AT = _META_AT + 24 + 0  # FREE_DBI's md_pad holds the page size (u32)
-_LAST_PG_AT = _META_AT + 24 + 2 * 48  # mm_last_pg, then mm_txnid (u64 each, native order)
-_U64_LE = struct.Struct("<Q")
-_U32_LE = struct.Struct("<I")
 
 
 class RunFileError(EventStoreError):
@@ -54,50 +46,17 @@ class RunFileError(EventStoreError):
 
 def check_lmdb_file(path: Path) -> None:
     """Refuse, without mapping it, a file that is not LMDB or is shorter than its newest
-    committed transaction needs. Raises RunFileError."""
+    committed transaction needs (`layout.check_run_file_shape`). Raises RunFileError."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8192)
+        layout.check_run_file_shape(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except IsADirectoryError:
         raise RunFileError(f"{path}: is a directory, not a run file") from None
     except OSError as exc:
         raise RunFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not path.is_file():
-        raise RunFileError(f"{path}: not a regular file")
-    if len(head) < _LAST_PG_AT + 16 or _META.unpack_from(head, _META_AT)[0] != _LMDB_MAGIC:
-        raise RunFileError(f"{path}: not an LMDB file")
-    (page_size,) = _U32_LE.unpack_from(head, _PAGE_SIZE_AT)
-    if page_size not in (4096, 8192, 16384, 32768, 65536):
-        page_size = 4096
-    newest: tuple[int, int] | None = None  # (txnid, last_pg)
-    for page in (0, 1):
-        at = page * page_size
-        if at + _LAST_PG_AT + 16 > len(head):
-            if page == 0:
-                raise RunFileError(f"{path}: not an LMDB file")
-            with open(path, "rb") as handle:
-                handle.seek(at)
-                chunk = handle.read(_LAST_PG_AT + 16)
-            if len(chunk) < _LAST_PG_AT + 16:
-                raise RunFileError(f"{path}: truncated: {size} bytes, shorter than its two meta pages")
-            base, data = 0, chunk
-        else:
-            base, data = at, head
-        magic, _version = _META.unpack_from(data, base + _META_AT)
-        if magic != _LMDB_MAGIC:
-            continue
-        last_pg = _U64_LE.unpack_from(data, base + _LAST_PG_AT)[0]
-        txnid = _U64_LE.unpack_from(data, base + _LAST_PG_AT + 8)[0]
-        if newest is None or txnid > newest[0]:
-            newest = (txnid, last_pg)
-    if newest is None:
-        raise RunFileError(f"{path}: not an LMDB file (no LMDB meta page)")
-    needed = (newest[1] + 1) * page_size
-    if size < needed:
-        raise RunFileError(f"{path}: truncated: {size} bytes, its last committed transaction needs {needed}")
+    except Corrupted as exc:
+        raise RunFileError(exc.msg) from None
 
 
 class RunFile:
