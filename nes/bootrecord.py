@@ -27,7 +27,6 @@ from shm.ring import RingNames, is_ring_token
 __all__ = [
     "BootRecord",
     "BOOT_RECORD_SUFFIX",
-    "ensure_private_dir",
     "write_boot_record",
     "remove_boot_record",
     "reclaim_dead_boots",
@@ -57,17 +56,6 @@ def _process_start_time(pid: int) -> float | None:
         return round(process.create_time(), 2)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-
-
-def ensure_private_dir(directory: Path) -> None:
-    """Create `directory` and its missing parents, each 0700 (existing ones are left as they are)."""
-    missing = []
-    parent = directory
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def record_path(instance_dir: Path, token: str) -> Path:

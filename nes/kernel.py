@@ -47,7 +47,6 @@ import msgspec
 
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, is_future_format, read_manifest
-from nes.bootrecord import ensure_private_dir
 from nes.config import EventStoreConfig
 from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, UnsupportedFormat, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
@@ -575,7 +574,7 @@ class EventStoreLifecycle:
         with _boot_signals():
             _check_private_dirs(base_dir, config.identity.instance_id)  # before anything is created in it
             try:
-                ensure_private_dir(instance_dir)
+                layout.make_private_dirs(instance_dir)
                 lock = InstanceLock.try_acquire(instance_dir)
             except OSError as exc:  # not a directory, no permission, disk full
                 raise classify_lmdb_error(exc, f"create {instance_dir}") from exc

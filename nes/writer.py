@@ -370,7 +370,7 @@ class EventStoreWriter:
         `<base>/<instance_id>/<run_id>.lmdb`, and wait for READY. `hold_fds`: descriptors the
         writer process keeps open (unused) for its whole life; the kernel passes the instance
         lock, so a writer that outlives its trader keeps the instance until it has drained."""
-        from nes.bootrecord import ensure_private_dir, reclaim_dead_boots, remove_boot_record, write_boot_record
+        from nes.bootrecord import reclaim_dead_boots, remove_boot_record, write_boot_record
         from shm.ring import Ring, RingNames  # the ring is only needed for the process transport
 
         _check_writer_args(config, halt)
@@ -380,7 +380,7 @@ class EventStoreWriter:
         run_path = layout.run_file_path(Path(base_dir), manifest.instance_id, manifest.run_id)
         names = RingNames.fresh()
         try:
-            ensure_private_dir(run_path.parent)
+            layout.make_private_dirs(run_path.parent)
             reclaim_dead_boots(run_path.parent)  # rings of earlier boots that died before READY
             record = write_boot_record(run_path.parent, names.token)  # before the names exist
         except OSError as exc:  # not a directory, no permission, disk full

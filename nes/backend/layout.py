@@ -185,24 +185,34 @@ def run_file_path(base_dir: str | os.PathLike[str], instance_id: str, run_id: st
     return Path(base_dir) / instance_id / f"{run_id}{RUN_FILE_SUFFIX}"
 
 
+def make_private_dirs(directory: Path, *, durable: bool = False) -> None:
+    """Create `directory` and its missing parents, each 0700 (existing ones are left as they
+    are). With `durable`, the new directory entries are fsynced (the directory itself and the
+    parent of every directory created), so they survive a power loss."""
+    missing = []
+    parent = directory
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for created in reversed(missing):
+        created.mkdir(mode=DIR_MODE, exist_ok=True)
+    if durable:
+        for changed in {directory, *(created.parent for created in missing)}:
+            fsync_dir(changed)
+
+
 def create_private_file(path: Path) -> None:
     """Create `path` empty, 0600, failing if it exists (FileExistsError); missing parent
     directories are created 0700. The new directory entries are fsynced (file's directory and
     every directory created), so a file whose contents LMDB later fsyncs cannot vanish with a
     power loss."""
-    missing = []
-    parent = path.parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=DIR_MODE, exist_ok=True)
+    make_private_dirs(path.parent, durable=True)
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE))
-    for directory in {path.parent, *(created.parent for created in missing)}:
-        _fsync_directory(directory)
+    fsync_dir(path.parent)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so the entries created, renamed or removed in it are durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgspec
 
-from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX
+from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX, fsync_dir
 from nes.errors import Corrupted
 from nes.ids import validate_path_id
 
@@ -150,9 +150,5 @@ def write_seal_record(run_file: str | os.PathLike[str], record: SealRecord) -> b
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return True

@@ -96,26 +96,6 @@ def _row(entry: EventStoreEntry, client: dict[int, str], venue: dict[int, str]) 
     }
 
 
-def _private_dir(path: Path) -> None:
-    missing = []
-    parent = path
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=layout.DIR_MODE)
-    for directory in {path, *(d.parent for d in missing)}:
-        _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_run(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -140,7 +120,7 @@ def export_run(
         client = order_ids_by_seq(run_file, IndexKind.ClientOrderId, high_watermark)
         venue = order_ids_by_seq(run_file, IndexKind.VenueOrderId, high_watermark)
         target_dir = Path(out_dir) / f"instance_id={manifest.instance_id}" / f"run_id={manifest.run_id}"
-        _private_dir(target_dir)
+        layout.make_private_dirs(target_dir, durable=True)
         target = target_dir / f"data.{fmt}"
         temp = target_dir / f".data.{fmt}.{secrets.token_hex(4)}.tmp"
         rows = 0
@@ -161,7 +141,7 @@ def export_run(
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target_dir)
+        layout.fsync_dir(target_dir)
     return ExportResult(manifest.instance_id, manifest.run_id, rows, str(target))
 
 

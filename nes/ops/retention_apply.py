@@ -71,26 +71,6 @@ class ApplyReport(msgspec.Struct, frozen=True):
         return all(o.action != "kept" for o in self.outcomes)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _private_dir(path: Path) -> None:
-    missing = []
-    parent = path
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=layout.DIR_MODE)
-    for directory in {path, *(d.parent for d in missing)}:
-        _fsync_dir(directory)
-
-
 def _digest(path: Path) -> tuple[int, bytes]:
     sha = hashlib.blake2b()
     with open(path, "rb") as handle:
@@ -107,13 +87,13 @@ def _move(src: Path, dst_dir: Path, step: Callable[[str], None]) -> None:
         if _digest(dst) != _digest(src):
             raise RetentionApplyError(f"{dst} already exists and differs from {src}; move one of them away")
         src.unlink()
-        _fsync_dir(src.parent)
+        layout.fsync_dir(src.parent)
         step("source_unlinked")
         return
     try:
         os.rename(src, dst)
-        _fsync_dir(dst_dir)
-        _fsync_dir(src.parent)
+        layout.fsync_dir(dst_dir)
+        layout.fsync_dir(src.parent)
         step("moved")
         return
     except OSError as exc:
@@ -130,13 +110,13 @@ def _move(src: Path, dst_dir: Path, step: Callable[[str], None]) -> None:
             raise RetentionApplyError(f"copy of {src} to {temp} does not match its source")
         step("copied")
         os.rename(temp, dst)
-        _fsync_dir(dst_dir)
+        layout.fsync_dir(dst_dir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     step("moved")
     src.unlink()
-    _fsync_dir(src.parent)
+    layout.fsync_dir(src.parent)
     step("source_unlinked")
 
 
@@ -156,7 +136,7 @@ def _finish_interrupted(instance_dir: Path, archive_dir: Path | None) -> None:
         markers = layout.marker_sidecar_path(instance_dir / archived.name)
         if markers.exists() and not (instance_dir / archived.name).exists():
             _move(markers, archive_dir, lambda _: None)
-    _fsync_dir(archive_dir)
+    layout.fsync_dir(archive_dir)
 
 
 def apply_retention(
@@ -188,7 +168,7 @@ def apply_retention(
         resolved = archive_instance.resolve()
         if resolved == instance_dir.resolve() or instance_dir.resolve() in resolved.parents:
             raise RetentionApplyError(f"{archive_root}: the archive must not lie inside the instance directory")
-        _private_dir(archive_instance)
+        layout.make_private_dirs(archive_instance, durable=True)
         _finish_interrupted(instance_dir, archive_instance)
     if plan is None:
         plan = plan_lmdb_retention(base_dir, instance_id, mode)
@@ -231,12 +211,12 @@ def _apply_one(
     markers = layout.marker_sidecar_path(path)
     if archive_instance is None:
         path.unlink()
-        _fsync_dir(path.parent)
+        layout.fsync_dir(path.parent)
         step("deleted")
         _drop_lock_file(path)
         if markers.exists():
             markers.unlink()
-            _fsync_dir(path.parent)
+            layout.fsync_dir(path.parent)
             step("markers_deleted")
             _drop_lock_file(markers)
         seal_record_path(path).unlink(missing_ok=True)  # the run's seal record goes with it

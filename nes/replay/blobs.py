@@ -102,7 +102,7 @@ class SnapshotBlobStore:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_directory(self.directory)
+        layout.fsync_dir(self.directory)
         return blob_ref, content_hash
 
     def get(self, blob_ref: str) -> bytes | None:
@@ -134,17 +134,9 @@ class SnapshotBlobStore:
         created = not self.instance_dir.exists()
         self.instance_dir.mkdir(mode=layout.DIR_MODE, parents=True, exist_ok=True)
         self.directory.mkdir(mode=layout.DIR_MODE, exist_ok=True)
-        _fsync_directory(self.instance_dir)
+        layout.fsync_dir(self.instance_dir)
         if created:
-            _fsync_directory(self.instance_dir.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            layout.fsync_dir(self.instance_dir.parent)
 
 
 def blob_problem(store: SnapshotBlobStore, anchor: SnapshotAnchor) -> str | None:
