@@ -921,6 +921,8 @@ class Verifier:
         """The run file's report, plus its data-marker sidecar's when one lies beside it.
         `progress(phase, count)` is called as the scan advances (entries, then index rows)."""
         report = self._verify_run_file(progress or _no_progress)
+        if report.open_error() is not None:  # not a run file: its one finding says why
+            return report
         blob_findings = _snapshot_blob_findings(self.path)
         if blob_findings:
             report = msgspec.structs.replace(report, findings=[*report.findings, *blob_findings])
@@ -1024,7 +1026,7 @@ def _snapshot_blob_findings(path: Path) -> list[SnapshotBlobProblem]:
     anchors = []
     try:
         env = _open_env(path)
-    except (lmdb.Error, VerifyOpenError):
+    except (lmdb.Error, Corrupted, VerifyOpenError):
         return []
     try:
         with env.begin() as txn:

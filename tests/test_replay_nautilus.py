@@ -56,6 +56,7 @@ from nes.replay import (
     restore_cache_from_sealed_run,
     restore_cache_snapshot_and_replay_tail,
 )
+from nes.snapshot import SnapshotAnchor
 
 INSTANCE = "nautilus-trader"
 QUOTES = 3000  # 750 one-minute bars, ~60 fills, orders of every lifecycle
@@ -261,19 +262,49 @@ def test_boot_refuses_a_source_whose_snapshot_blob_hash_does_not_match(tmp_path:
     )
 
 
-def test_restore_at_boot_refuses_a_blob_that_changed_after_the_preflight(tmp_path: Path, sealed_backtest) -> None:  # noqa: ANN001
-    """The restore checks the hash itself: a recovered parent is not re-verified by the preflight."""
-    base, run_id, expected = sealed_backtest
-    base = copy_instance(base, tmp_path)
-    (base / INSTANCE / expected["anchor"].blob_ref).unlink()
-    # Make the sealed run the recovered parent: Running again without RunEnded (a crash), so
-    # the sweep re-seals it CrashedRecovered now and no preflight verifier looks at it.
-    path = layout.run_file_path(base, INSTANCE, run_id)
-    rewrite_manifest(path, drop_last_entry=True, status=RunStatus.Running, end_ts_init=None, high_watermark=0)
-    with pytest.raises(CacheRestoreAtBootError, match="snapshot blob not found") as info:
-        lifecycle(base, False, NautilusCacheReplay([instrument()])).open()
-    assert isinstance(info.value, BootError) and info.value.run_id == run_id
-    assert [p.name for p in layout.list_run_files(base, INSTANCE)] == [path.name]
+class _FailingRule(NautilusCacheReplay):
+    """A target whose replay rule for fills fails (a cache apply step that raises)."""
+
+    def apply_entry(self, entry) -> bool:  # noqa: ANN001
+        if entry.payload_type == "OrderFilled":
+            raise ValueError("cannot apply OrderFilled")
+        return super().apply_entry(entry)
+
+
+def crashed_backtest(base: Path) -> tuple[str, SnapshotAnchor]:
+    """A captured backtest anchored after bar 200 whose session is abandoned (a crash)."""
+    session, engine, anchors = captured_backtest(base, seed=11, anchor_bars={200})
+    session.abandon()  # no RunEnded: the next boot recovers it
+    engine.dispose()
+    return session.run_id, anchors[-1]
+
+
+def test_a_restore_failure_at_boot_refuses_the_boot_and_opens_no_run(tmp_path: Path) -> None:
+    parent, _ = crashed_backtest(tmp_path)
+    assert_boot_refused_cleanly(
+        tmp_path, lambda: lifecycle(tmp_path, False, _FailingRule([instrument()])), CacheRestoreAtBootError, "cannot apply OrderFilled"
+    )
+    # the refused boot still sealed the crashed run; the next boot restores from it
+    assert read_manifest(layout.run_file_path(tmp_path, INSTANCE, parent)).status is RunStatus.CrashedRecovered
+    session = lifecycle(tmp_path, False, NautilusCacheReplay([instrument()])).open()
+    try:
+        assert session.manifest.parent_run_id == parent and session.cache_restore.cache.applied > 0
+    finally:
+        session.close()
+
+
+def test_a_crashed_run_whose_snapshot_blob_is_gone_is_quarantined_and_not_restored(tmp_path: Path) -> None:
+    """Recovery runs the full verifier, blob store included: the run is Quarantined, so it is
+    no parent and nothing is restored from it (the crate's rule: only a recovered parent or a
+    configured replay source is restored)."""
+    crashed, anchor = crashed_backtest(tmp_path)
+    (tmp_path / INSTANCE / anchor.blob_ref).unlink()
+    session = lifecycle(tmp_path, False, NautilusCacheReplay([instrument()])).open()
+    try:
+        assert session.manifest.parent_run_id is None and session.cache_restore is None
+    finally:
+        session.close()
+    assert read_manifest(layout.run_file_path(tmp_path, INSTANCE, crashed)).status is RunStatus.Quarantined
 
 
 # ---- restore error cases ------------------------------------------------------------------------------

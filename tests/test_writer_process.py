@@ -20,6 +20,7 @@ import pytest
 
 from nes.backend.base import IndexKey, IndexKind
 from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.backend.seal_record import seal_record_path
 from nes.errors import CrashedPredecessor
 from nes.halt import BackendDisk, BackpressureStall, WriterDied
 from nes.headers import Headers
@@ -118,8 +119,10 @@ def test_spawned_writer_commits_anchors_seals_and_leaves_no_shm(tmp_path: Path) 
     finally:
         backend.close()
     assert oct(run_file(tmp_path).stat().st_mode & 0o777) == "0o600"
-    # nothing else is left beside the run file: no boot record, no (empty) writer log
-    assert sorted(p.name for p in (tmp_path / INSTANCE).iterdir()) == [run_file(tmp_path).name]
+    # beside the run file only its seal record: no boot record, no (empty) writer log
+    seal = seal_record_path(run_file(tmp_path))
+    assert oct(seal.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in (tmp_path / INSTANCE).iterdir()) == sorted([run_file(tmp_path).name, seal.name])
 
 
 def test_sigkill_writer_mid_stream_halts_with_writer_died_and_loses_nothing_durable(tmp_path: Path) -> None:
@@ -393,46 +396,29 @@ def _file_high_watermark(path: Path) -> int:
     return read_durable_high_watermark(path)
 
 
-def test_writer_death_halt_reports_the_run_files_exact_high_watermark(tmp_path: Path) -> None:
-    """SIGKILL the writer at a moment when the disk is ahead of the high-watermark it published
-    in the ring (killed between a commit and its publication): the WriterDied halt and the
+def test_writer_death_halt_reports_the_run_files_exact_high_watermark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the writer when the disk is ahead of the high-watermark it published in the ring
+    (its fault hook stops it between a commit and its publication): the WriterDied halt and the
     writer's high_watermark report the run file's value, not the ring's lower bound."""
-    config = WriterConfig(halt_threshold_s=30.0)  # the writer is stopped for inspection
-    writer, halts = spawn(tmp_path, config)
-    threading = __import__("threading")
-    stop = threading.Event()
-
-    def keep_submitting() -> None:
-        try:
-            while not stop.is_set():
-                writer.submit(DRAFT)
-        except SubmitError:
-            pass
-
-    submitter = threading.Thread(target=keep_submitting)
-    submitter.start()
+    monkeypatch.setenv("NES_WRITER_FAULT", "stop-before-publish:1000")
+    writer, halts = spawn(tmp_path, WriterConfig(halt_threshold_s=30.0))  # no stall halt while stopped
     pid = writer.writer_pid
     try:
-        for _ in range(400):
-            os.kill(pid, signal.SIGSTOP)
-            stopped_by = time.monotonic() + 5.0
-            while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
-                assert time.monotonic() < stopped_by, "the writer did not stop"
-            published = writer.high_watermark
-            on_disk = _file_high_watermark(run_file(tmp_path))
-            if on_disk > published:
-                os.kill(pid, signal.SIGKILL)
-                break
-            os.kill(pid, signal.SIGCONT)
-        else:
-            pytest.fail("never caught the writer between a commit and its publication")
+        for _ in range(2000):
+            writer.submit(DRAFT)
+        stopped_by = time.monotonic() + 30.0
+        while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+            assert time.monotonic() < stopped_by, "the writer did not stop at its fault hook"
+            time.sleep(0.01)
+        published = writer.high_watermark
+        on_disk = _file_high_watermark(run_file(tmp_path))
+        assert published < 1000 <= on_disk
+        os.kill(pid, signal.SIGKILL)
         wait_halted(writer)
     finally:
-        stop.set()
-        submitter.join(30)
         writer.abandon()
     assert len(halts) == 1 and isinstance(halts[0], WriterDied)
-    assert halts[0].durable_high_watermark == on_disk > published
+    assert halts[0].durable_high_watermark == on_disk
     assert writer.high_watermark == on_disk
     assert writer.wait_durable(on_disk, 0.0)
     assert _file_high_watermark(run_file(tmp_path)) == on_disk

@@ -4,6 +4,10 @@ Thin by design: parse arguments, open the run (`LmdbBackend.open_run`), attach t
 `nes.sidecar.run_sidecar`. A failure to open is reported as a `Halt` before READY. Its stdout
 is /dev/null and its stderr the log file `log_path` (never the trader's own stdout/stderr),
 which it removes on a normal exit if nothing was written to it.
+
+Fault hook for tests: `NES_WRITER_FAULT=stop-before-publish:N` stops this process (SIGSTOP)
+after the first commit that makes seq N durable, before that high-watermark is published in
+the ring (the moment when the disk is ahead of what the trader was told).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 
 import msgspec
 
@@ -24,6 +29,7 @@ from nes.sidecar import run_sidecar
 from shm.ring import Ring, RingNames
 
 
+WRITER_FAULT_ENV = "NES_WRITER_FAULT"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 10_000
 
@@ -75,6 +81,33 @@ def _main(argv: list[str] | None) -> tuple[int, str | None]:
     return _run(channel, args), args.log_path
 
 
+class _StopBeforePublish:
+    """The ring, except that the first publication of a high-watermark >= `at` is preceded by
+    a SIGSTOP of this process (the fault hook; see the module docstring)."""
+
+    def __init__(self, ring: Ring, at: int) -> None:
+        self._ring = ring
+        self._at = at
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ring, name)
+
+    def publish_durable(self, high_watermark: int) -> None:
+        if self._at and high_watermark >= self._at:
+            self._at = 0
+            # Directed at this thread: it stops before it returns (a process-directed signal may
+            # be taken by another thread, and this one would publish before the stop).
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        self._ring.publish_durable(high_watermark)
+
+
+def _with_fault_hook(ring: Ring) -> Ring | _StopBeforePublish:
+    fault = os.environ.get(WRITER_FAULT_ENV, "")
+    if fault.startswith("stop-before-publish:"):
+        return _StopBeforePublish(ring, int(fault.split(":", 1)[1]))
+    return ring
+
+
 def _run(channel: ControlChannel, args: WriterArgs) -> int:
     backend = LmdbBackend(args.base_dir, exclusive=True)  # commits run on the sidecar's commit thread
     try:
@@ -87,7 +120,7 @@ def _run(channel: ControlChannel, args: WriterArgs) -> int:
         with ring:
             try:
                 return run_sidecar(
-                    ring, channel, backend, args.max_batch_entries, args.max_batch_latency_s, args.idle_linger_s
+                    _with_fault_hook(ring), channel, backend, args.max_batch_entries, args.max_batch_latency_s, args.idle_linger_s
                 )
             finally:
                 ring.unlink_names()  # normally already done by the trader; covers its early death
