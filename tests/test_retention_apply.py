@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nes.backend import layout
+from nes.backend.seal_record import seal_record_path
 from nes.config import SnapshotAnchored
 from nes.manifest import RunStatus
 from nes.markers.model import MarkerManifest
@@ -115,7 +116,7 @@ def _assert_each_run_in_place_or_complete(base: Path, archive: Path | None, orig
 
 
 # A rename (same filesystem) has no copy and no separate unlink step.
-_KILL_POINTS = [("same-fs", s) for s in ("verified", "moved", "markers_moved")] + [
+_KILL_POINTS = [("same-fs", s) for s in ("verified", "blobs_copied", "moved", "markers_moved")] + [
     ("cross-fs", s) for s in ("verified", "copied", "moved", "source_unlinked", "markers_moved")
 ]
 
@@ -162,3 +163,56 @@ def test_apply_delete_killed_after_any_step_leaves_runs_in_place_or_gone(tmp_pat
     finished = _kill_at(tmp_path, "-", "never")
     assert finished.returncode == 0, finished.stderr
     assert len(_names(tmp_path)) == 2
+
+
+def _sessions_with_snapshots(base: Path, runs: int) -> list[tuple[str, str]]:
+    """`runs` real sealed runs of one instance, each with a snapshot anchor whose blob is in
+    the instance's blob store; returns (run_id, blob_ref) per run, oldest first."""
+    from nes import EventStoreConfig, EventStoreLifecycle, EventStoreLifecycleOptions, RunIdentity
+
+    out = []
+    for n in range(runs):
+        config = EventStoreConfig(base_dir=str(base), identity=RunIdentity(instance_id=INSTANCE_ID))
+        session = EventStoreLifecycle(config, options=EventStoreLifecycleOptions(in_process=True)).open()
+        anchor = session.snapshot_anchorer()(b"cache snapshot %d" % n)
+        session.close()
+        out.append((session.run_id, anchor.blob_ref))
+    return out
+
+
+def test_archived_runs_take_their_snapshot_blobs_and_seal_records_and_verify_on_their_own(tmp_path: Path) -> None:
+    base, archive = tmp_path / "base", tmp_path / "archive"
+    runs = _sessions_with_snapshots(base, 3)
+    report = apply_retention(base, INSTANCE_ID, SnapshotAnchored(), archive_dir=archive, verify=lambda p: None)
+    assert [(o.run_id, o.action) for o in report.outcomes] == [(run_id, "archived") for run_id, _ in runs[:2]]
+    archived = archive / INSTANCE_ID
+    for run_id, blob_ref in runs[:2]:
+        run_file = archived / f"{run_id}{layout.RUN_FILE_SUFFIX}"
+        assert (archived / blob_ref).read_bytes() == (base / INSTANCE_ID / blob_ref).read_bytes()  # copied, not moved
+        assert stat.S_IMODE((archived / blob_ref).stat().st_mode) == 0o600
+        assert seal_record_path(run_file).exists() and not seal_record_path(base / INSTANCE_ID / run_file.name).exists()
+        done = cli("verify", str(run_file))
+        assert done.returncode == 0 and done.stdout.startswith("clean "), done.stdout
+    assert not (archived / runs[2][1]).exists()  # the restore point's blob is not the archive's
+
+
+def test_an_apply_interrupted_after_the_move_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    """Interrupted right after the first run file moved: its seal record is still in the
+    instance directory; the next apply moves it after the run."""
+    base, archive = tmp_path / "base", tmp_path / "archive"
+    runs = _sessions_with_snapshots(base, 2)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_move(step: str, run_id: str) -> None:
+        if step == "moved":
+            raise Interrupted(run_id)
+
+    with pytest.raises(Interrupted):
+        apply_retention(base, INSTANCE_ID, SnapshotAnchored(), archive_dir=archive, verify=lambda p: None,
+                        on_step=stop_after_move)
+    moved = archive / INSTANCE_ID / f"{runs[0][0]}{layout.RUN_FILE_SUFFIX}"
+    assert moved.exists() and seal_record_path(base / INSTANCE_ID / moved.name).exists()
+    apply_retention(base, INSTANCE_ID, SnapshotAnchored(), archive_dir=archive, verify=lambda p: None)
+    assert seal_record_path(moved).exists() and not seal_record_path(base / INSTANCE_ID / moved.name).exists()

@@ -99,12 +99,12 @@ def test_timeout_is_on_lack_of_progress_not_on_total_time(tmp_path: Path) -> Non
     assert done.stdout.startswith("clean ")
 
 
-def test_progress_is_shown_on_a_terminal(tmp_path: Path) -> None:
-    path = make_run_file(tmp_path / "run.lmdb", entries=2)
+def _verify_on_a_terminal(path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """Run `nes verify` with stderr on a pseudo-terminal: (the process, what the terminal showed)."""
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "nes.cli", "verify", str(path)], stdout=subprocess.PIPE, stderr=follower,
+            [sys.executable, "-m", "nes.cli", "verify", *flags, str(path)], stdout=subprocess.PIPE, stderr=follower,
             env=cli_env({"NES_VERIFY_WORKER_FAULT": "slow"}), timeout=60, cwd=PROJECT_ROOT, text=True,
         )
         os.close(follower)
@@ -122,9 +122,22 @@ def test_progress_is_shown_on_a_terminal(tmp_path: Path) -> None:
         if follower >= 0:
             os.close(follower)
         os.close(leader)
+    return done, shown
+
+
+def test_progress_is_shown_on_a_terminal(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / "run.lmdb", entries=2)
+    done, shown = _verify_on_a_terminal(path)
     assert done.returncode == 0
     assert f"verifying {path}: ".encode() in shown
     assert b"verifying" not in done.stdout.encode()  # data on stdout, progress on stderr only
+
+
+def test_quiet_silences_progress_on_a_terminal(tmp_path: Path) -> None:
+    path = make_run_file(tmp_path / "run.lmdb", entries=2)
+    done, shown = _verify_on_a_terminal(path, "--quiet")
+    assert done.returncode == 0 and done.stdout.startswith("clean ")
+    assert shown == b""
 
 
 def test_several_paths_and_a_directory_with_a_summary(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import sys
 
 import msgspec
 
+from nes.cli._common import add_quiet
+
 __all__ = ["register"]
 
 EXIT_CLEAN, EXIT_ERROR = 0, 2
@@ -77,5 +79,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     apply.add_argument("--archive", help="move candidates to DIR/<instance>/")
     apply.add_argument("--delete", action="store_true", help="delete candidates instead of archiving them")
     apply.add_argument("--json", action="store_true", help="the report as one JSON object")
-    apply.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
+    add_quiet(apply)
     apply.set_defaults(handler=_cmd_retention_apply)

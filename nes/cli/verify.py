@@ -1,6 +1,6 @@
 """`nes verify`: the crate's `verify` binary contract, for one or several run files.
 
-`nes verify PATH [PATH ...] [--json]` (read-only; it never quarantines or modifies a file). A
+`nes verify PATH [PATH ...] [--json] [--quiet]` (read-only; it never quarantines or modifies a file). A
 PATH may be a directory: its run files are verified in name order. Per path, on stdout:
 - `clean run_id=... status=... high_watermark=N entries_scanned=N markers=absent|clean ...`;
 - `corrupt run_id=... findings=N marker_findings=M markers=... quarantine=not-performed` and one
@@ -16,7 +16,7 @@ Exit codes: 0 all clean; 1 some file corrupt (findings, worker crash or stall, a
 then with several paths one `{"summary": ...}` object.
 Timeout: `NES_VERIFY_TIMEOUT_SECS`, else the crate's `NAUTILUS_EVENT_STORE_VERIFY_TIMEOUT_SECS`,
 default 30 s, bounds the time *without progress* (a large clean run is never called corrupt for
-its size). On a terminal, progress is shown on stderr.
+its size). On a terminal, progress is shown on stderr (`--quiet` silences it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ import sys
 from collections.abc import Callable
 
 import msgspec
+
+from nes.cli._common import add_quiet
+from nes.ops.progress import wants_progress
 
 __all__ = ["register", "DEFAULT_VERIFY_TIMEOUT_SECS", "VERIFY_TIMEOUT_ENV", "CRATE_VERIFY_TIMEOUT_ENV", "verify_timeout"]
 
@@ -53,8 +56,8 @@ def verify_timeout(environ: dict[str, str] | os._Environ[str] = os.environ) -> f
     return DEFAULT_VERIFY_TIMEOUT_SECS
 
 
-def _terminal_progress(path: str) -> Callable[[str, int], None] | None:
-    if not sys.stderr.isatty():
+def _terminal_progress(path: str, quiet: bool) -> Callable[[str, int], None] | None:
+    if not wants_progress(quiet):
         return None
 
     def show(phase: str, count: int) -> None:
@@ -64,8 +67,8 @@ def _terminal_progress(path: str) -> Callable[[str, int], None] | None:
     return show
 
 
-def _clear_progress() -> None:
-    if sys.stderr.isatty():
+def _clear_progress(quiet: bool) -> None:
+    if wants_progress(quiet):
         sys.stderr.write("\r\x1b[K")
         sys.stderr.flush()
 
@@ -83,15 +86,15 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     try:
         if not outcomes:
             for path in paths:
-                outcome = verify_path(path, timeout_s, _terminal_progress(path))
-                _clear_progress()
+                outcome = verify_path(path, timeout_s, _terminal_progress(path, ns.quiet))
+                _clear_progress(ns.quiet)
                 outcomes.append(outcome)
                 _emit(outcome, ns.json)
         else:
             for outcome in outcomes:
                 _emit(outcome, ns.json)
     except KeyboardInterrupt:
-        _clear_progress()
+        _clear_progress(ns.quiet)
         raise  # `nes` main prints the one line and exits 130
     if not paths:  # a directory without run files
         outcomes = [VerifyOutcome.failed(p, "no run file") for p in ns.paths]
@@ -123,4 +126,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     verify = sub.add_parser("verify", help="verify run files (read-only)")
     verify.add_argument("paths", nargs="+", metavar="PATH", help="run files (<base>/<instance>/<run_id>.lmdb) or directories")
     verify.add_argument("--json", action="store_true", help="one JSON object per path (and a summary)")
+    add_quiet(verify)
     verify.set_defaults(handler=_cmd_verify)

@@ -6,14 +6,17 @@ Contract:
   run, the plan's restore point, and the instance's newest run file (whatever its status).
 - Each candidate is verified in the verifier worker first; one that is not clean is kept in
   place and reported (`kept`), never archived or deleted.
-- Archive: the run file moves to `<archive>/<instance_id>/<run_file_name>`, then its data-marker
-  sidecar (if any). On one filesystem a move is one `rename`; across filesystems the file is
+- Archive: the snapshot blobs its anchors name are copied (content-addressed, fsynced; other
+  runs may share them, so they stay in place too) to `<archive>/<instance_id>/snapshots/`, so
+  the archived run verifies and restores on its own; then the run file moves to
+  `<archive>/<instance_id>/<run_file_name>`, then its data-marker sidecar and its seal record
+  (if any). On one filesystem a move is one `rename`; across filesystems the file is
   copied to a temp name in the archive, fsynced, renamed into place, and only then is the
   source unlinked. Both directories are fsynced after each step. So a crash (SIGKILL, power
   loss) at any point leaves each run either in place or complete in the archive (for a moment,
   possibly both, identical); the next apply finishes the job: a source whose archived copy is
   already complete and identical is unlinked; leftover temp files are removed; a marker
-  sidecar whose run file was archived follows it.
+  sidecar or seal record whose run file was archived follows it.
 - Delete (`delete=True`, no archive): the run file is unlinked, the directory fsynced, then the
   marker sidecar. LMDB lock files (`-lock`) of a moved or deleted run are removed.
 - `on_step(step, run_id)` is called after each durable step (tests kill the process there).
@@ -36,11 +39,13 @@ from nes.config import RetentionMode
 from nes.errors import EventStoreError
 from nes.ops.progress import Progress
 from nes.ops.runfile import RunFile
+from nes.replay.blobs import SnapshotBlobStore
 from nes.retention import RetentionPlan, plan_lmdb_retention
+from nes.snapshot import SnapshotAnchor
 
 __all__ = ["RetentionApplyError", "RunOutcome", "ApplyReport", "apply_retention", "STEPS"]
 
-STEPS = ("verified", "copied", "moved", "source_unlinked", "markers_moved", "deleted", "markers_deleted")
+STEPS = ("verified", "blobs_copied", "copied", "moved", "source_unlinked", "markers_moved", "deleted", "markers_deleted")
 _TMP_SUFFIX = ".nes-archive.tmp"
 
 
@@ -120,6 +125,23 @@ def _move(src: Path, dst_dir: Path, step: Callable[[str], None]) -> None:
     step("source_unlinked")
 
 
+def _copy_blobs(path: Path, anchors: list[SnapshotAnchor], archive_instance: Path) -> str | None:
+    """Copy the blobs `anchors` name into the archive's blob store; a reason when one cannot
+    be (the run is then kept in place)."""
+    source = SnapshotBlobStore.beside_run_file(path)
+    if not anchors or not source.exists():
+        return None  # no blob store beside the run: nothing the archived run could miss
+    target = SnapshotBlobStore(archive_instance)
+    for anchor in anchors:
+        blob = source.get(anchor.blob_ref)
+        if blob is None:
+            return f"snapshot blob {anchor.blob_ref} is missing"
+        blob_ref, content_hash = target.put(blob)
+        if (blob_ref, content_hash) != (anchor.blob_ref, anchor.content_hash):
+            return f"snapshot blob {anchor.blob_ref} does not match its anchor"
+    return None
+
+
 def _drop_lock_file(run_path: Path) -> None:
     Path(f"{run_path}-lock").unlink(missing_ok=True)
 
@@ -133,9 +155,11 @@ def _finish_interrupted(instance_dir: Path, archive_dir: Path | None) -> None:
     for archived in archive_dir.glob("*" + layout.RUN_FILE_SUFFIX):
         if archived.name.endswith(layout.MARKER_FILE_SUFFIX):
             continue
-        markers = layout.marker_sidecar_path(instance_dir / archived.name)
-        if markers.exists() and not (instance_dir / archived.name).exists():
-            _move(markers, archive_dir, lambda _: None)
+        if (instance_dir / archived.name).exists():
+            continue
+        for follower in (layout.marker_sidecar_path(instance_dir / archived.name), seal_record_path(instance_dir / archived.name)):
+            if follower.exists():
+                _move(follower, archive_dir, lambda _: None)
     layout.fsync_dir(archive_dir)
 
 
@@ -200,6 +224,7 @@ def _apply_one(
     try:
         with RunFile(path) as run_file:
             status = run_file.manifest().status
+            anchors = run_file.anchors()
     except EventStoreError as exc:
         return RunOutcome(run_id, "kept", f"unreadable: {exc}")
     if not status.is_terminal():
@@ -221,6 +246,13 @@ def _apply_one(
             _drop_lock_file(markers)
         seal_record_path(path).unlink(missing_ok=True)  # the run's seal record goes with it
         return RunOutcome(run_id, "deleted", str(path))
+    try:
+        problem = _copy_blobs(path, anchors, archive_instance)
+    except (EventStoreError, OSError) as exc:
+        problem = f"cannot copy its snapshot blobs: {exc}"
+    if problem is not None:
+        return RunOutcome(run_id, "kept", problem)
+    step("blobs_copied")
     _move(path, archive_instance, step)
     _drop_lock_file(path)
     if markers.exists():

@@ -174,6 +174,15 @@ class RunFile:
         except (msgspec.MsgspecError, ValueError) as exc:
             raise Corrupted(f"{self.path}: snapshot anchor does not decode: {exc}") from None
 
+    def anchors(self) -> list[SnapshotAnchor]:
+        """Every snapshot anchor, oldest first; Corrupted when one does not decode."""
+        with self._begin(self._anchors) as txn:
+            raws = [bytes(raw) for raw in txn.cursor().iternext(keys=False, values=True)]
+        try:
+            return [decode_anchor(raw) for raw in raws]
+        except (msgspec.MsgspecError, ValueError) as exc:
+            raise Corrupted(f"{self.path}: snapshot anchor does not decode: {exc}") from None
+
     def size_bytes(self) -> int:
         """Bytes on disk (allocated blocks) of the run file."""
         st = self.path.stat()
