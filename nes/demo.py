@@ -354,4 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<{width}}  {value}")
     print("demo: OK" if ok else "demo: FAILED")
     print(f"run file left at {result['run_file']} (check it: nes verify {result['run_file']})")
+    if ns.nautilus:
+        print(f"nautilus run file left at {result['nautilus_run_file']}")
     return 0 if ok else 1
