@@ -30,7 +30,7 @@ from nes.backend.base import IndexKind
 from nes.entry import EventStoreEntry
 from nes.errors import EventStoreError
 from nes.ops.progress import Progress
-from nes.ops.render import payload_json_text
+from nes.ops.render import entry_fields, payload_json_text
 from nes.ops.runfile import RunFile
 
 __all__ = ["ExportRefused", "ExportResult", "export_run", "EXPORT_COLUMNS", "FORMATS", "order_ids_by_seq"]
@@ -79,15 +79,8 @@ def order_ids_by_seq(run_file: RunFile, kind: IndexKind, up_to: int) -> dict[int
 
 
 def _row(entry: EventStoreEntry, client: dict[int, str], venue: dict[int, str]) -> dict[str, Any]:
-    headers = entry.headers
     return {
-        "seq": entry.seq,
-        "ts_init": entry.ts_init,
-        "ts_publish": entry.ts_publish,
-        "topic": entry.topic,
-        "payload_type": entry.payload_type,
-        "correlation_id": None if headers.correlation_id is None else str(headers.correlation_id),
-        "causation_id": None if headers.causation_id is None else str(headers.causation_id),
+        **entry_fields(entry),
         "client_order_id": client.get(entry.seq),
         "venue_order_id": venue.get(entry.seq),
         "entry_hash": bytes(entry.entry_hash).hex(),

@@ -20,6 +20,7 @@ from nes.entry import EventStoreEntry
 
 __all__ = [
     "ENTRY_FIELDS",
+    "entry_fields",
     "entry_record",
     "entry_line",
     "format_ns",
@@ -139,9 +140,9 @@ def message_id(entry: EventStoreEntry) -> uuid.UUID | None:
     return None
 
 
-def entry_record(entry: EventStoreEntry) -> dict[str, Any]:
-    """The stable JSON object of an entry (see the module contract)."""
-    decoded = payload_as_json(entry.payload)
+def entry_fields(entry: EventStoreEntry) -> dict[str, Any]:
+    """An entry's fields before its order ids and payload, as `show` and `export` name them
+    (headers as UUID text or None)."""
     headers = entry.headers
     return {
         "seq": entry.seq,
@@ -151,6 +152,14 @@ def entry_record(entry: EventStoreEntry) -> dict[str, Any]:
         "payload_type": entry.payload_type,
         "correlation_id": None if headers.correlation_id is None else str(headers.correlation_id),
         "causation_id": None if headers.causation_id is None else str(headers.causation_id),
+    }
+
+
+def entry_record(entry: EventStoreEntry) -> dict[str, Any]:
+    """The stable JSON object of an entry (see the module contract)."""
+    decoded = payload_as_json(entry.payload)
+    return {
+        **entry_fields(entry),
         "entry_hash": bytes(entry.entry_hash).hex(),
         "payload_encoding": "hex" if decoded is None else "msgpack",
         "payload": entry.payload.hex() if decoded is None else decoded,
