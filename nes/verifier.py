@@ -72,7 +72,7 @@ from nes.hash import DOMAIN_HASH_STATE
 from nes.isolation import WorkerCrash, run_progress_worker
 from nes.markers.verifier import MarkerVerifyReport
 from nes.manifest import RunManifest, decode_manifest
-from nes.snapshot import decode_anchor
+from nes.snapshot import SnapshotAnchor, decode_anchor
 
 if TYPE_CHECKING:
     from nes.recovery import TailScan
@@ -804,7 +804,8 @@ def _check_indexes(snap: _Snapshot, scan: _EntryScan, commits: _Commits, progres
     return findings
 
 
-def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
+def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> tuple[list, list[SnapshotAnchor]]:
+    """The anchor findings, and every anchor that decodes (for the blob-store check)."""
     def body(txn: lmdb.Transaction, _limit: int) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes], bool]:
         anchors_db = snap.db(txn, DB_ANCHORS)
         digests_db = snap.db(txn, DB_DIGESTS)
@@ -824,6 +825,7 @@ def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
 
     anchors, digests, later = snap.read(body)  # anchors and their digests: one transaction
     findings: list = []
+    decoded: list[SnapshotAnchor] = []
     for key, value in anchors:
         key_label = str(_U64.unpack(key)[0]) if len(key) == 8 else bytes(key).hex()
         stored = digests.pop(bytes(key), None)
@@ -836,6 +838,7 @@ def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
         except _DECODE_ERRORS as exc:
             findings.append(CorruptSnapshotAnchor(key_label, f"unreadable: {exc}"))
             continue
+        decoded.append(anchor)
         if len(key) != 8 or _U64.unpack(key)[0] != anchor.high_watermark:
             findings.append(CorruptSnapshotAnchor(key_label, f"holds an anchor for high_watermark {anchor.high_watermark}"))
         if anchor.high_watermark > durable_high_watermark and not later:
@@ -843,7 +846,7 @@ def _check_anchors(snap: _Snapshot, durable_high_watermark: int) -> list:
     for key in digests:
         label = str(_U64.unpack(key)[0]) if len(key) == 8 else key.hex()
         findings.append(CorruptSnapshotAnchor(label, "has a digest but no anchor row"))
-    return findings
+    return findings, decoded
 
 
 def _check_manifest(manifest: RunManifest, scan: _EntryScan) -> list:
@@ -921,11 +924,6 @@ class Verifier:
         """The run file's report, plus its data-marker sidecar's when one lies beside it.
         `progress(phase, count)` is called as the scan advances (entries, then index rows)."""
         report = self._verify_run_file(progress or _no_progress)
-        if report.open_error() is not None:  # not a run file: its one finding says why
-            return report
-        blob_findings = _snapshot_blob_findings(self.path)
-        if blob_findings:
-            report = msgspec.structs.replace(report, findings=[*report.findings, *blob_findings])
         marker_path = marker_sidecar_path(self.path)
         if not marker_path.exists():
             return report
@@ -995,10 +993,12 @@ class Verifier:
             findings.extend(scan.findings)
             commits = _read_commits(snap, scan.high_watermark, findings)
             findings.extend(_check_indexes(snap, scan, commits, progress))
-            findings.extend(_check_anchors(snap, scan.high_watermark))
+            anchor_findings, anchors = _check_anchors(snap, scan.high_watermark)
+            findings.extend(anchor_findings)
             if manifest is not None:
                 findings.extend(_check_manifest(manifest, scan))
             findings.extend(_check_seal_record(self.path, manifest, raw_manifest, scan))
+            findings.extend(_snapshot_blob_findings(self.path, anchors))
         except lmdb.NotFoundError as exc:
             return VerifyReport(path, None, "unknown", 0, 0, [OpenError(f"missing database: {exc}")])
         except lmdb.Error as exc:
@@ -1018,31 +1018,11 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _snapshot_blob_findings(path: Path) -> list[SnapshotBlobProblem]:
+def _snapshot_blob_findings(path: Path, anchors: list[SnapshotAnchor]) -> list[SnapshotBlobProblem]:
     """Blob-store findings for the run file's decodable anchors (its own checks report the
-    rest); nothing when no blob store lies beside the file or the file does not open."""
+    rest); nothing when no blob store lies beside the file."""
     from nes.replay.blobs import check_run_file_blobs
 
-    anchors = []
-    try:
-        env = _open_env(path)
-    except (lmdb.Error, Corrupted, VerifyOpenError):
-        return []
-    try:
-        with env.begin() as txn:
-            try:
-                db = env.open_db(DB_ANCHORS, txn=txn, create=False)
-            except lmdb.Error:
-                return []
-            for _, value in txn.cursor(db).iternext(keys=True, values=True):
-                try:
-                    anchors.append(decode_anchor(bytes(value)))
-                except _DECODE_ERRORS:
-                    continue
-    except lmdb.Error:
-        return []
-    finally:
-        env.close()
     return [SnapshotBlobProblem(a.high_watermark, a.blob_ref, problem) for a, problem in check_run_file_blobs(path, anchors)]
 
 
