@@ -18,7 +18,7 @@ import lmdb
 import msgspec
 
 from nes.backend import layout
-from nes.codec import key_seq
+from nes.backend.lmdb import last_entry_seq
 from nes.isolation import WorkerCrash, run_json_worker
 
 __all__ = ["DurableHighWatermark", "read_durable_high_watermark", "durable_high_watermark_in_worker"]
@@ -38,13 +38,7 @@ def read_durable_high_watermark(path: str | os.PathLike[str]) -> int:
     try:
         with env.begin() as txn:
             entries = env.open_db(layout.DB_ENTRIES, txn=txn, create=False)
-            cursor = txn.cursor(db=entries)
-            if not cursor.last():
-                return 0
-            for key in cursor.iterprev(keys=True, values=False):
-                if len(key) == 8:
-                    return key_seq(key)
-            return 0
+            return last_entry_seq(txn.cursor(db=entries))
     finally:
         env.close()
 

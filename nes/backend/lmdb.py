@@ -50,7 +50,7 @@ from nes.errors import (
 from nes.manifest import RunManifest, RunStatus, check_seal_transition, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
-__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "is_future_format", "DEFAULT_MAP_SIZE"]
+__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "is_future_format", "DEFAULT_MAP_SIZE", "last_entry_seq"]
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are written
 _DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
@@ -119,6 +119,16 @@ def grow_map(env: lmdb.Environment, path: Path) -> None:
         env.set_mapsize(current * 2)
     except lmdb.Error as exc:
         raise classify_lmdb_error(exc, f"grow map of {path} to {current * 2} bytes") from exc
+
+
+def last_entry_seq(cursor: lmdb.Cursor) -> int:
+    """The largest well-formed (8-byte) key of the entries table `cursor` walks, 0 if none."""
+    if not cursor.last():
+        return 0
+    for key in cursor.iterprev(keys=True, values=False):
+        if len(key) == 8:
+            return key_seq(bytes(key))
+    return 0
 
 
 class _RunFile:
@@ -263,13 +273,7 @@ class _RunFile:
         """The largest well-formed (8-byte) entry key; malformed keys never block adoption (a
         scan that reaches one reports it Corrupted)."""
         with self.env.begin(db=self.entries) as txn:
-            cursor = txn.cursor()
-            if not cursor.last():
-                return 0
-            for key in cursor.iterprev(keys=True, values=False):
-                if len(key) == 8:
-                    return key_seq(key)
-            return 0
+            return last_entry_seq(txn.cursor())
 
     def max_ts_init(self) -> int:
         """Largest ts_init on disk (the recovery path's end_ts_init); one pass over the values.
