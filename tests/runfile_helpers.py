@@ -118,16 +118,22 @@ def make_run_file(
     return path
 
 
-def rewrite_entries(path: str | os.PathLike[str], edit) -> None:  # noqa: ANN001
-    """Open the run file writable and call `edit(txn, entries_db)` in one write transaction."""
-    env = lmdb.open(str(path), subdir=False, map_size=MAP_SIZE, max_dbs=layout.MAX_DBS)
+def edit_run_file(path: str | os.PathLike[str], body) -> None:  # noqa: ANN001 - body(env, txn)
+    """Open an existing run file writable, call `body(env, txn)` in one write transaction, fsync,
+    and remove the lock file LMDB leaves beside it (nes itself never makes one)."""
+    env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 30, create=False)
     try:
-        entries_db = env.open_db(layout.DB_ENTRIES)
         with env.begin(write=True) as txn:
-            edit(txn, entries_db)
+            body(env, txn)
         env.sync(True)
     finally:
         env.close()
+    Path(f"{path}-lock").unlink(missing_ok=True)
+
+
+def rewrite_entries(path: str | os.PathLike[str], edit) -> None:  # noqa: ANN001
+    """Open the run file writable and call `edit(txn, entries_db)` in one write transaction."""
+    edit_run_file(path, lambda env, txn: edit(txn, env.open_db(layout.DB_ENTRIES, txn=txn)))
 
 
 def flip_byte_in_payload(path: str | os.PathLike[str], seq: int, offset: int = 5) -> int:

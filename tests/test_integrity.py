@@ -41,6 +41,7 @@ from nes.verifier import (
     Verifier,
     verify_in_worker,
 )
+from runfile_helpers import edit_run_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "trader-001"
@@ -78,17 +79,6 @@ def write_run(base: Path, n: int = 20, *, seal: bool = True, anchor: int | None 
     return path
 
 
-def edit(path: Path, body) -> None:  # noqa: ANN001 - body(env, txn)
-    env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, map_size=1 << 28, create=False)
-    try:
-        with env.begin(write=True) as txn:
-            body(env, txn)
-        env.sync(True)
-    finally:
-        env.close()
-    Path(f"{path}-lock").unlink(missing_ok=True)
-
-
 def index_db(env: lmdb.Environment, txn: lmdb.Transaction, kind: IndexKind):  # noqa: ANN201
     return env.open_db(layout.INDEX_DBS[kind], txn=txn, dupsort=True, dupfixed=True)
 
@@ -114,7 +104,7 @@ def test_renamed_index_key_is_reported(tmp_path: Path) -> None:
         txn.delete(b"O-0007", seq_key(7), db=db)
         txn.put(b"O-0009x", seq_key(7), db=db)  # a reader now finds seq 7 under another id
 
-    edit(path, rename)
+    edit_run_file(path, rename)
     found = findings(path)
     assert any(isinstance(f, IndexDigestMismatch) and f.first_seq <= 7 <= f.last_seq for f in found), found
 
@@ -127,7 +117,7 @@ def test_index_row_repointed_at_another_existing_entry_is_reported(tmp_path: Pat
         txn.delete(b"O-0003", seq_key(3), db=db)
         txn.put(b"O-0003", seq_key(12), db=db)
 
-    edit(path, repoint)
+    edit_run_file(path, repoint)
     found = findings(path)
     assert sum(isinstance(f, IndexDigestMismatch) for f in found) == 2, found  # seq 3's commit and seq 12's
 
@@ -136,7 +126,7 @@ def test_changed_manifest_run_id_is_reported(tmp_path: Path) -> None:
     path = write_run(tmp_path)
     stored = read_manifest(path)
     forged = msgspec.structs.replace(stored, run_id=run_id(2))
-    edit(path, lambda env, txn: txn.put(layout.MANIFEST_KEY, encode_manifest(forged), db=env.open_db(layout.DB_MANIFEST, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.put(layout.MANIFEST_KEY, encode_manifest(forged), db=env.open_db(layout.DB_MANIFEST, txn=txn)))
     found = findings(path)
     assert ManifestDigestMismatch("the manifest is not the one the writer stored") in found
 
@@ -144,7 +134,7 @@ def test_changed_manifest_run_id_is_reported(tmp_path: Path) -> None:
 def test_changed_anchor_blob_reference_is_reported(tmp_path: Path) -> None:
     path = write_run(tmp_path)
     forged = SnapshotAnchor(10, "snapshots/other.bin", "blake3:" + "ab" * 32)
-    edit(path, lambda env, txn: txn.put(seq_key(10), encode_anchor(forged), db=env.open_db(layout.DB_ANCHORS, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.put(seq_key(10), encode_anchor(forged), db=env.open_db(layout.DB_ANCHORS, txn=txn)))
     found = findings(path)
     assert CorruptSnapshotAnchor("10", "is not the anchor that was recorded (digest mismatch)") in found
 
@@ -190,7 +180,7 @@ def test_an_index_database_added_to_the_layout_is_covered(tmp_path: Path, monkey
         txn.delete(b"C-2", seq_key(2), db=db)
         txn.put(b"C-2", seq_key(3), db=db)
 
-    edit(path, repoint)
+    edit_run_file(path, repoint)
     assert any(isinstance(f, IndexDigestMismatch) for f in findings(path))
 
 
@@ -215,7 +205,7 @@ def test_correlation_index_rows_are_covered(tmp_path: Path) -> None:
         db = env.open_db(layout.DB_IDX_CORRELATION, txn=txn, dupsort=True, dupfixed=True)
         txn.delete(workflow.bytes, seq_key(4), db=db)  # seq 4 silently drops out of the workflow
 
-    edit(path, repoint)
+    edit_run_file(path, repoint)
     assert any(isinstance(f, IndexDigestMismatch) for f in findings(path))
 
 
@@ -268,7 +258,7 @@ def test_seal_record_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
 def test_crashed_run_whose_only_damage_is_a_corrupt_anchor_is_quarantined_not_parent(tmp_path: Path) -> None:
     path = write_run(tmp_path, seal=False)
     forged = SnapshotAnchor(10, "snapshots/other.bin", "blake3:" + "ab" * 32)
-    edit(path, lambda env, txn: txn.put(seq_key(10), encode_anchor(forged), db=env.open_db(layout.DB_ANCHORS, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.put(seq_key(10), encode_anchor(forged), db=env.open_db(layout.DB_ANCHORS, txn=txn)))
     outcome = recover_predecessors(tmp_path, INSTANCE)
     assert [(r.run_id, r.status) for r in outcome.recovered] == [(run_id(), RunStatus.Quarantined)]
     assert outcome.parent_run_id is None
@@ -446,7 +436,7 @@ def test_chunked_snapshot_reads_see_every_row_exactly_once(tmp_path: Path, monke
     def drop(env, txn) -> None:  # noqa: ANN001
         txn.delete(b"V-1", seq_key(100), db=index_db(env, txn, IndexKind.VenueOrderId))
 
-    edit(path, drop)
+    edit_run_file(path, drop)
     assert any(isinstance(f, IndexDigestMismatch) and f.first_seq <= 100 <= f.last_seq for f in findings(path))
 
 
@@ -492,7 +482,7 @@ def test_a_crashed_file_that_opens_but_cannot_be_sealed_is_quarantined_once_not_
     import logging
 
     path = write_run(tmp_path, seal=False)
-    edit(path, lambda env, txn: txn.put(layout.MANIFEST_KEY, b"\xc1 not a manifest", db=env.open_db(layout.DB_MANIFEST, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.put(layout.MANIFEST_KEY, b"\xc1 not a manifest", db=env.open_db(layout.DB_MANIFEST, txn=txn)))
     outcome = recover_predecessors(tmp_path, INSTANCE)
     assert [(r.run_id, r.status) for r in outcome.recovered] == [(run_id(), RunStatus.Quarantined)]
     assert outcome.parent_run_id is None

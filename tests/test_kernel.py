@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import lmdb
 import msgspec
 import psutil
 import pytest
@@ -42,6 +41,7 @@ from nes.kernel import (
     open_run,
     recover_predecessors,
 )
+from runfile_helpers import edit_run_file
 
 INSTANCE = "trader-001"
 IN_PROCESS = EventStoreLifecycleOptions(in_process=True)
@@ -96,21 +96,11 @@ def set_status_running(path: Path) -> None:
     manifest = read_manifest(path)
     running = msgspec.structs.replace(manifest, status=RunStatus.Running, end_ts_init=None, high_watermark=0)
     raw = msgspec.msgpack.encode(running)
-    with_env(path, lambda env, txn: (
+    edit_run_file(path, lambda env, txn: (
         txn.put(layout.MANIFEST_KEY, raw, db=env.open_db(layout.DB_MANIFEST, txn=txn)),
         txn.put(integrity.MANIFEST_DIGEST_KEY, integrity.manifest_digest(raw), db=env.open_db(integrity.DB_DIGESTS, txn=txn)),
     ))
     seal_record_path(path).unlink(missing_ok=True)
-
-
-def with_env(path: Path, body) -> None:  # noqa: ANN001
-    env = lmdb.open(str(path), subdir=False, map_size=1 << 30, max_dbs=layout.MAX_DBS)
-    try:
-        with env.begin(write=True) as txn:
-            body(env, txn)
-        env.sync(True)
-    finally:
-        env.close()
 
 
 def leave_running(base: Path, entries: int, *, end: bool = False) -> Path:
@@ -206,7 +196,7 @@ def drop_all_entries(path: Path) -> None:
         for db in layout.INDEX_DBS.values():
             txn.drop(env.open_db(db, txn=txn, dupsort=True, dupfixed=True), delete=False)
 
-    with_env(path, body)
+    edit_run_file(path, body)
 
 
 def flip_payload_byte(path: Path, seq: int) -> None:
@@ -218,11 +208,11 @@ def flip_payload_byte(path: Path, seq: int) -> None:
         value[at + 2] ^= 0x01
         txn.put(seq_key(seq), bytes(value), db=db)
 
-    with_env(path, edit)
+    edit_run_file(path, edit)
 
 
 def delete_entry(path: Path, seq: int) -> None:
-    with_env(path, lambda env, txn: txn.delete(seq_key(seq), db=env.open_db(layout.DB_ENTRIES, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.delete(seq_key(seq), db=env.open_db(layout.DB_ENTRIES, txn=txn)))
 
 
 def recovered_status(outcome, path: Path) -> RunStatus:
@@ -262,7 +252,7 @@ def test_running_predecessor_with_clean_tail_without_run_ended_is_crashed_recove
 
 
 def put_raw_entry(path: Path, key: bytes, value: bytes) -> None:
-    with_env(path, lambda env, txn: txn.put(key, value, db=env.open_db(layout.DB_ENTRIES, txn=txn)))
+    edit_run_file(path, lambda env, txn: txn.put(key, value, db=env.open_db(layout.DB_ENTRIES, txn=txn)))
 
 
 @pytest.mark.parametrize("damage", ["flipped_byte", "gap", "truncated_value", "malformed_key"])
@@ -735,9 +725,9 @@ def _boot_child_at_writer_spawn(base: Path) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the trader never reached its writer spawn")
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_kill_of_the_process_group_during_boot_leaks_nothing_after_the_next_boot(tmp_path, attempt):
-    child, token = _boot_child_at_writer_spawn(tmp_path)
+def _kill_process_group(child, tmp_path) -> None:
+    """SIGKILL the boot child's whole process group and wait until every process of it
+    (the trader and a writer it spawned for `tmp_path`) is gone."""
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     child.stdout.close()
@@ -745,6 +735,12 @@ def test_kill_of_the_process_group_during_boot_leaks_nothing_after_the_next_boot
     for proc in psutil.process_iter(["cmdline"]):
         if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
             proc.wait(10)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_kill_of_the_process_group_during_boot_leaks_nothing_after_the_next_boot(tmp_path, attempt):
+    child, token = _boot_child_at_writer_spawn(tmp_path)
+    _kill_process_group(child, tmp_path)
     with open_run(make_config(tmp_path)):
         assert _shm_left(token) == []
     assert not list((tmp_path / INSTANCE).glob("*.boot"))
@@ -796,13 +792,7 @@ def test_a_boot_killed_after_creating_its_run_passes_the_lineage_on(tmp_path):
     that run names the crashed one, and the next boot continues from it."""
     crashed = leave_running(tmp_path, 2)
     child, _token = _boot_child_at_writer_spawn(tmp_path)
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stdout.close()
-    child.stdin.close()
-    for proc in psutil.process_iter(["cmdline"]):
-        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):
-            proc.wait(10)
+    _kill_process_group(child, tmp_path)
     assert read_manifest(crashed).status is RunStatus.CrashedRecovered  # its sweep had run
     with open_run(make_config(tmp_path)) as session:
         parent = session.recovery.parent_run_id

@@ -99,6 +99,20 @@ def test_timeout_is_on_lack_of_progress_not_on_total_time(tmp_path: Path) -> Non
     assert done.stdout.startswith("clean ")
 
 
+def _drain(leader: int) -> bytes:
+    """Everything a pseudo-terminal shows until its other side is closed by every process."""
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: no process holds the terminal any more
+            break
+        if not chunk:
+            break
+        shown += chunk
+    return shown
+
+
 def _verify_on_a_terminal(path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
     """Run `nes verify` with stderr on a pseudo-terminal: (the process, what the terminal showed)."""
     leader, follower = pty.openpty()
@@ -109,15 +123,7 @@ def _verify_on_a_terminal(path: Path, *flags: str) -> tuple[subprocess.Completed
         )
         os.close(follower)
         follower = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
+        shown = _drain(leader)
     finally:
         if follower >= 0:
             os.close(follower)
@@ -217,15 +223,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path: Path) -> None
         shown += os.read(leader, 4096)  # blocks until the CLI shows progress: the worker is running
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
-    rest = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        rest += chunk
+    rest = _drain(leader)
     os.close(leader)
     assert proc.returncode == 130
     assert out == ""
