@@ -46,7 +46,7 @@ import lmdb
 import msgspec
 
 from nes.backend import layout
-from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, is_future_format, read_manifest
+from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, read_manifest
 from nes.config import EventStoreConfig
 from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, UnsupportedFormat, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
@@ -220,7 +220,7 @@ def recover_run_file(
             rule=rule,
         )
     except EventStoreError as err:
-        return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=is_future_format(err))
+        return RunFileState(file_name, error=f"{type(err).__name__}: {err}", fatal=isinstance(err, UnsupportedFormat))
     except (OSError, lmdb.Error) as err:  # never escapes the worker as a crash
         return RunFileState(file_name, error=f"{type(err).__name__}: {err}")
 

@@ -31,7 +31,7 @@ import lmdb
 import msgspec
 
 from nes.backend import integrity, layout
-from nes.backend.seal_record import SealRecord, write_seal_record
+from nes.backend.seal_record import SealRecord, seal_record_path, write_seal_record
 from nes.codec import key_seq, seq_key
 from nes.backend.base import (
     IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
@@ -50,7 +50,7 @@ from nes.errors import (
 from nes.manifest import RunManifest, RunStatus, check_seal_transition, decode_manifest, encode_manifest
 from nes.snapshot import SnapshotAnchor, decode_anchor, encode_anchor
 
-__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "is_future_format", "DEFAULT_MAP_SIZE", "last_entry_seq"]
+__all__ = ["LmdbBackend", "read_manifest", "classify_lmdb_error", "durable_write", "DEFAULT_MAP_SIZE", "last_entry_seq"]
 
 DEFAULT_MAP_SIZE = 1 << 30  # address space only: the file grows as pages are written
 _DISK_TEXTS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
@@ -367,9 +367,7 @@ class LmdbBackend(RunStoreBase):
         self._run = _Run(fresh, 0, 0, read_only=False)
 
     def _adopt(self, path: Path) -> None:
-        run_file = _RunFile(
-            path, writable=True, map_size=max(self._initial_map_size, path.stat().st_size * 2), exclusive=self._exclusive
-        )
+        run_file = _open_existing_writable(path, self._initial_map_size, self._exclusive)
         try:
             run_file.check_format()
             stored = run_file.read_manifest()
@@ -420,9 +418,9 @@ class LmdbBackend(RunStoreBase):
         for path in layout.list_run_files(self.base_dir, instance_id):
             try:
                 manifests.append(read_manifest(path))
-            except EventStoreError as exc:
-                if is_future_format(exc):
-                    raise  # a file from a newer nes: listing without it would mislead
+            except UnsupportedFormat:
+                raise  # a file from a newer nes: listing without it would mislead
+            except EventStoreError:
                 continue
             except (OSError, lmdb.Error):
                 continue
@@ -537,8 +535,6 @@ class LmdbBackend(RunStoreBase):
         manifest = self._require_run().manifest
         if not manifest.is_sealed():
             return False
-        from nes.backend.seal_record import seal_record_path
-
         if os.path.lexists(seal_record_path(run_file.path)):
             return False
         self._write_seal_record(run_file, manifest)
@@ -550,7 +546,7 @@ class LmdbBackend(RunStoreBase):
         table, when the seal itself exposed damage (see `nes.kernel.recover_run_file`). The seal
         record written at the first seal is kept: it no longer matches, as it should not."""
         path = Path(path)
-        run_file = _RunFile(path, writable=True, map_size=max(DEFAULT_MAP_SIZE, path.stat().st_size * 2))
+        run_file = _open_existing_writable(path)
         try:
             quarantined = msgspec.structs.replace(run_file.read_manifest(), status=RunStatus.Quarantined)
             durable_write(run_file.env, path, lambda txn: _put_manifest(txn, run_file, quarantined))
@@ -569,7 +565,7 @@ class LmdbBackend(RunStoreBase):
         entries LMDB cannot read can still be sealed Quarantined. Returns the sealed manifest."""
         path = Path(path)
         backend = cls(path.parent.parent)
-        run_file = _RunFile(path, writable=True, map_size=max(DEFAULT_MAP_SIZE, path.stat().st_size * 2))
+        run_file = _open_existing_writable(path)
         try:
             stored = run_file.read_manifest()
             check_seal_transition(stored.status, status)
@@ -663,6 +659,11 @@ class LmdbBackend(RunStoreBase):
                 raise Corrupted(f"decode snapshot anchor: {exc}") from exc
 
 
+def _open_existing_writable(path: Path, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False) -> _RunFile:
+    """An existing run file, writable, mapped with room to grow (twice its size at least)."""
+    return _RunFile(path, writable=True, map_size=max(map_size, path.stat().st_size * 2), exclusive=exclusive)
+
+
 class _reads_mapped:
     """Raw LMDB errors of a read come out as `Corrupted` (or the closed set), never `lmdb.*`."""
 
@@ -677,12 +678,6 @@ class _reads_mapped:
             raise classify_lmdb_error(exc, f"read {self._path}") from exc
 
 
-
-
-def is_future_format(err: BaseException) -> bool:
-    """`err` says a run file lacks this nes's format marker (missing, older or future version):
-    listing, recovery and retention stop on it rather than skip the file."""
-    return isinstance(err, UnsupportedFormat)
 
 
 _ROW_PREFIX_CORRELATION = integrity.row_prefix(layout.DB_IDX_CORRELATION)
