@@ -118,7 +118,7 @@ from nes.replay import (
     UnexpectedSeq,
     validate_event_store_replay_source,
 )
-from nes.backend.seal_record import SealRecord, SealRecordInvalid
+from nes.backend.seal_record import FutureSealRecord, SealedFileChanged, SealRecord, SealRecordInvalid
 from nes.retention import (
     AnchorState,
     RetentionPlan,
@@ -291,6 +291,8 @@ __all__ = [
     "ScopeMismatch",
     "SealRecord",
     "SealRecordInvalid",
+    "SealedFileChanged",
+    "FutureSealRecord",
     "SnapshotAnchor",
     "SnapshotAnchored",
     "SnapshotAnchorer",

@@ -13,6 +13,8 @@ keep the reference crate's Display strings. Every class is importable from `nes`
     |  |- UnsupportedFormat          a run file without this nes's format marker (missing, version
     |  |                             1, a future version): listing, recovery, retention stop on it
     |  |- SealRecordInvalid          a seal record beside a run file that is not a valid record
+    |  |  `- FutureSealRecord        (also an UnsupportedFormat) a seal record of a newer nes
+    |  |- SealedFileChanged          a sealed run file's bytes differ from its seal record's digest
     |  `- LiveRunChurn               a live run changed faster than a consistent snapshot was read
     |- Disk(msg)                     disk pressure: ENOSPC, EFBIG (RLIMIT_FSIZE), EDQUOT
     |- HashMismatch(seq)             stored entry hash differs from the recomputed one

@@ -47,6 +47,7 @@ import msgspec
 
 from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, classify_lmdb_error, read_manifest
+from nes.backend.seal_record import SealedFileChanged, SealRecordInvalid, read_seal_record, seal_record_path
 from nes.config import EventStoreConfig
 from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, UnsupportedFormat, check_timeout_s
 from nes.halt import HaltCallback, HaltReason, noop_halt
@@ -165,10 +166,16 @@ def recover_run_file(
         recorded = _quarantined_outside(path)
         if recorded is not None:
             return recorded
+        if layout.check_run_file_shape(path).txnid == 0:
+            # A run file's first commit holds its databases, format marker and manifest at
+            # once: none means a kill interrupted its creation. Nothing in it was ever durable.
+            return _quarantine_outside(path, 0, "its creation was interrupted: it holds no committed transaction")
         try:
             manifest = read_manifest(path)
         except UnsupportedFormat:
             raise
+        except (SealedFileChanged, SealRecordInvalid) as err:
+            return _damaged_after_seal(path, err)
         except Corrupted as err:
             if not _lmdb_opens(path):
                 raise  # not openable at all: skipped with its error, looked at again next boot
@@ -181,8 +188,13 @@ def recover_run_file(
                 error=f"manifest names run {manifest.instance_id}/{manifest.run_id}, which is not this file",
             )
         if manifest.is_sealed():
-            with LmdbBackend.open_sealed_file(path) as sealed:
-                sealed.write_missing_seal_record()  # a crash between seal and record left none
+            if not os.path.lexists(seal_record_path(path)):  # a crash between seal and record left none
+                # The record certifies the file's bytes: it is written only over a file that
+                # verifies clean, never over damage that came after the seal.
+                if not _verifies_clean(path, progress):
+                    return _damaged_after_seal(path, Corrupted("sealed without a seal record, and it does not verify"))
+                with LmdbBackend.open_sealed_file(path) as sealed:
+                    sealed.write_missing_seal_record()
             return RunFileState(
                 file_name,
                 manifest.run_id,
@@ -203,7 +215,7 @@ def recover_run_file(
             return _quarantine_outside(path, scan.high_watermark, f"{type(err).__name__}: {err}", manifest)
         if scan.damaged:
             log.warning("run %s sealed Quarantined: %s", manifest.run_id, scan.detail)
-        elif not _still_intact_after_seal(path, progress):
+        elif not _verifies_clean(path, progress):
             # LMDB allocates the seal's pages from its free list, which nothing checksums: a
             # damaged free list can hand out a page still in use. Then the run is not a parent.
             LmdbBackend.force_quarantine(path)
@@ -235,8 +247,6 @@ def _lmdb_opens(path: Path) -> bool:
 
 def _quarantined_outside(path: Path) -> RunFileState | None:
     """A Running (or unreadable) file that an earlier sweep quarantined with a seal record only."""
-    from nes.backend.seal_record import SealRecordInvalid, read_seal_record
-
     run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
     try:
         record = read_seal_record(path, run_id)
@@ -247,26 +257,38 @@ def _quarantined_outside(path: Path) -> RunFileState | None:
     return RunFileState(path.name, run_id, 0, RunStatus.Quarantined, False, record.high_watermark)
 
 
+def _damaged_after_seal(path: Path, err: Corrupted) -> RunFileState:
+    """A file that was sealed once (it has a seal record) and whose bytes, or record, changed
+    since: Quarantined by that rule at every sweep, never re-sealed (writing to it is what a
+    damaged file must not get) and never a parent."""
+    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    log.error("run file %s is Quarantined: %s", path.name, err)
+    return RunFileState(path.name, run_id, 0, RunStatus.Quarantined, False, 0, rule="damaged after its seal")
+
+
 def _quarantine_outside(
     path: Path, high_watermark: int, why: str, manifest: RunManifest | None = None
 ) -> RunFileState:
     """Quarantine a run whose file LMDB cannot seal (its manifest cannot be read or its write
     fails) by its seal record alone: it is never a parent, and later sweeps do not retry it."""
     from nes.backend.integrity import manifest_digest
-    from nes.backend.seal_record import SealRecord, write_seal_record
+    from nes.backend.seal_record import SEAL_RECORD_VERSION, SealRecord, write_seal_record
     from nes.manifest import encode_manifest
 
     run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
     validate_path_id(run_id, "run_id")
     raw = b"" if manifest is None else encode_manifest(manifest)
-    record = SealRecord(1, run_id, str(RunStatus.Quarantined), high_watermark, None, manifest_digest(raw).hex(), "", True)
+    record = SealRecord(
+        SEAL_RECORD_VERSION, run_id, str(RunStatus.Quarantined), high_watermark, None, manifest_digest(raw).hex(), "",
+        outside_only=True,
+    )
     write_seal_record(path, record)
     log.error("run file %s quarantined by its seal record only (LMDB cannot seal it): %s", path.name, why)
     start = 0 if manifest is None else manifest.start_ts_init
     return RunFileState(path.name, run_id, start, RunStatus.Quarantined, True, high_watermark, rule="cannot be sealed")
 
 
-def _still_intact_after_seal(path: Path, progress: Callable[[str, int], None] | None) -> bool:
+def _verifies_clean(path: Path, progress: Callable[[str, int], None] | None) -> bool:
     from nes.verifier import Verifier
 
     return Verifier(path).verify(progress).is_clean()

@@ -64,7 +64,7 @@ from nes.backend.layout import (
     marker_sidecar_path,
     open_read_only,
 )
-from nes.backend.seal_record import SealRecordInvalid, read_seal_record
+from nes.backend.seal_record import SealRecordInvalid, file_digest, read_seal_record
 from nes.errors import Corrupted
 from nes.codec import HASH_LEN, FrameError, decode_frame
 from nes.errors import EventStoreError
@@ -892,6 +892,10 @@ def _check_seal_record(path: Path, manifest: RunManifest | None, raw_manifest: b
         problems.append("manifest bytes differ from the sealed manifest")
     if scan.last_hash.hex() != record.last_entry_hash and scan.high_watermark == record.high_watermark:
         problems.append("last entry differs from the sealed one")
+    if record.file_digest:
+        size, digest = file_digest(path)
+        if size != record.file_size or digest != record.file_digest:
+            problems.append(f"the file's bytes changed after its seal ({size} bytes, sealed at {record.file_size})")
     if record.status == "Quarantined" and not problems:
         return []
     return [SealRecordMismatch("; ".join(problems))] if problems else []
@@ -1134,7 +1138,7 @@ _LIVE_WORKER_RETRIES = 20
 
 def _last_txnid(path: str) -> int | None:
     try:
-        return check_run_file_shape(path)[2]
+        return check_run_file_shape(path).txnid
     except (OSError, Corrupted):
         return None
 

@@ -34,6 +34,7 @@ from backend_helpers import (
 from nes.backend import layout
 from nes.backend.base import AppendEntry, EncodedEntry, IndexKey, IndexKind, PreparedBatch, ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
+from nes.backend.seal_record import seal_record_path
 from nes.backend.memory import MemoryBackend
 from nes.codec import key_seq, seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
@@ -590,9 +591,14 @@ def run_path(base: Path, run_id: str = RUN_ID, instance_id: str = INSTANCE_ID) -
 
 
 class RawFile:
-    """A raw py-lmdb handle on a run file (only while no backend holds it in this process)."""
+    """A raw py-lmdb handle on a run file (only while no backend holds it in this process).
+
+    A hand edit of a sealed file is what its seal record's file digest refuses before any
+    mapping (pinned in test_integrity); the tests here pin the checks below that proof, so the
+    record is dropped, as a crash between the seal commit and the record leaves a sealed file."""
 
     def __init__(self, path: Path) -> None:
+        seal_record_path(path).unlink(missing_ok=True)
         self.env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, create=False, map_size=1 << 30)
         self.entries = self.env.open_db(layout.DB_ENTRIES)
         self.meta = self.env.open_db(layout.DB_META)

@@ -293,6 +293,32 @@ def test_sealed_run_without_seal_record_gets_one_at_the_next_sweep(tmp_path: Pat
     assert read_seal_record(path, run_id()) is not None
 
 
+def test_a_new_run_file_holds_its_marker_and_manifest_in_its_first_commit(tmp_path: Path) -> None:
+    """A kill during creation leaves either no commit at all or a whole first commit, never
+    databases without the format marker (which would stop every later boot)."""
+    path = write_run(tmp_path, 0, seal=False, anchor=None)
+    assert layout.check_run_file_shape(path).txnid == 1
+    assert read_manifest(path).status is RunStatus.Running
+
+
+def test_a_run_file_whose_creation_was_interrupted_is_quarantined_and_does_not_stop_the_boot(tmp_path: Path) -> None:
+    from nes.config import EventStoreConfig, RunIdentity
+    from nes.kernel import EventStoreLifecycleOptions, open_run
+
+    instance = tmp_path / INSTANCE
+    instance.mkdir(mode=0o700)
+    path = instance / f"{run_id()}.lmdb"
+    layout.create_private_file(path)
+    lmdb.open(str(path), subdir=False, lock=False).close()  # meta pages only: killed before the first commit
+    assert layout.check_run_file_shape(path).txnid == 0
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert [(r.run_id, r.status) for r in outcome.recovered] == [(run_id(), RunStatus.Quarantined)]
+    assert outcome.parent_run_id is None
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id=INSTANCE))
+    with open_run(config, options=EventStoreLifecycleOptions(in_process=True)) as session:
+        assert session.recovery.parent_run_id is None  # nothing was ever durable in it
+
+
 # ---- item 9: verify on a live run ------------------------------------------------------------------------
 WRITER_CHILD = textwrap.dedent(
     """
@@ -362,9 +388,56 @@ def test_reader_raises_corrupted_not_raw_lmdb_errors_on_a_damaged_page(tmp_path:
 
     path = write_run(tmp_path, 400, anchor=None)
     damage_a_leaf_page(path, b"PAY%08d" % 200)
+    seal_record_path(path).unlink()  # no proof beside it (a crash between seal and record)
     with LmdbBackend.open_sealed_file(path) as backend:
         with pytest.raises(Corrupted):
             backend.scan_range(1, 400, ScanDirection.Forward)
+
+
+def test_a_sealed_file_changed_after_its_seal_is_refused_before_it_is_mapped(tmp_path: Path) -> None:
+    from nes.backend.seal_record import SealedFileChanged
+    from nes.ops.runfile import RunFile, RunFileError
+
+    path = write_run(tmp_path, 400, anchor=None)
+    with LmdbBackend.open_sealed_file(path):
+        pass  # intact: it opens
+    damage_a_leaf_page(path, b"PAY%08d" % 200)
+    with pytest.raises(SealedFileChanged, match="changed after it was sealed"):
+        LmdbBackend.open_sealed_file(path)
+    with pytest.raises(SealedFileChanged):
+        read_manifest(path)
+    with pytest.raises(RunFileError, match="changed after it was sealed"):
+        RunFile(path)
+    assert LmdbBackend(tmp_path).list_runs(INSTANCE) == []  # skipped, as unreadable files are
+    assert not Verifier(path).verify().is_clean()
+
+
+def test_a_seal_record_of_a_newer_nes_stops_listing_like_a_future_format_marker(tmp_path: Path) -> None:
+    from nes.errors import UnsupportedFormat
+
+    path = write_run(tmp_path, 10, anchor=None)
+    record = seal_record_path(path)
+    raw = msgspec.json.decode(record.read_bytes())
+    record.chmod(0o600)
+    record.write_bytes(msgspec.json.encode({**raw, "version": 3}))
+    with pytest.raises(UnsupportedFormat, match="newer nes"):
+        LmdbBackend(tmp_path).list_runs(INSTANCE)
+    with pytest.raises(UnsupportedFormat, match="newer nes"):
+        LmdbBackend.open_sealed_file(path)
+    (finding,) = findings(path)
+    assert isinstance(finding, SealRecordMismatch) and "newer nes" in finding.describe()
+
+
+def test_a_change_no_reader_would_see_still_breaks_the_seal_for_reader_and_verifier_alike(tmp_path: Path) -> None:
+    from nes.backend.seal_record import SealedFileChanged
+
+    path = write_run(tmp_path, 40, anchor=None)
+    with open(path, "ab") as handle:
+        handle.write(b"\0" * 4096)  # past every page LMDB uses: no read returns it
+    with pytest.raises(SealedFileChanged):
+        LmdbBackend.open_sealed_file(path)
+    (finding,) = findings(path)
+    assert isinstance(finding, SealRecordMismatch) and "changed after its seal" in finding.describe()
 
 
 # ---- item 13: symlinks and directory modes ------------------------------------------------------------------
@@ -460,13 +533,24 @@ def test_a_session_closed_by_the_writer_sidecar_leaves_a_seal_record_and_verifie
 def test_a_seal_that_damages_the_crashed_file_quarantines_it_instead_of_making_it_parent(tmp_path: Path) -> None:
     """A flipped byte in LMDB's free list verifies clean (nothing reads it) until the seal's
     write transaction reuses a page still in use: recovery re-verifies after sealing. The
-    file and the flip are the fuzz tool's crashed trial 176 (seed 11), reproduced exactly."""
+    file is the fuzz tool's; the flip (found by its crashed trials) makes the newest free-list
+    record's first page number name the lowest page in use."""
     sys.path.insert(0, str(PROJECT_ROOT / "tools"))
     import fuzz_verify
 
     path = fuzz_verify.build_run(tmp_path, 300, seal=False)
     data = bytearray(path.read_bytes())
-    data[57653] ^= 169
+    page_size = struct.unpack_from("<I", data, 40)[0]
+    # The newest meta page names the free-list database's root (MDB_meta: mm_dbs[0].md_root at +80).
+    meta = max((0, page_size), key=lambda at: struct.unpack_from("<Q", data, at + 144)[0])
+    root = struct.unpack_from("<Q", data, meta + 80)[0] * page_size
+    assert struct.unpack_from("<H", data, root + 10)[0] == 0x02  # a leaf page
+    node = root + struct.unpack_from("<H", data, root + 16)[0]  # its first node: key, then an IDL
+    ids = node + 8 + struct.unpack_from("<H", data, node + 6)[0]
+    count = struct.unpack_from("<Q", data, ids)[0]
+    free = {struct.unpack_from("<Q", data, ids + 8 * (1 + i))[0] for i in range(count)}
+    in_use = min(p for p in range(2, len(data) // page_size) if p not in free and p * page_size != root)
+    struct.pack_into("<Q", data, ids + 8, in_use)
     path.write_bytes(bytes(data))
     outcome = recover_predecessors(tmp_path, fuzz_verify.INSTANCE)
     assert [r.status for r in outcome.recovered] == [RunStatus.Quarantined]

@@ -324,11 +324,44 @@ def test_quarantined_replay_source_refuses_boot_and_opens_no_run(tmp_path):
     assert read_manifest(bad).status is RunStatus.Quarantined  # the sweep still sealed it
 
 
-def test_corrupt_sealed_replay_source_fails_preflight_and_opens_no_run(tmp_path):
-    """Sealed Ended long ago, damaged since: the sweep does not rescan sealed runs, so the
-    preflight verifier is what refuses to replay it."""
+def test_corrupt_sealed_replay_source_is_quarantined_by_its_seal_record_and_opens_no_run(tmp_path):
+    """Sealed Ended long ago, damaged since: its bytes no longer match its seal record, so the
+    sweep calls it Quarantined (without writing to it) and the boot refuses to replay it."""
     source = leave_running(tmp_path, 3, end=True)
     recover_predecessors(tmp_path, INSTANCE)  # sealed Ended while intact
+    flip_payload_byte(source, 2)
+    damaged = source.read_bytes()
+    before = run_files(tmp_path)
+    with pytest.raises(ReplaySourceError, match="is Quarantined"):
+        open_run(make_config(tmp_path, replay_from_run_id=source.stem))
+    assert run_files(tmp_path) == before
+    assert source.read_bytes() == damaged  # read-only: nothing is written to a damaged sealed file
+
+
+def test_a_sealed_run_without_its_seal_record_gets_one_only_if_it_verifies_clean(tmp_path):
+    """A crash between the seal commit and the record leaves a sealed file without one: the
+    sweep writes it, but never over damage, which it would certify."""
+    intact = leave_running(tmp_path, 3, end=True)
+    damaged = leave_running(tmp_path, 3, end=True)
+    recover_predecessors(tmp_path, INSTANCE)
+    for path in (intact, damaged):
+        seal_record_path(path).unlink()
+    flip_payload_byte(damaged, 2)
+    damaged_bytes = damaged.read_bytes()
+    with pytest.raises(ReplaySourceError, match="is Quarantined"):
+        open_run(make_config(tmp_path, replay_from_run_id=damaged.stem))
+    assert seal_record_path(intact).exists()  # written by that sweep
+    assert not seal_record_path(damaged).exists() and damaged.read_bytes() == damaged_bytes
+
+
+def test_corrupt_sealed_replay_source_with_a_legacy_seal_record_fails_preflight_and_opens_no_run(tmp_path):
+    """A version 1 seal record (an older nes) has no file digest, so the sweep has no proof to
+    compare: the preflight verifier is what refuses to replay the damaged source."""
+    source = leave_running(tmp_path, 3, end=True)
+    recover_predecessors(tmp_path, INSTANCE)  # sealed Ended while intact
+    record = seal_record_path(source)
+    legacy = {k: v for k, v in msgspec.json.decode(record.read_bytes()).items() if not k.startswith("file_")}
+    record.write_bytes(msgspec.json.encode({**legacy, "version": 1}))
     flip_payload_byte(source, 2)
     before = run_files(tmp_path)
     with pytest.raises(ReplaySourceError, match="failed verification: corrupt .*findings=1"):

@@ -171,13 +171,17 @@ def sealed_backtest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
 
 
 def rewrite_manifest(path: Path, drop_last_entry: bool = False, **changes) -> None:  # noqa: ANN003
-    """Rewrite a closed run file's manifest (and optionally drop its last entry) by hand."""
+    """Rewrite a closed run file's manifest (and optionally drop its last entry) by hand. Its
+    seal record, whose file digest refuses any hand edit before mapping, is dropped: the file
+    stands for one sealed so (a crash between the seal commit and the record leaves that)."""
     import lmdb
     import msgspec
 
+    from nes.backend.seal_record import seal_record_path
     from nes.manifest import encode_manifest
 
     manifest = read_manifest(path)
+    seal_record_path(path).unlink(missing_ok=True)
     env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS)
     try:
         with env.begin(write=True) as txn:
@@ -230,11 +234,11 @@ def test_boot_refuses_a_corrupt_replay_source(tmp_path: Path, sealed_backtest) -
         txn.put(seq_key(300), bytes(value), db=db)
 
     rewrite_entries(path, damage)
-    assert_boot_refused_cleanly(
+    assert_boot_refused_cleanly(  # its bytes no longer match its seal record: the sweep says so
         base,
         lambda: lifecycle(base, False, NautilusCacheReplay([instrument()]), replay_from_run_id=run_id),
         ReplaySourceError,
-        "failed verification",
+        "is Quarantined",
     )
 
 

@@ -12,6 +12,11 @@ index rows, the manifest, anchors and digests. A trial is:
 - invisible: verify says clean and the reader view is unchanged (the flip hit unused bytes);
 - undetected: verify says clean but the reader view changed, or the reader fails (the goal is 0);
 - parent_error: the parent raised (the goal is 0).
+Every sealed trial also runs the public in-process read API (`LmdbBackend.open_sealed_file`,
+its scans, index lookups and anchors) over the damaged copy in a child process, which must end
+either with the intact view or with a typed `EventStoreError`: `reader_crashes` counts the
+children killed by a signal or by an untyped exception (the goal is 0; a sealed file whose bytes
+differ from its seal record is refused before LMDB maps it).
 With `--crashed M`, M more trials flip a byte in a crashed (Running, never sealed) file and
 then boot (`recover_predecessors`, as the next boot's sweep): a sealed CrashedRecovered/Ended
 run must verify clean and read back what the intact crashed run reads back once sealed; a
@@ -106,13 +111,23 @@ def reader_view(path: str) -> dict[str, object]:
     return {"digest": h.hexdigest(), "high_watermark": hwm, "status": str(manifest.status)}
 
 
+def typed_reader_view(path: str) -> dict[str, object]:
+    """`reader_view`, with a typed error as the outcome (what an in-process caller may get)."""
+    from nes.errors import EventStoreError
+
+    try:
+        return reader_view(path)
+    except EventStoreError as exc:
+        return {"typed_error": type(exc).__name__}
+
+
 def view_in_worker(path: Path, timeout: float) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--view", str(path)],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     if done.returncode != 0:
-        return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}"}
+        return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:] or ''}", "crash": True}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -181,8 +196,13 @@ def sealed_trials(ns: argparse.Namespace, rng: random.Random, workdir: Path, cou
         counts[f"aim_{aim}"] += 1
         try:
             verdict = verify_in_worker(path, ns.timeout)
+            view = view_in_worker(path, ns.timeout)
+            if view.get("crash"):
+                counts["reader_crash"] += 1
+                failures.append({"trial": trial, "offset": offset, "mask": mask, "page": kind, "reader": view["error"]})
+            elif "typed_error" in view:
+                counts["reader_typed_error_" + str(view["typed_error"])] += 1
             if verdict.is_clean():
-                view = view_in_worker(path, ns.timeout)
                 if view == baseline:
                     outcome = "invisible"
                 else:
@@ -266,7 +286,7 @@ def crashed_trials(ns: argparse.Namespace, rng: random.Random, workdir: Path, co
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--view"]:
-        print(json.dumps(reader_view(args[1])))
+        print(json.dumps(typed_reader_view(args[1])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trials", type=int)
@@ -299,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "undetected": undetected,
         "parent_errors": parent_errors,
         "worker_failure": counts["worker_failure"],
+        "reader_crashes": counts["reader_crash"],
         "running_rollbacks": counts["crashed_running_rollback"],
         "details": {k: v for k, v in sorted(counts.items()) if k not in ("detected", "invisible", "undetected", "parent_error")},
         "failures": failures[:10],

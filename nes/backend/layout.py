@@ -117,6 +117,11 @@ class RunFileShape(tuple[int, int, int]):
 
     __slots__ = ()
 
+    @property
+    def txnid(self) -> int:
+        """The last committed transaction (0: none ever committed)."""
+        return self[2]
+
 
 def check_run_file_shape(path: str | Path) -> RunFileShape:
     """Read the two LMDB meta pages with plain reads and refuse a file that mapping would fault

@@ -31,7 +31,14 @@ import lmdb
 import msgspec
 
 from nes.backend import integrity, layout
-from nes.backend.seal_record import SealRecord, seal_record_path, write_seal_record
+from nes.backend.seal_record import (
+    SEAL_RECORD_VERSION,
+    SealRecord,
+    check_before_mapping,
+    file_digest,
+    seal_record_path,
+    write_seal_record,
+)
 from nes.codec import key_seq, seq_key
 from nes.backend.base import (
     IndexKind, PreparedBatch, RunStoreBase, _Run, correlation_index_rows, normalized_for_open, value_ts_init,
@@ -135,15 +142,24 @@ class _RunFile:
     """An open LMDB environment with its named databases (one owner: the backend or a reader)."""
 
     def __init__(
-        self, path: Path, *, writable: bool, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False, fresh: bool = False
+        self,
+        path: Path,
+        *,
+        writable: bool,
+        map_size: int = DEFAULT_MAP_SIZE,
+        exclusive: bool = False,
+        initial: Callable[[lmdb.Transaction, _RunFile], None] | None = None,
     ) -> None:
+        """`initial`: the file is new (just created, trusted) and `initial(txn, self)` writes its
+        first contents in the same write transaction that creates its databases."""
+        fresh = initial is not None
         self.path = path
         self._lock_fd: int | None = None
         if not path.is_file() or path.is_symlink():
             raise Backend(f"run file not found: {path}")
         if not fresh:  # an existing file is untrusted: refuse what mapping would fault on
             try:
-                layout.check_run_file_shape(path)
+                check_before_mapping(path)
             except OSError as exc:
                 raise classify_lmdb_error(exc, f"open {path}") from exc
         if writable:
@@ -163,13 +179,18 @@ class _RunFile:
             self.close()
             raise classify_lmdb_error(exc, f"open {path}") from exc
         try:
-            self._open_dbs(writable)
+            self._open_dbs(writable, initial)
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def create(cls, path: Path, map_size: int, exclusive: bool) -> _RunFile:
+    def create(
+        cls, path: Path, map_size: int, exclusive: bool, initial: Callable[[lmdb.Transaction, _RunFile], None]
+    ) -> _RunFile:
+        """A new run file whose databases and `initial` contents are its first commit: a kill
+        before that commit leaves a file with no transaction at all (recovery quarantines it),
+        never one with databases but no format marker."""
         try:
             layout.create_private_file(path)
         except FileExistsError:
@@ -177,14 +198,14 @@ class _RunFile:
         except OSError as exc:
             raise classify_lmdb_error(exc, f"create {path}") from exc
         try:
-            run_file = cls(path, writable=True, map_size=map_size, exclusive=exclusive, fresh=True)
+            run_file = cls(path, writable=True, map_size=map_size, exclusive=exclusive, initial=initial)
         except BaseException:
             path.unlink(missing_ok=True)
             Path(f"{path}-lock").unlink(missing_ok=True)
             raise
         return run_file
 
-    def _open_dbs(self, writable: bool) -> None:
+    def _open_dbs(self, writable: bool, initial: Callable[[lmdb.Transaction, _RunFile], None] | None) -> None:
         env = self.env
 
         def open_all(**opts: Any) -> None:
@@ -206,6 +227,14 @@ class _RunFile:
             except lmdb.NotFoundError:
                 self.correlation = None
 
+        if initial is not None:
+            def first_commit(txn: lmdb.Transaction) -> None:
+                open_all(txn=txn)
+                open_correlation(txn=txn)
+                initial(txn, self)
+
+            durable_write(env, self.path, first_commit)
+            return
         try:
             if writable:
                 with env.begin() as txn:  # an existing file must be of this format before any write
@@ -353,16 +382,12 @@ class LmdbBackend(RunStoreBase):
             self._adopt(path)
             return
         fresh = normalized_for_open(manifest)
-        run_file = _RunFile.create(path, self._initial_map_size, self._exclusive)
-        try:
-            def start(txn: lmdb.Transaction) -> None:
-                txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta)
-                _put_manifest(txn, run_file, fresh)
 
-            self._write(run_file, start)
-        except BaseException:
-            run_file.close()
-            raise
+        def start(txn: lmdb.Transaction, run_file: _RunFile) -> None:
+            txn.put(layout.FORMAT_KEY, layout.encode_format_version(), db=run_file.meta)
+            _put_manifest(txn, run_file, fresh)
+
+        run_file = _RunFile.create(path, self._initial_map_size, self._exclusive, start)
         self._file = run_file
         self._run = _Run(fresh, 0, 0, read_only=False)
 
@@ -515,14 +540,17 @@ class LmdbBackend(RunStoreBase):
             with run_file.env.begin() as txn:
                 last = txn.cursor(db=run_file.entries)
                 last_hash = bytes(last.value()[:32]).hex() if last.last() and manifest.high_watermark else ""
+            size, digest = file_digest(run_file.path)  # after the sealed commit: the file is final
             record = SealRecord(
-                version=1,
+                version=SEAL_RECORD_VERSION,
                 run_id=manifest.run_id,
                 status=str(manifest.status),
                 high_watermark=manifest.high_watermark,
                 end_ts_init=manifest.end_ts_init,
                 manifest_digest=integrity.manifest_digest(encode_manifest(manifest)).hex(),
                 last_entry_hash=last_hash,
+                file_size=size,
+                file_digest=digest,
             )
             write_seal_record(run_file.path, record)
         except (OSError, lmdb.Error) as exc:

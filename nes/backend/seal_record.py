@@ -4,15 +4,24 @@ Contract: LMDB keeps two meta pages and no checksums, so one flipped byte in the
 page can make a file open at the commit before its last one: a sealed run would read as
 Running again, with its last commit gone, and verify clean. At seal, after the sealed manifest
 is durable, the backend writes `<run_id>.seal` beside the run file: run id, status,
-high-watermark, end_ts_init, the manifest digest and the last entry's hash. It is written to a
+high-watermark, end_ts_init, the manifest digest, the last entry's hash, and the size and
+BLAKE3 digest of the whole file as it was sealed (version 2). It is written to a
 temporary name (0600, `O_EXCL | O_NOFOLLOW`), fsynced, renamed into place, and the directory
 is fsynced. An existing record is never overwritten (it is the evidence of an earlier seal).
 A seal record is untrusted input when read: at most `MAX_SEAL_RECORD_BYTES`, a regular file
 opened without following symlinks, strict JSON with no unknown fields, every field checked;
 anything else is `SealRecordInvalid`. A run file that LMDB cannot seal (unreadable manifest, a refused write) is quarantined by a
 record alone (`outside_only`): it is never a parent and later sweeps leave it. A sealed run
-without a record is not damage (a crash
-between the seal commit and the record leaves that; the next boot's sweep writes it).
+without a record is not damage (a crash between the seal commit and the record leaves that;
+the next boot's sweep writes it, if the file verifies clean).
+
+A sealed file never changes again, so its file digest is the proof that makes mapping it safe:
+LMDB has no page checksums and aborts or faults on a damaged page, and `check_before_mapping`
+(called before any in-process open of an existing run file) hashes the file with plain reads
+and refuses one that differs from its seal (`SealedFileChanged`) before LMDB maps a byte. A
+file the check cannot prove (Running, live or crashed; sealed Quarantined, whose record vouches
+for damaged bytes; a version 1 record; a record lost in a crash) is only shape-checked: read those through the worker-backed
+APIs (`verify_in_worker`, `nes.list_runs`, recovery) when they may be damaged.
 """
 
 from __future__ import annotations
@@ -21,31 +30,48 @@ import os
 import stat
 from pathlib import Path
 
+import blake3
 import msgspec
 
-from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX, fsync_dir
-from nes.errors import Corrupted
+from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX, check_run_file_shape, fsync_dir
+from nes.errors import Corrupted, UnsupportedFormat
 from nes.ids import validate_path_id
 
 __all__ = [
     "SEAL_RECORD_SUFFIX",
+    "SEAL_RECORD_VERSION",
     "MAX_SEAL_RECORD_BYTES",
     "SealRecord",
     "SealRecordInvalid",
     "seal_record_path",
     "read_seal_record",
     "write_seal_record",
+    "SealedFileChanged",
+    "FutureSealRecord",
+    "file_digest",
+    "check_before_mapping",
 ]
 
 SEAL_RECORD_SUFFIX = ".seal"
 MAX_SEAL_RECORD_BYTES = 4096
-SEAL_RECORD_VERSION = 1
+SEAL_RECORD_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1: no file digest
+_HASH_CHUNK = 4 << 20
 _U64_MAX = (1 << 64) - 1
 _SEALED = ("Ended", "CrashedRecovered", "Quarantined")
 
 
 class SealRecordInvalid(Corrupted):
     """A seal record exists but is not a valid record for its run file."""
+
+
+class FutureSealRecord(SealRecordInvalid, UnsupportedFormat):
+    """A seal record of a newer nes: like a future format marker, it stops listing, recovery
+    and retention instead of being skipped."""
+
+
+class SealedFileChanged(Corrupted):
+    """A sealed run file's bytes differ from the digest its seal record took at seal."""
 
 
 class SealRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -60,6 +86,9 @@ class SealRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     last_entry_hash: str  # hex of the last entry's stored hash, "" for an empty run
     # True: recovery quarantined a run whose file LMDB could not seal; only this record says so.
     outside_only: bool = False
+    # Version 2: the whole file at seal (see `file_digest`); 0 and "" for outside_only records.
+    file_size: int = 0
+    file_digest: str = ""
 
 
 def seal_record_path(run_file: str | os.PathLike[str]) -> Path:
@@ -78,8 +107,11 @@ def _check_hex(name: str, value: str, allow_empty: bool) -> None:
 
 
 def _validate(record: SealRecord, run_id: str | None) -> SealRecord:
-    if record.version != SEAL_RECORD_VERSION:
-        raise SealRecordInvalid(f"seal record version {record.version} is not {SEAL_RECORD_VERSION}")
+    if record.version > SEAL_RECORD_VERSION:
+        raise FutureSealRecord(f"seal record version {record.version} is from a newer nes (this one reads "
+                               f"{_READABLE_VERSIONS}); upgrade nes to read this run")
+    if record.version not in _READABLE_VERSIONS:
+        raise SealRecordInvalid(f"seal record version {record.version} is not one of {_READABLE_VERSIONS}")
     try:
         validate_path_id(record.run_id, "run_id")
     except ValueError as exc:
@@ -96,6 +128,11 @@ def _validate(record: SealRecord, run_id: str | None) -> SealRecord:
     _check_hex("last_entry_hash", record.last_entry_hash, record.high_watermark == 0 or record.outside_only)
     if record.outside_only and record.status != "Quarantined":
         raise SealRecordInvalid("a seal record written outside the run file can only say Quarantined")
+    if not 0 <= record.file_size <= _U64_MAX:
+        raise SealRecordInvalid(f"seal record file_size {record.file_size} is out of range")
+    _check_hex("file_digest", record.file_digest, record.version == 1 or record.outside_only)
+    if record.version == 1 and (record.file_digest or record.file_size):
+        raise SealRecordInvalid("a version 1 seal record has no file digest")
     return record
 
 
@@ -152,3 +189,61 @@ def write_seal_record(run_file: str | os.PathLike[str], record: SealRecord) -> b
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return True
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """(size, hex BLAKE3) of the file's bytes, read with plain reads (never mapped: a file
+    truncated under us cannot fault the caller)."""
+    hasher = blake3.blake3()
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while True:
+            n = os.readv(fd, [buffer])
+            if not n:
+                break
+            hasher.update(view[:n])
+            size += n
+    finally:
+        os.close(fd)
+    return size, hasher.hexdigest()
+
+
+# Files already proven in this process, by identity and change times: a later write changes them.
+_PROVEN: dict[tuple[int, int, int, int, int, str], None] = {}
+_PROVEN_MAX = 256
+
+
+def check_before_mapping(path: str | os.PathLike[str]) -> SealRecord | None:
+    """Refuse, before LMDB maps it, an existing run file that mapping could fault on: the shape
+    check of `layout.check_run_file_shape` (not LMDB, truncated), then, when a seal record lies
+    beside it, the record's proof: a file quarantined by its record alone (LMDB could not seal
+    it) or whose bytes differ from its seal raises `Corrupted` (`SealedFileChanged`); an invalid
+    record raises `SealRecordInvalid`. Returns the record (None when there is none)."""
+    path = Path(path)
+    check_run_file_shape(path)
+    stem = path.name[: -len(RUN_FILE_SUFFIX)] if path.name.endswith(RUN_FILE_SUFFIX) else path.name
+    record = read_seal_record(path, stem)
+    if record is None:
+        return None
+    if record.outside_only:
+        raise Corrupted(f"run file {path} was quarantined by its seal record: LMDB could not seal it; "
+                        "only `nes verify` reads it")
+    if not record.file_digest:
+        return record
+    info = os.stat(path, follow_symlinks=False)
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, record.file_digest)
+    if key in _PROVEN:
+        return record
+    size, digest = file_digest(path)
+    if size != record.file_size or digest != record.file_digest:
+        raise SealedFileChanged(
+            f"run file {path} changed after it was sealed ({size} bytes, sealed at {record.file_size}; "
+            "its BLAKE3 differs from its seal record's): run `nes verify` on it"
+        )
+    if len(_PROVEN) >= _PROVEN_MAX:
+        _PROVEN.pop(next(iter(_PROVEN)))
+    _PROVEN[key] = None
+    return record

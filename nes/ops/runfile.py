@@ -5,7 +5,8 @@ Contract:
   a run has no effect on a writer that is appending to it.
 - Before LMDB maps a file, its two meta pages are checked by hand (`check_lmdb_file`): a file
   that is not LMDB, or is shorter than its newest committed transaction needs (truncated), is
-  refused with `RunFileError` instead of being mapped (a short map would SIGBUS the reader).
+  refused with `RunFileError` instead of being mapped (a short map would SIGBUS the reader);
+  so is a sealed file whose bytes differ from its seal record (a damaged page can abort LMDB).
   A valid LMDB file that is not a nes run file (no format marker, no manifest) is refused too.
 - Consistent reads: every read is one short read-only transaction, i.e. one committed state of
   the file (LMDB MVCC). The writer sidecar runs without a reader table, so it cannot see our
@@ -27,6 +28,7 @@ import msgspec
 
 from nes.backend import layout
 from nes.backend.base import IndexKind, index_key_problem
+from nes.backend.seal_record import check_before_mapping
 from nes.codec import key_seq, seq_key
 from nes.entry import EventStoreEntry, decode_stored_rows
 from nes.errors import Corrupted, EventStoreError, Gap, HashMismatch
@@ -45,10 +47,11 @@ class RunFileError(EventStoreError):
 
 
 def check_lmdb_file(path: Path) -> None:
-    """Refuse, without mapping it, a file that is not LMDB or is shorter than its newest
-    committed transaction needs (`layout.check_run_file_shape`). Raises RunFileError."""
+    """Refuse, without mapping it, a file that is not LMDB, is shorter than its newest
+    committed transaction needs, or differs from its seal (`seal_record.check_before_mapping`).
+    Raises RunFileError."""
     try:
-        layout.check_run_file_shape(path)
+        check_before_mapping(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except IsADirectoryError:
