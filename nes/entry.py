@@ -260,10 +260,10 @@ def _headers_at(value: bytes, at: int) -> Headers | None:
 
 
 # A run's header-less rows often repeat one exact shape: the same (topic, payload_type) and
-# payload length, so the same total length. Such a row is recognised by its length and one
-# `startswith` over `len(topic) || topic || len(payload_type) || payload_type || len(payload)`
-# (the bytes after ts_publish up to the payload), and unpacked whole by one struct call that
-# also refuses any other length: hash, seq, ts_init, ts_publish, payload, and the two header
+# payload length, so the same total length. A row of that length is unpacked whole by one
+# struct call: hash, seq, ts_init, ts_publish, the shape's prefix
+# `len(topic) || topic || len(payload_type) || payload_type || len(payload)` (the bytes after
+# ts_publish up to the payload, compared with the cached one), payload, and the two header
 # tags as one u16 (zero: no headers). The shape in use is only a guess that every row re-proves.
 # (size, prefix, unpack, topic, payload_type)
 _Shape = tuple[int, bytes, Callable[[bytes], tuple[Any, ...]], str, str]
@@ -281,16 +281,16 @@ def _shape_of(value: bytes, payload_at: int, topic: str, ptype: str) -> _Shape:
     if unpack is None:
         if len(_shape_unpackers) >= _MAX_NAMES:
             _shape_unpackers.clear()
-        unpack = _shape_unpackers[lengths] = struct.Struct(f">{HASH_LEN}sQQQ{len(prefix)}x{payload_len}sH").unpack
+        unpack = _shape_unpackers[lengths] = struct.Struct(f">{HASH_LEN}sQQQ{len(prefix)}s{payload_len}sH").unpack
     return len(value), prefix, unpack, topic, ptype
 
 
 def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: list[EventStoreEntry]) -> int:
     """The scan's hot loop from `values[pos]`, over values whose keys are known to be
-    `first_seq + their index`: a row of the exact shape in use (see `_Shape`) is unpacked by
-    one struct call; another row whose (topic, payload_type) is cached is checked (embedded
-    seq, lengths, header tags and UUID versions) and decoded with two struct calls. Either way
-    its hash is checked before it is appended to `out`. Returns the index of the first value it
+    `first_seq + their index`: a row of the exact shape in use (see `_Shape`) is unpacked and
+    recognised by one struct call; another row whose (topic, payload_type) is cached is checked
+    (embedded seq, lengths, header tags and UUID versions) and decoded with two struct calls.
+    Either way its hash is checked before it is appended to `out`. Returns the index of the first value it
     does not recognise (a new topic or payload type, damage), or len(values)."""
     append = out.append
     hasher = frame_hasher()  # this call's own: reset per row
@@ -298,7 +298,7 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
     entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
     head: Callable[[bytes, int], tuple[Any, ...]] = _HEAD.unpack_from
     u64, names_for, headers_at = _U64.unpack_from, _names_by_lengths.get, _headers_at
-    hash_len, topic_at, topic_len_at = HASH_LEN, _TOPIC_AT, _TOPIC_LEN_AT
+    hash_len, topic_at = HASH_LEN, _TOPIC_AT
     expected = first_seq + pos
     last = _last_names[0]
     # The previous row's pair, unpacked into locals (most rows repeat it: one unpack then).
@@ -315,8 +315,8 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
     plain_size = -1  # length of the last header-less row decoded field by field
     try:
         for value in islice(values, pos, None):
-            if len(value) == s_size and value.startswith(s_prefix, topic_len_at):
-                stored, seq, ts_init, ts_publish, payload, tags = s_unpack(value)
+            if len(value) == s_size and (row := s_unpack(value))[4] == s_prefix:
+                stored, seq, ts_init, ts_publish, _, payload, tags = row
                 if seq != expected or tags:
                     break  # moved or damaged: the careful path names it
                 topic, ptype, headers = s_topic, s_ptype, no_headers
