@@ -319,50 +319,55 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
                 stored, seq, ts_init, ts_publish, _, payload, tags = row
                 if seq != expected or tags:
                     break  # moved or damaged: the careful path names it
-                topic, ptype, headers = s_topic, s_ptype, no_headers
+                reset()
+                update(domain)
+                update(value[hash_len:])
+                if digest() != stored:
+                    raise HashMismatch(seq)
+                append(entry_type(seq, ts_init, ts_publish, s_topic, s_ptype, payload, no_headers, hash_type(stored)))
+                expected += 1
+                continue
+            # `startswith` proves the names and len(payload_type) (they are inside l_names);
+            # len(topic) sits before them and is compared on its own.
+            if (
+                len(value) >= l_min
+                and (fields := l_unpack(value, hash_len))[3] == l_topic_len
+                and value.startswith(l_names, topic_at)
+            ):
+                seq, ts_init, ts_publish, _, _, payload_len = fields
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
             else:
-                # `startswith` proves the names and len(payload_type) (they are inside l_names);
-                # len(topic) sits before them and is compared on its own.
-                if (
-                    len(value) >= l_min
-                    and (fields := l_unpack(value, hash_len))[3] == l_topic_len
-                    and value.startswith(l_names, topic_at)
-                ):
-                    seq, ts_init, ts_publish, _, _, payload_len = fields
-                    payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
-                else:
-                    seq, ts_init, ts_publish, topic_len = head(value, hash_len)
-                    for candidate in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
-                        if value.startswith(candidate[0], topic_at):
-                            break
-                    else:
-                        break  # a topic / payload_type not cached yet
-                    last = candidate
-                    l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = candidate
-                    payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
-                    payload_len = u64(value, payload_len_at)[0]
-                if seq != expected:
-                    break
-                payload_at = payload_len_at + 8
-                payload_end = payload_at + payload_len
-                if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
-                    headers = no_headers
-                    if len(value) == plain_size:  # a second row of this shape in a row: use it
-                        s_size, s_prefix, s_unpack, s_topic, s_ptype = shape = _shape_of(value, payload_at, topic, ptype)
-                    plain_size = len(value)
-                else:
-                    decoded_headers = headers_at(value, payload_end)
-                    if decoded_headers is None:
+                seq, ts_init, ts_publish, topic_len = head(value, hash_len)
+                for candidate in names_for((topic_len << 64) | u64(value, topic_at + topic_len)[0], ()):
+                    if value.startswith(candidate[0], topic_at):
                         break
-                    headers = decoded_headers
-                stored = value[:hash_len]
-                payload = value[payload_at:payload_end]
+                else:
+                    break  # a topic / payload_type not cached yet
+                last = candidate
+                l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = candidate
+                payload_len_at, topic, ptype = l_len_at, l_topic, l_ptype
+                payload_len = u64(value, payload_len_at)[0]
+            if seq != expected:
+                break
+            payload_at = payload_len_at + 8
+            payload_end = payload_at + payload_len
+            headers: Headers | None
+            if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
+                headers = no_headers
+                if len(value) == plain_size:  # a second row of this shape in a row: use it
+                    s_size, s_prefix, s_unpack, s_topic, s_ptype = shape = _shape_of(value, payload_at, topic, ptype)
+                plain_size = len(value)
+            else:
+                headers = headers_at(value, payload_end)
+                if headers is None:
+                    break
+            stored = value[:hash_len]
             reset()
             update(domain)
             update(value[hash_len:])
             if digest() != stored:
                 raise HashMismatch(seq)
-            append(entry_type(seq, ts_init, ts_publish, topic, ptype, payload, headers, hash_type(stored)))
+            append(entry_type(seq, ts_init, ts_publish, topic, ptype, value[payload_at:payload_end], headers, hash_type(stored)))
             expected += 1
     except (struct.error, OverflowError):
         pass  # a row too short for its fields, or a length past any offset: the careful path names it
