@@ -290,8 +290,8 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
     `first_seq + their index`: a row of the exact shape in use (see `_Shape`) is unpacked and
     recognised by one struct call; another row whose (topic, payload_type) is cached is checked
     (embedded seq, lengths, header tags and UUID versions) and decoded with two struct calls.
-    Either way its hash is checked before it is appended to `out`. Returns the index of the first value it
-    does not recognise (a new topic or payload type, damage), or len(values)."""
+    Either way its hash is checked before it is appended to `out`. Returns the index of the
+    first value it does not recognise (a new topic or payload type, damage), or len(values)."""
     append = out.append
     hasher = frame_hasher()  # this call's own: reset per row
     reset, update, digest, domain = hasher.reset, hasher.update, hasher.digest, HASH_DOMAIN
