@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from nes.codec import HASH_LEN, FrameError, decode_frame, encode_frame, key_seq, seq_key
+from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame, encode_frame, key_seq, seq_key
 from nes.errors import Corrupted, Gap, HashMismatch, InvalidArgument
-from nes.hash import DOMAIN_HASH_STATE, EntryHash, compute_entry_hash, hash_frame
+from nes.hash import EntryHash, compute_entry_hash, frame_hasher, hash_frame
 from nes.headers import Headers
 
 __all__ = [
@@ -259,14 +259,42 @@ def _headers_at(value: bytes, at: int) -> Headers | None:
     return headers
 
 
+# A run's header-less rows often repeat one exact shape: the same (topic, payload_type) and
+# payload length, so the same total length. A row of that length is unpacked whole by one
+# struct call: hash, seq, ts_init, ts_publish, the shape's prefix
+# `len(topic) || topic || len(payload_type) || payload_type || len(payload)` (the bytes after
+# ts_publish up to the payload, compared with the cached one), payload, and the two header
+# tags as one u16 (zero: no headers). The shape in use is only a guess that every row re-proves.
+# (size, prefix, unpack, topic, payload_type)
+_Shape = tuple[int, bytes, Callable[[bytes], tuple[Any, ...]], str, str]
+_shape_unpackers: dict[int, Callable[[bytes], tuple[Any, ...]]] = {}  # prefix_len << 64 | payload_len
+_last_shape: list[_Shape | None] = [None]
+
+
+def _shape_of(value: bytes, payload_at: int, topic: str, ptype: str) -> _Shape:
+    """The exact shape of `value`, a header-less row whose fields were just checked: its
+    payload starts at `payload_at` and runs to the two header tags at the end."""
+    prefix = value[_TOPIC_LEN_AT:payload_at]
+    payload_len = len(value) - payload_at - 2
+    lengths = (len(prefix) << 64) | payload_len
+    unpack = _shape_unpackers.get(lengths)
+    if unpack is None:
+        if len(_shape_unpackers) >= _MAX_NAMES:
+            _shape_unpackers.clear()
+        unpack = _shape_unpackers[lengths] = struct.Struct(f">{HASH_LEN}sQQQ{len(prefix)}s{payload_len}sH").unpack
+    return len(value), prefix, unpack, topic, ptype
+
+
 def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: list[EventStoreEntry]) -> int:
     """The scan's hot loop from `values[pos]`, over values whose keys are known to be
-    `first_seq + their index`: a row whose (topic, payload_type) is cached is checked
-    (embedded seq, lengths, header tags and UUID versions, hash), decoded with two struct calls
-    and appended to `out`. Returns the index of the first value it does not recognise (a new
-    topic or payload type, damage), or len(values)."""
+    `first_seq + their index`: a row of the exact shape in use (see `_Shape`) is unpacked and
+    recognised by one struct call; another row whose (topic, payload_type) is cached is checked
+    (embedded seq, lengths, header tags and UUID versions) and decoded with two struct calls.
+    Either way its hash is checked before it is appended to `out`. Returns the index of the
+    first value it does not recognise (a new topic or payload type, damage), or len(values)."""
     append = out.append
-    new_hasher = DOMAIN_HASH_STATE.copy
+    hasher = frame_hasher()  # this call's own: reset per row
+    reset, update, digest, domain = hasher.reset, hasher.update, hasher.digest, HASH_DOMAIN
     entry_type, hash_type, no_headers, no_header_bytes = EventStoreEntry, EntryHash, _EMPTY_HEADERS, _NO_HEADERS
     head: Callable[[bytes, int], tuple[Any, ...]] = _HEAD.unpack_from
     u64, names_for, headers_at = _U64.unpack_from, _names_by_lengths.get, _headers_at
@@ -278,8 +306,27 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
         l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = b"", 0, "", "", head, -1, -1, 1 << 62
     else:
         l_names, l_len_at, l_topic, l_ptype, l_unpack, l_topic_len, l_ptype_len, l_min = last
+    shape = _last_shape[0]
+    s_unpack: Callable[[bytes], tuple[Any, ...]]
+    if shape is None:
+        s_size, s_prefix, s_unpack, s_topic, s_ptype = -1, b"", _U64.unpack, "", ""
+    else:
+        s_size, s_prefix, s_unpack, s_topic, s_ptype = shape
+    plain_size = -1  # length of the last header-less row decoded field by field
     try:
         for value in islice(values, pos, None):
+            if len(value) == s_size and (row := s_unpack(value))[4] == s_prefix:
+                stored, seq, ts_init, ts_publish, _, payload, tags = row
+                if seq != expected or tags:
+                    break  # moved or damaged: the careful path names it
+                reset()
+                update(domain)
+                update(value[hash_len:])
+                if digest() != stored:
+                    raise HashMismatch(seq)
+                append(entry_type(seq, ts_init, ts_publish, s_topic, s_ptype, payload, no_headers, hash_type(stored)))
+                expected += 1
+                continue
             # `startswith` proves the names and len(payload_type) (they are inside l_names);
             # len(topic) sits before them and is compared on its own.
             if (
@@ -307,18 +354,25 @@ def _decode_plain_values(values: list[bytes], pos: int, first_seq: int, out: lis
             headers: Headers | None
             if payload_end + 2 == len(value) and value.endswith(no_header_bytes):
                 headers = no_headers
+                if len(value) == plain_size:  # a second row of this shape in a row: use it
+                    s_size, s_prefix, s_unpack, s_topic, s_ptype = shape = _shape_of(value, payload_at, topic, ptype)
+                plain_size = len(value)
             else:
                 headers = headers_at(value, payload_end)
                 if headers is None:
                     break
             stored = value[:hash_len]
-            if new_hasher().update(value[hash_len:]).digest() != stored:  # update() returns the hasher
+            reset()
+            update(domain)
+            update(value[hash_len:])
+            if digest() != stored:
                 raise HashMismatch(seq)
             append(entry_type(seq, ts_init, ts_publish, topic, ptype, value[payload_at:payload_end], headers, hash_type(stored)))
             expected += 1
     except (struct.error, OverflowError):
         pass  # a row too short for its fields, or a length past any offset: the careful path names it
     _last_names[0] = last
+    _last_shape[0] = shape
     return expected - first_seq
 
 

@@ -15,7 +15,7 @@ from nes.codec import HASH_DOMAIN, HASH_LEN, encode_frame
 from nes.errors import InvalidArgument
 from nes.headers import Headers
 
-__all__ = ["EntryHash", "compute_entry_hash", "hash_frame"]
+__all__ = ["EntryHash", "compute_entry_hash", "hash_frame", "frame_hasher"]
 
 
 class EntryHash(bytes):
@@ -47,6 +47,14 @@ class EntryHash(bytes):
 
 
 DOMAIN_HASH_STATE = blake3(HASH_DOMAIN)  # copied per entry: cheaper than re-absorbing the domain
+
+
+def frame_hasher() -> blake3:
+    """An empty hasher for a loop that checks many frames, owned by that loop (one thread):
+    per frame, `reset()`, `update(HASH_DOMAIN)`, `update(frame)`, then `digest()` is
+    `hash_frame(frame)`. Resetting one hasher is cheaper than copying `DOMAIN_HASH_STATE` per
+    frame (each copy allocates a new hasher object)."""
+    return blake3()
 
 
 def hash_frame(frame: bytes | memoryview) -> bytes:

@@ -11,9 +11,9 @@ import pytest
 from nes.backend.base import ScanDirection
 from nes.backend.lmdb import LmdbBackend
 from nes.codec import HASH_LEN, seq_key
-from nes.entry import EventStoreEntry, decode_contiguous_values, decode_stored_rows, encode_stored_value
+from nes.entry import EventStoreEntry, decode_contiguous_values, decode_stored_rows, decode_stored_value, encode_stored_value
 from nes.errors import Corrupted, Gap, HashMismatch
-from nes.hash import hash_frame
+from nes.hash import EntryHash, hash_frame
 from nes.headers import Headers
 from nes.reader import EventStoreReader
 from runfile_helpers import build_entry, make_run_file, rewrite_entries
@@ -168,3 +168,67 @@ def test_fast_path_refuses_a_topic_length_past_any_offset() -> None:
     frame[24:32] = (1 << 63).to_bytes(8, "big")  # len(topic) beyond what an offset can hold
     with pytest.raises(Corrupted, match="overruns"):
         decode_contiguous_values([_rehashed(bytes(frame))], 1)
+
+
+def _one_shape(count: int, first: int = 1, payload_size: int = 40) -> list[EventStoreEntry]:
+    """Header-less rows of one exact shape (names and payload length): the exact-shape path."""
+    return [
+        EventStoreEntry.build(seq, seq, seq + 1, "data.quotes.X", "QuoteTick", bytes([seq % 256]) * payload_size, Headers.empty())
+        for seq in range(first, first + count)
+    ]
+
+
+def _careful(values: list[bytes], first_seq: int) -> list[EventStoreEntry]:
+    """The per-row decode of the careful path, row by row (no shape cache)."""
+    return [decode_stored_value(value, first_seq + pos) for pos, value in enumerate(values)]
+
+
+def test_exact_shape_path_and_careful_path_agree_on_interleaved_shapes() -> None:
+    same = _one_shape(40)
+    entries = list(same)
+    # Same names, another payload length; other names, same total length; headers; then back.
+    entries[10] = EventStoreEntry.build(11, 11, 12, "data.quotes.X", "QuoteTick", b"\x07" * 41, Headers.empty())
+    entries[11] = EventStoreEntry.build(12, 12, 13, "data.quotes.Y", "QuoteTick", b"\x07" * 40, Headers.empty())
+    entries[12] = EventStoreEntry.build(13, 13, 14, "data.quotes.X", "QuoteTick", b"\x07" * 40, HEADERS)
+    values = [encode_stored_value(e) for e in entries]
+    assert len(values[11]) == len(values[0])
+    decoded = decode_contiguous_values(values, 1)
+    assert decoded == entries == _careful(values, 1)
+    assert all(type(d.entry_hash) is EntryHash for d in decoded)
+    rows = [(seq_key(e.seq), v) for e, v in zip(entries, values)]
+    assert decode_stored_rows(rows, 1, 40) == entries
+    assert decode_contiguous_values(values[20:], 21) == entries[20:]  # the shape is cached now
+
+
+@pytest.mark.parametrize("at", [HASH_LEN - 1, HASH_LEN + 3, HASH_LEN + 60, -3, -1])
+def test_exact_shape_path_and_careful_path_raise_the_same_error_on_a_tampered_row(at: int) -> None:
+    entries = _one_shape(30)
+    values = [encode_stored_value(e) for e in entries]
+    decode_contiguous_values(values, 1)  # the shape is cached now
+    tampered = bytearray(values[20])
+    tampered[at] ^= 0x01
+    values[20] = bytes(tampered)
+    with pytest.raises((HashMismatch, Corrupted)) as fast:
+        decode_contiguous_values(values, 1)
+    with pytest.raises((HashMismatch, Corrupted)) as careful:
+        _careful(values, 1)
+    assert type(fast.value) is type(careful.value)
+    assert str(fast.value) == str(careful.value)
+
+
+def test_exact_shape_path_refuses_header_tags_with_a_matching_hash() -> None:
+    entries = _one_shape(10)
+    values = [encode_stored_value(e) for e in entries]
+    frame = bytearray(values[6][HASH_LEN:])
+    frame[-1] = 0x02  # causation tag must be 0 or 1; the length and names still match the shape
+    values[6] = _rehashed(bytes(frame))
+    with pytest.raises(Corrupted, match="invalid option tag"):
+        decode_contiguous_values(values, 1)
+
+
+def test_exact_shape_path_refuses_a_clean_row_copied_under_another_key() -> None:
+    entries = _one_shape(10)
+    values = [encode_stored_value(e) for e in entries]
+    values[7] = values[6]
+    with pytest.raises(Corrupted, match="embedded seq 7"):
+        decode_contiguous_values(values, 1)
