@@ -31,6 +31,7 @@ from backend_helpers import (
     seqs,
     with_keys,
 )
+from runfile_helpers import seal_as_is
 from nes.backend import layout
 from nes.backend.base import AppendEntry, EncodedEntry, IndexKey, IndexKind, PreparedBatch, ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
@@ -919,6 +920,7 @@ def test_lmdb_sealed_handle_reads_are_hash_checked(tmp_path: Path) -> None:
         value = bytearray(raw.get(2))
         value[-3] ^= 0x01
         raw.put(2, bytes(value))
+    seal_as_is(path)  # damaged before the seal: the read's own checks must refuse it
     with LmdbBackend.open_sealed_file(path) as h:
         with pytest.raises(HashMismatch) as info:
             h.scan_seq(2)
@@ -937,6 +939,7 @@ def test_lmdb_undecodable_anchor_is_corrupted(tmp_path: Path) -> None:
         path = b.path
     with RawFile(path) as raw, raw.env.begin(write=True, db=raw.anchors) as txn:
         txn.put(seq_key(2), b"\xff" * 8)
+    seal_as_is(path)  # damaged before the seal: the read's own checks must refuse it
     with LmdbBackend.open_sealed_file(path) as h, pytest.raises(Corrupted, match="decode snapshot anchor"):
         h.latest_snapshot_anchor()
 
@@ -1141,6 +1144,7 @@ def test_lmdb_sealed_file_with_swapped_values_is_never_a_clean_read(tmp_path: Pa
         two, four = raw.get(2), raw.get(4)
         raw.put(2, four)
         raw.put(4, two)
+    seal_as_is(path)  # damaged before the seal: the read's own checks must refuse it
     with LmdbBackend.open_sealed_file(path) as h:
         with pytest.raises((Corrupted, HashMismatch)):
             h.scan_range(1, 4, F)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from replay_helpers import INSTRUMENT, entry_ts, write_nautilus_catalog
-from runfile_helpers import build_entry, flip_byte_in_payload, make_run_file
+from runfile_helpers import build_entry, flip_byte_in_payload, make_run_file, seal_as_is
 
 from nes.cli import main
 from nes.manifest import RunStatus
@@ -95,6 +95,14 @@ def test_running_run_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "still Running" in result.stderr
 
 
+def test_a_run_changed_after_its_seal_exits_1_without_the_verifier(run_file: Path) -> None:
+    seal_as_is(run_file)
+    flip_byte_in_payload(run_file, 7)
+    result = nes("replay", "load", str(run_file), "--no-verify")
+    assert result.returncode == 1 and "changed after it was sealed" in result.stderr
+    assert result.stdout == ""
+
+
 def test_corrupt_run_exits_1_at_the_verifier(run_file: Path) -> None:
     flip_byte_in_payload(run_file, 7)
     result = nes("replay", "load", str(run_file))
@@ -104,5 +112,10 @@ def test_corrupt_run_exits_1_at_the_verifier(run_file: Path) -> None:
 
 def test_corrupt_run_exits_1_while_reading_without_the_verifier(run_file: Path) -> None:
     flip_byte_in_payload(run_file, 7)
+    result = nes("replay", "load", str(run_file), "--no-verify")
+    # No seal record proves this file: even without --no-verify's verifier, it is read only once
+    # a worker verified it clean.
+    assert result.returncode == 1 and "does not verify clean" in result.stderr
+    seal_as_is(run_file)  # damaged before the seal: the entry hash is what refuses it
     result = nes("replay", "load", str(run_file), "--no-verify")
     assert result.returncode == 1 and "entry hash mismatch at seq 7" in result.stderr

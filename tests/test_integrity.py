@@ -383,15 +383,58 @@ def test_opening_a_truncated_sealed_run_raises_corrupted(tmp_path: Path) -> None
         LmdbBackend.open_sealed_file(damaged)
 
 
-def test_reader_raises_corrupted_not_raw_lmdb_errors_on_a_damaged_page(tmp_path: Path) -> None:
-    from nes.backend.base import ScanDirection
+def test_operator_reads_raise_corrupted_not_raw_lmdb_errors_on_a_damaged_page(tmp_path: Path) -> None:
+    from nes.ops.runfile import RunFile
 
     path = write_run(tmp_path, 400, anchor=None)
     damage_a_leaf_page(path, b"PAY%08d" % 200)
     seal_record_path(path).unlink()  # no proof beside it (a crash between seal and record)
-    with LmdbBackend.open_sealed_file(path) as backend:
+    with RunFile(path) as run_file:  # the operator's reader maps what only its shape proves
         with pytest.raises(Corrupted):
-            backend.scan_range(1, 400, ScanDirection.Forward)
+            run_file.read(1, 400)
+
+
+def test_a_sealed_file_its_seal_record_does_not_prove_is_read_in_process_only_if_it_verifies_clean(
+    tmp_path: Path,
+) -> None:
+    from nes.backend.base import ScanDirection
+
+    intact = write_run(tmp_path / "intact", 40, anchor=None)
+    seal_record_path(intact).unlink()  # a crash between the seal commit and the record
+    with LmdbBackend.open_sealed_file(intact) as backend:  # verified clean in a worker first
+        assert len(backend.scan_range(1, 40, ScanDirection.Forward)) == 40
+    damaged = write_run(tmp_path / "damaged", 400, anchor=None)
+    damage_a_leaf_page(damaged, b"PAY%08d" % 200)
+    seal_record_path(damaged).unlink()
+    with pytest.raises(Corrupted, match="does not verify clean"):
+        LmdbBackend.open_sealed_file(damaged)
+
+
+def test_a_run_sealed_quarantined_is_not_read_in_process(tmp_path: Path) -> None:
+    path = write_run(tmp_path, 400, seal=False, anchor=None)
+    damage_a_leaf_page(path, b"PAY%08d" % 200)
+    outcome = recover_predecessors(tmp_path, INSTANCE)
+    assert [r.status for r in outcome.recovered] == [RunStatus.Quarantined]
+    record = read_seal_record(path, run_id())
+    assert record is not None and record.status == "Quarantined"
+    with pytest.raises(Corrupted, match=r"\(Quarantined\) has no seal record that proves its file"):
+        LmdbBackend.open_sealed_file(path)
+
+
+def test_listing_never_maps_more_than_a_damaged_running_file_s_manifest_path(tmp_path: Path) -> None:
+    """A crashed run's file has no seal record: listing reads its manifest only after the
+    pages on the way to it are proven, so a damaged main-database page is skipped, in-process."""
+    write_run(tmp_path, 20, rid=run_id(1))
+    damaged = write_run(tmp_path, 20, seal=False, anchor=None, rid=run_id(2))
+    data = bytearray(damaged.read_bytes())
+    page_size = struct.unpack_from("<I", data, 40)[0]
+    meta = max((0, page_size), key=lambda at: struct.unpack_from("<Q", data, at + 144)[0])
+    main_root = struct.unpack_from("<Q", data, meta + 128)[0] * page_size
+    struct.pack_into("<H", data, main_root + 16, page_size - 2)  # its first node now lies past the page
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(Corrupted, match="lies outside it"):
+        layout.check_manifest_pages(damaged)
+    assert [m.run_id for m in LmdbBackend(tmp_path).list_runs(INSTANCE)] == [run_id(1)]
 
 
 def test_a_sealed_file_changed_after_its_seal_is_refused_before_it_is_mapped(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from nes.replay import (
     plan_catalog_replay_inputs,
     plan_forensics_replay_inputs,
 )
-from runfile_helpers import make_run_file, rewrite_entries
+from runfile_helpers import make_run_file, rewrite_entries, seal_as_is
 
 from nes.backend.lmdb import LmdbBackend
 from nes.codec import seq_key
@@ -116,6 +116,7 @@ def test_forensics_load_returns_the_entries_in_seq_order(tmp_path: Path) -> None
 def test_forensics_plan_propagates_a_gap_in_the_log(tmp_path: Path) -> None:
     path = make_run_file(tmp_path / "gap.lmdb", entries=10)
     rewrite_entries(path, lambda txn, db: txn.delete(seq_key(5), db=db))
+    seal_as_is(path)  # the gap was there when it was sealed: the plan itself must see it
     reader = EventStoreReader(LmdbBackend.open_sealed_file(path))
     with pytest.raises(Gap):
         plan_forensics_replay_inputs(reader, ReplaySeqRange(1, 10))

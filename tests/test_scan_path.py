@@ -16,7 +16,7 @@ from nes.errors import Corrupted, Gap, HashMismatch
 from nes.hash import EntryHash, hash_frame
 from nes.headers import Headers
 from nes.reader import EventStoreReader
-from runfile_helpers import build_entry, make_run_file, rewrite_entries
+from runfile_helpers import build_entry, make_run_file, rewrite_entries, seal_as_is
 
 HEADERS = Headers(uuid.uuid4(), uuid.uuid4())
 
@@ -44,6 +44,7 @@ def _write(path: Path, entries: list[EventStoreEntry]) -> Path:
 
 
 def _scan(path: Path, lo: int = 1, hi: int = 10**6, chunk_size: int = 16) -> list[EventStoreEntry]:
+    seal_as_is(path)  # hand-built rows, damage included, as sealed: the scan's own checks are under test
     backend = LmdbBackend.open_sealed_file(path)
     try:
         return list(EventStoreReader(backend).scan_range(lo, hi, chunk_size=chunk_size))
@@ -54,6 +55,7 @@ def _scan(path: Path, lo: int = 1, hi: int = 10**6, chunk_size: int = 16) -> lis
 def test_scan_of_mixed_shapes_and_headers_returns_every_entry_exactly(tmp_path: Path) -> None:
     entries = _mixed_entries(300)
     path = _write(tmp_path / "r.lmdb", entries)
+    seal_as_is(path)
     backend = LmdbBackend.open_sealed_file(path)
     try:
         reader = EventStoreReader(backend)

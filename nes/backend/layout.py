@@ -35,6 +35,7 @@ import os
 import stat
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import lmdb
 
@@ -67,6 +68,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 U64 = struct.Struct(">Q")
+U64_LE = struct.Struct("<Q")
 U32 = struct.Struct(">I")
 
 
@@ -123,6 +125,39 @@ class RunFileShape(tuple[int, int, int]):
         return self[2]
 
 
+def _current_meta(handle: BinaryIO, path: str | Path) -> tuple[bytes, int]:
+    """The first `_META_END` bytes of the meta page LMDB will use, and the file size; plain
+    reads. `Corrupted` if there is none."""
+    from nes.errors import Corrupted
+
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        raise Corrupted(f"run file {path} is not a regular file")
+    first = handle.read(_META_END)
+    metas = []
+    if len(first) == _META_END:
+        metas.append(first)
+        magic, _ = _META_HEAD.unpack_from(first, 16)
+        (page_size,) = _META_PSIZE.unpack_from(first, 40)
+        if magic == _META_MAGIC and _MIN_PAGE <= page_size <= _MAX_PAGE and page_size & (page_size - 1) == 0:
+            handle.seek(page_size)
+            second = handle.read(_META_END)
+            if len(second) == _META_END:
+                metas.append(second)
+    best: tuple[int, bytes] | None = None
+    for meta in metas:
+        magic, version = _META_HEAD.unpack_from(meta, 16)
+        (page_size,) = _META_PSIZE.unpack_from(meta, 40)
+        _, txnid = _META_TAIL.unpack_from(meta, 136)
+        if magic != _META_MAGIC or version != 1 or not _MIN_PAGE <= page_size <= _MAX_PAGE:
+            continue
+        if best is None or txnid > best[0]:
+            best = (txnid, meta)
+    if best is None:
+        raise Corrupted(f"run file {path} is not an LMDB file: no valid LMDB meta page ({info.st_size} bytes)")
+    return best[1], info.st_size
+
+
 def check_run_file_shape(path: str | Path) -> RunFileShape:
     """Read the two LMDB meta pages with plain reads and refuse a file that mapping would fault
     on: no valid meta page, or shorter than the pages its current meta page says are in use
@@ -130,38 +165,95 @@ def check_run_file_shape(path: str | Path) -> RunFileShape:
     from nes.errors import Corrupted
 
     with open(path, "rb", buffering=0) as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise Corrupted(f"run file {path} is not a regular file")
-        first = handle.read(_META_END)
-        metas = []
-        if len(first) == _META_END:
-            metas.append(first)
-            magic, _ = _META_HEAD.unpack_from(first, 16)
-            (page_size,) = _META_PSIZE.unpack_from(first, 40)
-            if magic == _META_MAGIC and _MIN_PAGE <= page_size <= _MAX_PAGE and page_size & (page_size - 1) == 0:
-                handle.seek(page_size)
-                second = handle.read(_META_END)
-                if len(second) == _META_END:
-                    metas.append(second)
-    best: tuple[int, int, int] | None = None
-    for meta in metas:
-        magic, version = _META_HEAD.unpack_from(meta, 16)
-        (page_size,) = _META_PSIZE.unpack_from(meta, 40)
-        last_page, txnid = _META_TAIL.unpack_from(meta, 136)
-        if magic != _META_MAGIC or version != 1 or not _MIN_PAGE <= page_size <= _MAX_PAGE:
-            continue
-        if best is None or txnid > best[2]:
-            best = (page_size, last_page, txnid)
-    if best is None:
-        raise Corrupted(f"run file {path} is not an LMDB file: no valid LMDB meta page ({info.st_size} bytes)")
-    page_size, last_page, txnid = best
+        meta, size = _current_meta(handle, path)
+    (page_size,) = _META_PSIZE.unpack_from(meta, 40)
+    last_page, txnid = _META_TAIL.unpack_from(meta, 136)
     needed = (last_page + 1) * page_size
-    if info.st_size < needed:
-        raise Corrupted(
-            f"run file {path} is truncated: {info.st_size} bytes, its last commit uses {needed} bytes"
-        )
-    return RunFileShape(best)
+    if size < needed:
+        raise Corrupted(f"run file {path} is truncated: {size} bytes, its last commit uses {needed} bytes")
+    return RunFileShape((page_size, last_page, txnid))
+
+
+# What LMDB reads to open a run's databases and get its format marker and manifest: the main
+# database (every named database is a node of it) and the meta and manifest databases, each
+# one leaf page in a run file, plus any overflow page a value spills into. Layouts of lmdb.h's
+# MDB_page, MDB_node and MDB_db (little-endian, 64-bit page numbers).
+_PAGE_HEAD = struct.Struct("<QHHHH")  # mp_pgno, mp_pad, mp_flags, mp_lower, mp_upper
+_PAGE_HEAD_SIZE = 16
+_NODE_HEAD = struct.Struct("<HHHH")  # mn_lo, mn_hi (a leaf node's data size), mn_flags, mn_ksize
+_DB_RECORD = struct.Struct("<IHHQQQQQ")  # md_pad, md_flags, md_depth, branch/leaf/overflow pages, entries, md_root
+_MAIN_DB_AT = 16 + 24 + _DB_RECORD.size  # mm_dbs[MAIN_DBI] in a meta page
+_P_LEAF, _P_OVERFLOW = 0x02, 0x04
+_F_BIGDATA, _F_SUBDATA = 0x01, 0x02
+_NO_PAGE = (1 << 64) - 1
+
+
+def check_manifest_pages(path: str | Path) -> None:
+    """Prove with plain reads that opening a run file's databases and reading its format marker
+    and manifest cannot make LMDB fault (it has no page checksums, and a damaged page can trip an
+    assertion that aborts the process): every page on that path must be in the file, of the
+    kind its reference says, with its nodes inside it. Anything else raises `Corrupted`: a file
+    whose main, meta or manifest database is not one leaf page is not a run file."""
+    from nes.errors import Corrupted
+
+    with open(path, "rb", buffering=0) as handle:
+        meta, size = _current_meta(handle, path)
+        (page_size,) = _META_PSIZE.unpack_from(meta, 40)
+        last_page, _ = _META_TAIL.unpack_from(meta, 136)
+        if size < (last_page + 1) * page_size:
+            raise Corrupted(f"run file {path} is truncated")
+
+        def page(pgno: int, what: str) -> bytes:
+            if not 2 <= pgno <= last_page:
+                raise Corrupted(f"run file {path}: the {what} names page {pgno}, outside pages 2..{last_page}")
+            handle.seek(pgno * page_size)
+            raw = handle.read(page_size)
+            if len(raw) != page_size or _PAGE_HEAD.unpack_from(raw)[0] != pgno:
+                raise Corrupted(f"run file {path}: page {pgno} ({what}) is not the page its reference names")
+            return raw
+
+        def leaf(record: bytes, what: str) -> list[tuple[bytes, int, bytes]]:
+            """The (key, flags, data) nodes of a database record's single leaf page."""
+            _, _, depth, _, _, _, _, root = _DB_RECORD.unpack(record)
+            if depth == 0 and root == _NO_PAGE:
+                return []
+            if depth != 1:
+                raise Corrupted(f"run file {path}: the {what} database is {depth} pages deep, not one leaf")
+            raw = page(root, f"{what} database root")
+            _, _, flags, lower, upper = _PAGE_HEAD.unpack_from(raw)
+            if flags & ~0x10 != _P_LEAF or not _PAGE_HEAD_SIZE <= lower <= upper <= page_size or lower % 2:
+                raise Corrupted(f"run file {path}: the {what} database root (page {root}) is not a leaf page")
+            nodes = []
+            for at in range(_PAGE_HEAD_SIZE, lower, 2):
+                (offset,) = struct.unpack_from("<H", raw, at)
+                if not upper <= offset <= page_size - _NODE_HEAD.size:
+                    raise Corrupted(f"run file {path}: a node of page {root} lies outside it")
+                lo, hi, node_flags, key_size = _NODE_HEAD.unpack_from(raw, offset)
+                data_size = lo | hi << 16
+                key_at = offset + _NODE_HEAD.size
+                inline = 8 if node_flags & _F_BIGDATA else data_size
+                if key_at + key_size + inline > page_size:
+                    raise Corrupted(f"run file {path}: a node of page {root} runs past its end")
+                data = raw[key_at + key_size : key_at + key_size + inline]
+                if node_flags & _F_BIGDATA:
+                    (first,) = U64_LE.unpack(data)
+                    head = page(first, f"{what} value")
+                    (pages,) = struct.unpack_from("<I", head, 12)
+                    if _PAGE_HEAD.unpack_from(head)[2] & ~0x10 != _P_OVERFLOW or first + pages - 1 > last_page \
+                            or data_size > pages * page_size - _PAGE_HEAD_SIZE:
+                        raise Corrupted(f"run file {path}: the {what} value's overflow pages are damaged")
+                nodes.append((raw[key_at : key_at + key_size], node_flags, data))
+            return nodes
+
+        named = {}
+        for key, flags, data in leaf(meta[_MAIN_DB_AT : _MAIN_DB_AT + _DB_RECORD.size], "main"):
+            if flags & _F_SUBDATA:
+                if len(data) != _DB_RECORD.size:
+                    raise Corrupted(f"run file {path}: the record of database {key!r} is damaged")
+                named[key] = data
+        for name in (DB_META, DB_MANIFEST):
+            if name in named:
+                leaf(named[name], name.decode())
 
 
 def check_private_dir(directory: Path, *, follow_symlink: bool) -> None:

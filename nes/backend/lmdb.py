@@ -11,7 +11,10 @@ Contract (on top of `RunStoreBase`, layout in `nes.backend.layout`):
   so a second backend (or a recovery worker) cannot append to a run someone else is writing.
 - A Running file found by `open_run` is adopted (high-watermark = last key on disk) and reported
   as `CrashedPredecessor`; the backend then holds it writable so it can be sealed.
+- A run file's databases, format marker and manifest are its first commit (`_RunFile.create`).
 - Sealed files open read-only (`open_sealed_file`, `lock=False`); a Running file is refused.
+  An existing file is mapped only after `seal_record.check_before_mapping`: a sealed file its
+  seal record does not prove is read only after a clean verify in a worker (docs/integrity.md).
 - Run files are created 0600 in a 0700 instance directory; ids are validated path components.
 """
 
@@ -152,14 +155,17 @@ class _RunFile:
     ) -> None:
         """`initial`: the file is new (just created, trusted) and `initial(txn, self)` writes its
         first contents in the same write transaction that creates its databases."""
-        fresh = initial is not None
         self.path = path
         self._lock_fd: int | None = None
+        # True: no read of this file can fault (a new file, or one its seal record proves).
+        self.proven = initial is not None
         if not path.is_file() or path.is_symlink():
             raise Backend(f"run file not found: {path}")
-        if not fresh:  # an existing file is untrusted: refuse what mapping would fault on
+        if initial is None:  # an existing file is untrusted: refuse what mapping would fault on
             try:
-                check_before_mapping(path)
+                self.proven = check_before_mapping(path)
+                if not self.proven:
+                    layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
             except OSError as exc:
                 raise classify_lmdb_error(exc, f"open {path}") from exc
         if writable:
@@ -421,6 +427,8 @@ class LmdbBackend(RunStoreBase):
             manifest = run_file.read_manifest()
             if not manifest.is_sealed():
                 raise Backend(f"run {manifest.run_id} is still Running; recover it before opening it sealed")
+            if not run_file.proven:
+                _prove_in_worker(path, manifest)
             high_watermark = run_file.last_seq()
         except lmdb.Error as exc:
             run_file.close()
@@ -685,6 +693,23 @@ class LmdbBackend(RunStoreBase):
                 return decode_anchor(raw)
             except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
                 raise Corrupted(f"decode snapshot anchor: {exc}") from exc
+
+
+_PROOF_STALL_TIMEOUT_S = 30.0
+
+
+def _prove_in_worker(path: Path, manifest: RunManifest) -> None:
+    """A sealed file its seal record does not prove (none, version 1, sealed Quarantined) is
+    read in-process only after the verifier, in a worker, found it clean: a damaged page
+    crashes that worker, not the caller."""
+    from nes.verifier import verify_in_worker
+
+    verdict = verify_in_worker(path, _PROOF_STALL_TIMEOUT_S)
+    if not verdict.is_clean():
+        raise Corrupted(
+            f"run {manifest.run_id} ({manifest.status}) has no seal record that proves its file and does not "
+            f"verify clean, so it is not read in-process: {verdict.summary_line()}"
+        )
 
 
 def _open_existing_writable(path: Path, map_size: int = DEFAULT_MAP_SIZE, exclusive: bool = False) -> _RunFile:

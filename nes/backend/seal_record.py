@@ -216,34 +216,35 @@ _PROVEN: dict[tuple[int, int, int, int, int, str], None] = {}
 _PROVEN_MAX = 256
 
 
-def check_before_mapping(path: str | os.PathLike[str]) -> SealRecord | None:
-    """Refuse, before LMDB maps it, an existing run file that mapping could fault on: the shape
-    check of `layout.check_run_file_shape` (not LMDB, truncated), then, when a seal record lies
-    beside it, the record's proof: a file quarantined by its record alone (LMDB could not seal
-    it) or whose bytes differ from its seal raises `Corrupted` (`SealedFileChanged`); an invalid
-    record raises `SealRecordInvalid`. Returns the record (None when there is none)."""
+def check_before_mapping(path: str | os.PathLike[str]) -> bool:
+    """Check an existing run file before LMDB maps it; True when the whole file is proven, so
+    that no read of it can fault: a sealed Ended / CrashedRecovered run whose bytes match its
+    version 2 seal record. False when only its shape could be checked (no record, a version 1
+    record, a run sealed Quarantined): `layout.check_manifest_pages` then proves the path to its
+    manifest, and nothing more is proven. Raises `Corrupted`: not LMDB or truncated
+    (`layout.check_run_file_shape`), quarantined by its record alone (LMDB could not seal it),
+    bytes changed since the seal (`SealedFileChanged`), an invalid record (`SealRecordInvalid`,
+    or `FutureSealRecord` from a newer nes)."""
     path = Path(path)
     check_run_file_shape(path)
-    stem = path.name[: -len(RUN_FILE_SUFFIX)] if path.name.endswith(RUN_FILE_SUFFIX) else path.name
-    record = read_seal_record(path, stem)
+    record = read_seal_record(path)  # its file digest ties it to this file, whatever its name
     if record is None:
-        return None
+        return False
     if record.outside_only:
         raise Corrupted(f"run file {path} was quarantined by its seal record: LMDB could not seal it; "
                         "only `nes verify` reads it")
     if not record.file_digest:
-        return record
+        return False
     info = os.stat(path, follow_symlinks=False)
     key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, record.file_digest)
-    if key in _PROVEN:
-        return record
-    size, digest = file_digest(path)
-    if size != record.file_size or digest != record.file_digest:
-        raise SealedFileChanged(
-            f"run file {path} changed after it was sealed ({size} bytes, sealed at {record.file_size}; "
-            "its BLAKE3 differs from its seal record's): run `nes verify` on it"
-        )
-    if len(_PROVEN) >= _PROVEN_MAX:
-        _PROVEN.pop(next(iter(_PROVEN)))
-    _PROVEN[key] = None
-    return record
+    if key not in _PROVEN:
+        size, digest = file_digest(path)
+        if size != record.file_size or digest != record.file_digest:
+            raise SealedFileChanged(
+                f"run file {path} changed after it was sealed ({size} bytes, sealed at {record.file_size}; "
+                "its BLAKE3 differs from its seal record's): run `nes verify` on it"
+            )
+        if len(_PROVEN) >= _PROVEN_MAX:
+            _PROVEN.pop(next(iter(_PROVEN)))
+        _PROVEN[key] = None
+    return record.status != "Quarantined"  # unchanged, but sealed so because it is damaged

@@ -112,6 +112,8 @@ def _run(ns: argparse.Namespace) -> int:
         reader = open_event_store_replay_source(path)
     except _Refused as refused:
         return _error(str(refused), refused.code)
+    except Corrupted as exc:  # e.g. its bytes changed after its seal
+        return _error(str(exc), EXIT_CORRUPT)
     except EventStoreError as exc:
         return _error(str(exc))
     try:

@@ -7,6 +7,9 @@ Contract:
   that is not LMDB, or is shorter than its newest committed transaction needs (truncated), is
   refused with `RunFileError` instead of being mapped (a short map would SIGBUS the reader);
   so is a sealed file whose bytes differ from its seal record (a damaged page can abort LMDB).
+  A file its seal record does not prove (Running, Quarantined) is read as it is, after the
+  pages on the way to its manifest are checked: an operator may need to read it, and a damaged
+  page there can abort the command (docs/integrity.md).
   A valid LMDB file that is not a nes run file (no format marker, no manifest) is refused too.
 - Consistent reads: every read is one short read-only transaction, i.e. one committed state of
   the file (LMDB MVCC). The writer sidecar runs without a reader table, so it cannot see our
@@ -51,7 +54,8 @@ def check_lmdb_file(path: Path) -> None:
     committed transaction needs, or differs from its seal (`seal_record.check_before_mapping`).
     Raises RunFileError."""
     try:
-        check_before_mapping(path)
+        if not check_before_mapping(path):
+            layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except IsADirectoryError:
