@@ -29,7 +29,7 @@ from nes.backend import layout
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.codec import seq_key
 from nes.entry import EventStoreEntry
-from nes.errors import Backend
+from nes.errors import Backend, Corrupted
 from nes.integrations.nautilus.backtest import INSTRUMENT_SYMBOL, VENUE, run_ema_cross_backtest
 from nes.integrations.nautilus.replay import (
     REPLAY_RULES,
@@ -325,7 +325,8 @@ def test_restore_from_a_quarantined_source_is_refused(tmp_path: Path) -> None:
     session = lifecycle(tmp_path).open()
     session.close()
     rewrite_manifest(session.path, status=RunStatus.Quarantined)
-    with pytest.raises(Backend, match="is quarantined"):
+    # A Quarantined run has no seal proof and does not verify clean: it is never mapped in-process.
+    with pytest.raises(Corrupted, match=r"\(Quarantined\) has no seal record that proves its file"):
         restore_cache_from_sealed_run(NautilusCacheReplay(), tmp_path, INSTANCE, session.run_id)
 
 
