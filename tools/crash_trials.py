@@ -20,8 +20,9 @@ below the last durable high-watermark the trader reported is on disk, contiguous
 hash and its own payload, the lineage holds (every CrashedRecovered run is the parent of exactly
 one run), and no shared memory is left: no `nes-` segment or semaphore created during the trial
 stays in /dev/shm unmapped by any process, and no boot record stays in the instance directory.
-Run files the kill left that no boot can read (`unreadable_run_files`: a kill while the writer
-was creating the file, before its format marker was committed) are counted apart.
+Run files the kill left that no boot can read or quarantine (`unreadable_run_files`) are
+counted apart and fail the trial; a file a kill left with no commit at all (killed while the
+writer created it) is quarantined by its seal record and counted as `never_committed_run_files`.
 The JSON summary is the last line; exit status 1 if any trial failed, lost a durable entry or
 leaked a segment.
 """
@@ -225,17 +226,39 @@ def leaked_tokens(before: set[str], settle_s: float = 1.0) -> list[str]:
 
 
 def _unreadable(base_dir: Path, instance_id: str) -> list[str]:
-    """Run files whose manifest cannot be read (the recovery sweep skips them at every boot)."""
+    """Run files whose manifest cannot be read and that no seal record quarantines (the
+    recovery sweep skips them at every boot)."""
     from nes.backend import layout
     from nes.backend.lmdb import read_manifest
 
     names = []
     for path in layout.list_run_files(base_dir, instance_id):
+        if _quarantined_by_record(path):
+            continue
         try:
             read_manifest(path)
         except Exception:  # noqa: BLE001
             names.append(path.name)
     return names
+
+
+def _quarantined_by_record(path: Path) -> bool:
+    from nes.backend.seal_record import SealRecordInvalid, read_seal_record
+
+    try:
+        record = read_seal_record(path)
+    except SealRecordInvalid:
+        return False
+    return record is not None and record.outside_only
+
+
+def _never_committed(base_dir: Path, instance_id: str) -> int:
+    from nes.backend import layout
+
+    return sum(
+        1 for path in layout.list_run_files(base_dir, instance_id)
+        if _quarantined_by_record(path) and layout.check_run_file_shape(path).txnid == 0
+    )
 
 
 def _lineage_problems(base_dir: Path, instance_id: str) -> list[str]:
@@ -453,6 +476,7 @@ def run_trials(n: int, seed: int, base_dir: Path) -> dict[str, object]:
         "lost_durable_entries": sum(r.lost_durable_entries for r in results),
         "leaked_segments": sum(r.leaked_segments for r in results),
         "unreadable_run_files": sum(len(r.unreadable_files) for r in results),
+        "never_committed_run_files": _never_committed(base_dir, INSTANCE_ID),
         "statuses": dict(Counter(r.status for r in results)),
         "failed_trials": sum(not r.ok for r in results),
         "max_reported_durable": max((r.reported_durable for r in results), default=0),
