@@ -20,8 +20,9 @@ LMDB has no page checksums and aborts or faults on a damaged page, and `check_be
 (called before any in-process open of an existing run file) hashes the file with plain reads
 and refuses one that differs from its seal (`SealedFileChanged`) before LMDB maps a byte. A
 file the check cannot prove (Running, live or crashed; sealed Quarantined, whose record vouches
-for damaged bytes; a version 1 record; a record lost in a crash) is only shape-checked: read those through the worker-backed
-APIs (`verify_in_worker`, `nes.list_runs`, recovery) when they may be damaged.
+for damaged bytes; a version 1 record; a record lost in a crash) gets the hand check of the
+pages on the way to its manifest (`layout.check_manifest_pages`), and the backend reads such a
+sealed file whole only after a clean verify in a worker (docs/integrity.md).
 """
 
 from __future__ import annotations
