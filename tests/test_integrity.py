@@ -389,9 +389,39 @@ def test_operator_reads_raise_corrupted_not_raw_lmdb_errors_on_a_damaged_page(tm
     path = write_run(tmp_path, 400, anchor=None)
     damage_a_leaf_page(path, b"PAY%08d" % 200)
     seal_record_path(path).unlink()  # no proof beside it (a crash between seal and record)
-    with RunFile(path) as run_file:  # the operator's reader maps what only its shape proves
+    with RunFile(path, isolated=True) as run_file:  # an operator's command reads it as it is
         with pytest.raises(Corrupted):
             run_file.read(1, 400)
+
+
+def test_a_run_file_handle_reads_an_unproven_file_only_once_it_verifies_clean(tmp_path: Path) -> None:
+    from nes.ops.runfile import RunFile, RunFileError
+
+    damaged = write_run(tmp_path / "damaged", 400, seal=False, anchor=None)
+    damage_a_leaf_page(damaged, b"PAY%08d" % 200)
+    with RunFile(damaged) as run_file:  # a crashed run: no live writer, no seal record
+        assert run_file.manifest().status is RunStatus.Running  # its manifest path is proven by hand
+        with pytest.raises(RunFileError, match="does not verify clean"):
+            run_file.read(1, 400)
+    intact = write_run(tmp_path / "intact", 40, seal=False, anchor=None)
+    with RunFile(intact) as run_file:  # verified clean in a worker first, then read here
+        assert [e.seq for e in run_file.read(1, 40)] == list(range(1, 41))
+
+
+def test_a_run_file_handle_reads_a_live_writer_s_running_file_without_verifying_it(tmp_path: Path) -> None:
+    from nes.config import EventStoreConfig, RunIdentity
+    from nes.kernel import open_run
+    from nes.ops.runfile import RunFile
+
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id=INSTANCE))
+    with open_run(config) as session:  # the writer sidecar holds the instance lock
+        anchor = session.snapshot_anchorer()(b"a cache snapshot")
+        (tmp_path / INSTANCE / anchor.blob_ref).unlink()  # now it would not verify clean
+        assert not Verifier(session.path).verify().is_clean()
+        with RunFile(session.path) as run_file:  # a live writer's file: read without a verify
+            assert [e.seq for e in run_file.read(1, 1)] == [1]
+    with RunFile(session.path) as run_file:  # no writer any more: sealed, and its record proves it
+        assert [e.seq for e in run_file.read(1, 1)] == [1]
 
 
 def test_a_sealed_file_its_seal_record_does_not_prove_is_read_in_process_only_if_it_verifies_clean(

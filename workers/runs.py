@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     for instance, path in zip(args[::2], args[1::2]):
         if fault and Path(path).name == fault:
             os.abort()
-        rows.append(run_row(Path(path), instance))
+        rows.append(run_row(Path(path), instance, isolated=True))
     sys.stdout.buffer.write(msgspec.json.encode(rows) + b"\n")
     sys.stdout.flush()
     return 0

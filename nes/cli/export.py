@@ -28,10 +28,10 @@ def _cmd(ns: argparse.Namespace) -> int:
     verify = verify_reason()
     for run in ns.runs:
         try:
-            with RunFile(run) as run_file:
+            with RunFile(run, isolated=True) as run_file:
                 total = run_file.high_watermark()
             with progress(total, f"export {run}", ns.quiet) as bar:
-                result = export_run(run, ns.out, ns.format, force=ns.force, verify=verify, progress=bar)
+                result = export_run(run, ns.out, ns.format, force=ns.force, verify=verify, progress=bar, isolated=True)
         except ExportRefused as exc:
             fail(f"{run}: {exc}", EXIT_CORRUPT)
             worst = max(worst, EXIT_CORRUPT) if worst != EXIT_ERROR else worst

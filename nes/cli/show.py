@@ -26,7 +26,7 @@ def _cmd(ns: argparse.Namespace) -> int:
     def body() -> int:
         lo, hi = check_range(ns.from_seq, ns.to_seq)
         flt = EntryFilter(ns.topic, ns.type, ns.client_order_id, ns.venue_order_id)
-        with RunFile(ns.run) as run_file:
+        with RunFile(ns.run, isolated=True) as run_file:
             total = max(0, min(hi, run_file.high_watermark()) - lo + 1)
             with progress(total if total > 50_000 else 0, "show", ns.quiet or total <= 50_000) as bar:
                 for entry in iter_entries(run_file, lo, hi, flt):

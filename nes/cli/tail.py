@@ -42,7 +42,7 @@ def _cmd(ns: argparse.Namespace) -> int:
 
     def body() -> int:
         path = Path(ns.run) if ns.run is not None else newest_run_file(ns.base_dir, ns.instance)
-        with RunFile(path) as run_file:
+        with RunFile(path, isolated=True) as run_file:
             entries = last_entries(run_file, ns.n)
         for entry in entries:
             show(entry)
@@ -56,9 +56,9 @@ def _cmd(ns: argparse.Namespace) -> int:
             pass
         after = entries[-1].seq if entries else 0
         if not entries:
-            with RunFile(path) as run_file:
+            with RunFile(path, isolated=True) as run_file:
                 after = run_file.high_watermark()
-        for item in follow(path, after, poll_s=ns.poll_ms / 1000):
+        for item in follow(path, after, poll_s=ns.poll_ms / 1000, isolated=True):
             if isinstance(item, RunSwitch):
                 print(f"# run {item.sealed_run_id} sealed {item.status}; following {item.path.name}", file=sys.stderr)
                 continue

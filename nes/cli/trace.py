@@ -25,7 +25,7 @@ def _cmd(ns: argparse.Namespace) -> int:
         return fail("give exactly one of --client-order-id or --seq")
 
     def body() -> int:
-        with RunFile(ns.run) as run_file:
+        with RunFile(ns.run, isolated=True) as run_file:
             if ns.client_order_id is not None:
                 trace = trace_order(run_file, ns.client_order_id)
                 for node in trace.nodes:

@@ -97,13 +97,14 @@ def export_run(
     force: bool = False,
     verify: Callable[[Path], str | None] | None = None,
     progress: Progress | None = None,
+    isolated: bool = False,
 ) -> ExportResult:
     """Export one run (see the module contract). `verify(path)` returns None when the run is
-    clean, else a one-line reason; it is skipped with `force`."""
+    clean, else a one-line reason; it is skipped with `force`. `isolated` as `RunFile`'s."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(path)
-    with RunFile(path) as run_file:
+    with RunFile(path, isolated=isolated) as run_file:
         manifest = run_file.manifest()
         if not force and verify is not None:
             problem = verify(path)

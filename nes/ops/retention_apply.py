@@ -224,7 +224,6 @@ def _apply_one(
     try:
         with RunFile(path) as run_file:
             status = run_file.manifest().status
-            anchors = run_file.anchors()
     except EventStoreError as exc:
         return RunOutcome(run_id, "kept", f"unreadable: {exc}")
     if not status.is_terminal():
@@ -247,6 +246,8 @@ def _apply_one(
         seal_record_path(path).unlink(missing_ok=True)  # the run's seal record goes with it
         return RunOutcome(run_id, "deleted", str(path))
     try:
+        with RunFile(path) as run_file:  # read once it verified clean
+            anchors = run_file.anchors()
         problem = _copy_blobs(path, anchors, archive_instance)
     except (EventStoreError, OSError) as exc:
         problem = f"cannot copy its snapshot blobs: {exc}"

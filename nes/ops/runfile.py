@@ -7,9 +7,13 @@ Contract:
   that is not LMDB, or is shorter than its newest committed transaction needs (truncated), is
   refused with `RunFileError` instead of being mapped (a short map would SIGBUS the reader);
   so is a sealed file whose bytes differ from its seal record (a damaged page can abort LMDB).
-  A file its seal record does not prove (Running, Quarantined) is read as it is, after the
-  pages on the way to its manifest are checked: an operator may need to read it, and a damaged
-  page there can abort the command (docs/integrity.md).
+  A file its seal record does not prove (Running, sealed Quarantined, a lost or version 1
+  record) has the pages on the way to its manifest checked by hand. Before anything else of it
+  is read, it must verify clean in a worker (once per handle), unless it is the Running file of
+  a live writer (its instance lock's holder is alive), which only that writer writes. A handle
+  made with `isolated=True` skips that verify and reads the file as it is: for a process of its
+  own (a worker, an operator's command such as `nes show`), where a damaged page can abort
+  that process and nothing else, and the entries before the damage are worth reading.
   A valid LMDB file that is not a nes run file (no format marker, no manifest) is refused too.
 - Consistent reads: every read is one short read-only transaction, i.e. one committed state of
   the file (LMDB MVCC). The writer sidecar runs without a reader table, so it cannot see our
@@ -49,13 +53,16 @@ class RunFileError(EventStoreError):
     truncated, or an LMDB file that is not a nes run. The message names the path and why."""
 
 
-def check_lmdb_file(path: Path) -> None:
+def check_lmdb_file(path: Path) -> bool:
     """Refuse, without mapping it, a file that is not LMDB, is shorter than its newest
-    committed transaction needs, or differs from its seal (`seal_record.check_before_mapping`).
+    committed transaction needs, or differs from its seal (`seal_record.check_before_mapping`);
+    True when its seal record proves it whole, False when only its manifest path is proven.
     Raises RunFileError."""
     try:
-        if not check_before_mapping(path):
-            layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
+        if check_before_mapping(path):
+            return True
+        layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
+        return False
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except IsADirectoryError:
@@ -66,13 +73,25 @@ def check_lmdb_file(path: Path) -> None:
         raise RunFileError(exc.msg) from None
 
 
+PROOF_STALL_TIMEOUT_S = 30.0
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether a live process holds the instance lock of the directory `path` lies in."""
+    from nes.instancelock import LOCK_FILE_NAME, pid_alive, read_holder_pid
+
+    pid = read_holder_pid(path.parent / LOCK_FILE_NAME)
+    return pid is not None and pid_alive(pid)
+
+
 class RunFile:
     """A read-only, lockless handle on one run file (see the module contract). Use as a
     context manager or call `close()`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, isolated: bool = False) -> None:
         self.path = Path(path)
-        check_lmdb_file(self.path)
+        # True: reads beyond the manifest first need `_prove` (see the module contract).
+        self._unproven = not check_lmdb_file(self.path) and not isolated
         self._env: lmdb.Environment | None = None
         self._open()
         try:
@@ -123,9 +142,31 @@ class RunFile:
         check_lmdb_file(self.path)
         self._open()
 
+    def _prove(self) -> None:
+        """Before the first read beyond the manifest of an unproven file (module contract)."""
+        manifest = self.manifest()
+        if manifest.status is RunStatus.Running and _writer_alive(self.path):
+            self._unproven = False
+            return
+        from nes.verifier import verify_in_worker
+
+        try:
+            verdict = verify_in_worker(self.path, PROOF_STALL_TIMEOUT_S)
+        except EventStoreError as exc:
+            raise RunFileError(f"{self.path}: cannot verify it before reading it: {exc}") from None
+        if not verdict.is_clean():
+            raise RunFileError(
+                f"{self.path}: run {manifest.run_id} ({manifest.status}) has no seal record that proves its file and "
+                f"does not verify clean, so it is not read in this process ({verdict.summary_line()}); "
+                "`nes verify` lists the findings"
+            )
+        self._unproven = False
+
     def _begin(self, db: lmdb._Database | None = None) -> lmdb.Transaction:
         if self._env is None:
             raise RunFileError(f"{self.path}: run file is closed")
+        if self._unproven and db is not self._manifest_db:
+            self._prove()
         try:
             return self._env.begin(db=db)
         except lmdb.MapResizedError:

@@ -51,15 +51,16 @@ def _start_from_name(run_id: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def run_row(path: Path, instance_id: str) -> RunRow:
-    """The row of one run file; an unreadable file gives a row with `error` set."""
+def run_row(path: Path, instance_id: str, *, isolated: bool = False) -> RunRow:
+    """The row of one run file; an unreadable file gives a row with `error` set. `isolated`:
+    called in a worker process (`RunFile` contract)."""
     run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
     try:
         size: int | None = path.stat().st_blocks * 512
     except OSError:
         size = None
     try:
-        with RunFile(path) as run_file:
+        with RunFile(path, isolated=isolated) as run_file:
             manifest = run_file.manifest()
             high_watermark = run_file.high_watermark()
             try:

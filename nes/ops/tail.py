@@ -70,11 +70,11 @@ def next_run_file(current: Path) -> Path | None:
     return min(later, default=None)
 
 
-def _open_when_ready(path: Path, stop: Callable[[], bool], poll_s: float) -> RunFile | None:
+def _open_when_ready(path: Path, stop: Callable[[], bool], poll_s: float, isolated: bool) -> RunFile | None:
     """Open a run file its writer may still be creating (empty, no manifest yet)."""
     while not stop():
         try:
-            return RunFile(path)
+            return RunFile(path, isolated=isolated)
         except RunFileError:
             time.sleep(poll_s)
     return None
@@ -82,10 +82,10 @@ def _open_when_ready(path: Path, stop: Callable[[], bool], poll_s: float) -> Run
 
 def follow(
     path: Path, after_seq: int = 0, *, poll_s: float = DEFAULT_POLL_S, stop: Callable[[], bool] = lambda: False,
-    chunk: int = DEFAULT_CHUNK, next_runs: bool = True,
+    chunk: int = DEFAULT_CHUNK, next_runs: bool = True, isolated: bool = False,
 ) -> Iterator[EventStoreEntry | RunSwitch]:
-    """Follow `path` from `after_seq` (see the module contract)."""
-    run_file: RunFile | None = RunFile(path)
+    """Follow `path` from `after_seq` (see the module contract); `isolated` as `RunFile`'s."""
+    run_file: RunFile | None = RunFile(path, isolated=isolated)
     last = after_seq
     try:
         while not stop():
@@ -104,7 +104,7 @@ def follow(
                 if successor is not None:
                     run_file.close()
                     yield RunSwitch(manifest.run_id, str(manifest.status), successor)
-                    run_file = _open_when_ready(successor, stop, poll_s)
+                    run_file = _open_when_ready(successor, stop, poll_s, isolated)
                     if run_file is None:
                         return
                     last = 0
