@@ -46,7 +46,7 @@ class EntryHash(bytes):
         return f"EntryHash({self.hex()})"
 
 
-DOMAIN_HASH_STATE = blake3(HASH_DOMAIN)  # copied per entry: cheaper than re-absorbing the domain
+DOMAIN_HASH_STATE = blake3(HASH_DOMAIN)  # copied per single hash; loops reset a `frame_hasher`
 
 
 def frame_hasher() -> blake3:

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from nes.backend.base import IndexKey, IndexKind, PreparedBatch, RunStoreBase
-from nes.codec import MIN_FRAME_LEN, key_seq, seq_key
+from nes.codec import HASH_DOMAIN, MIN_FRAME_LEN, key_seq, seq_key
 from nes.control import AnchorAck, ControlChannel, CloseAck, Halt, Ready
 from nes.halt import BackendCorrupted, HaltReason, from_backend_error
-from nes.hash import DOMAIN_HASH_STATE
+from nes.hash import frame_hasher
 from nes.manifest import RunStatus
 from nes.record import (
     KIND_ANCHOR,
@@ -143,6 +143,7 @@ class WriterCore:
         self._max_ts_init = b"\x00" * 8  # big-endian u64 bytes order like the numbers
         self._on_durable = on_durable
         self._committer: _CommitThread | None = None
+        self._hasher = frame_hasher()  # used by the thread that adds records, the only one that hashes
 
     def start_pipeline(self, wake: Callable[[], None]) -> None:
         """Commit on a separate thread from now on; `wake` is called there after each commit
@@ -198,11 +199,13 @@ class WriterCore:
             raise _bad_frame(frames, first)
         digests: list[bytes] = []
         digest_append = digests.append
-        new_hasher = DOMAIN_HASH_STATE.copy
-        for frame in frames:  # hash_frame, inlined
-            hasher = new_hasher()
-            hasher.update(frame)
-            digest_append(hasher.digest())
+        hasher = self._hasher
+        reset, update, digest = hasher.reset, hasher.update, hasher.digest
+        for frame in frames:  # hash_frame, inlined on one reset hasher (nes.hash.frame_hasher)
+            reset()
+            update(HASH_DOMAIN)
+            update(frame)
+            digest_append(digest())
         self._items.extend(zip(keys_expected, map(operator.add, digests, frames)))
         for position, keys in keyed:
             self._index_rows.extend((kind, key, first + position) for kind, key in keys)

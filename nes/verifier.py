@@ -66,9 +66,9 @@ from nes.backend.layout import (
 )
 from nes.backend.seal_record import SealRecordInvalid, file_digest, read_seal_record
 from nes.errors import Corrupted
-from nes.codec import HASH_LEN, FrameError, decode_frame
+from nes.codec import HASH_DOMAIN, HASH_LEN, FrameError, decode_frame
 from nes.errors import EventStoreError
-from nes.hash import DOMAIN_HASH_STATE
+from nes.hash import frame_hasher
 from nes.isolation import WorkerCrash, run_progress_worker
 from nes.markers.verifier import MarkerVerifyReport
 from nes.manifest import RunManifest, decode_manifest
@@ -647,7 +647,8 @@ def _scan_rows(
     unpack_head = _SEQ_TS.unpack_from
     hash_len = HASH_LEN
     min_len = _MIN_VALUE_LEN
-    seeded = DOMAIN_HASH_STATE
+    hasher = frame_hasher()  # this scan's own, reset per row
+    reset, update, digest, domain = hasher.reset, hasher.update, hasher.digest, HASH_DOMAIN
     last_key: Any = after
     last_value: Any = None
     finished = True
@@ -677,9 +678,10 @@ def _scan_rows(
             damaged.add(seq)
             findings.append(UndecodableEntry(seq, f"value of {len(value)} bytes is shorter than hash and frame header"))
             continue
-        hasher = seeded.copy()
-        hasher.update(value[hash_len:])
-        if hasher.digest() != value[:hash_len]:
+        reset()
+        update(domain)
+        update(value[hash_len:])
+        if digest() != value[:hash_len]:
             damaged.add(seq)
             findings.append(HashMismatch(seq))
             continue
