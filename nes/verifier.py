@@ -1105,6 +1105,20 @@ def scan_tail(path: str | os.PathLike[str], progress: _Progress | None = None) -
 
 
 # ---- the worker boundary ------------------------------------------------------------------------
+PROOF_STALL_TIMEOUT_S = 30.0
+
+
+def unproven_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """For a run file its seal record does not prove (`seal_record.check_before_mapping`):
+    None when it verifies clean in a worker, so it can be mapped in-process; else why not, one
+    line (its verdict, or why it could not be verified)."""
+    try:
+        verdict = verify_in_worker(path, PROOF_STALL_TIMEOUT_S)
+    except VerifyOpenError as exc:
+        return f"cannot verify it: {exc}"
+    return None if verdict.is_clean() else verdict.summary_line()
+
+
 def verify_in_worker(
     path: str | os.PathLike[str], timeout_s: float, progress: Callable[[str, int], None] | None = None
 ) -> VerifyReport | WorkerFailure:

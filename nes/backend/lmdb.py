@@ -695,20 +695,17 @@ class LmdbBackend(RunStoreBase):
                 raise Corrupted(f"decode snapshot anchor: {exc}") from exc
 
 
-_PROOF_STALL_TIMEOUT_S = 30.0
-
-
 def _prove_in_worker(path: Path, manifest: RunManifest) -> None:
     """A sealed file its seal record does not prove (none, version 1, sealed Quarantined) is
     read in-process only after the verifier, in a worker, found it clean: a damaged page
     crashes that worker, not the caller."""
-    from nes.verifier import verify_in_worker
+    from nes.verifier import unproven_file_problem
 
-    verdict = verify_in_worker(path, _PROOF_STALL_TIMEOUT_S)
-    if not verdict.is_clean():
+    problem = unproven_file_problem(path)
+    if problem is not None:
         raise Corrupted(
             f"run {manifest.run_id} ({manifest.status}) has no seal record that proves its file and does not "
-            f"verify clean, so it is not read in-process: {verdict.summary_line()}"
+            f"verify clean, so it is not read in-process: {problem}"
         )
 
 

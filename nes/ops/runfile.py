@@ -73,9 +73,6 @@ def check_lmdb_file(path: Path) -> bool:
         raise RunFileError(exc.msg) from None
 
 
-PROOF_STALL_TIMEOUT_S = 30.0
-
-
 def _writer_alive(path: Path) -> bool:
     """Whether a live process holds the instance lock of the directory `path` lies in."""
     from nes.instancelock import LOCK_FILE_NAME, pid_alive, read_holder_pid
@@ -148,17 +145,13 @@ class RunFile:
         if manifest.status is RunStatus.Running and _writer_alive(self.path):
             self._unproven = False
             return
-        from nes.verifier import verify_in_worker
+        from nes.verifier import unproven_file_problem
 
-        try:
-            verdict = verify_in_worker(self.path, PROOF_STALL_TIMEOUT_S)
-        except EventStoreError as exc:
-            raise RunFileError(f"{self.path}: cannot verify it before reading it: {exc}") from None
-        if not verdict.is_clean():
+        problem = unproven_file_problem(self.path)
+        if problem is not None:
             raise RunFileError(
                 f"{self.path}: run {manifest.run_id} ({manifest.status}) has no seal record that proves its file and "
-                f"does not verify clean, so it is not read in this process ({verdict.summary_line()}); "
-                "`nes verify` lists the findings"
+                f"does not verify clean, so it is not read in this process ({problem}); `nes verify` lists the findings"
             )
         self._unproven = False
 
