@@ -361,6 +361,38 @@ def test_verify_of_a_live_run_is_a_clean_consistent_snapshot(tmp_path: Path) -> 
         child.wait()
 
 
+def test_the_shape_and_manifest_checks_of_a_live_run_never_call_it_truncated(tmp_path: Path) -> None:
+    """A live writer grows the file, then commits the meta page that uses the new pages: the
+    checks must take the file's size after reading the meta page, or a commit in between makes
+    a healthy live run look truncated (about one check in eight, measured)."""
+    import threading
+
+    from nes.config import EventStoreConfig, RunIdentity
+    from nes.kernel import open_run
+    from nes.writer import EntryDraft
+
+    config = EventStoreConfig(base_dir=str(tmp_path), identity=RunIdentity(instance_id=INSTANCE))
+    stop = threading.Event()
+    with open_run(config) as session:
+        def pump() -> None:
+            ts = 1
+            while not stop.is_set():
+                session.submit(EntryDraft("t.live", "P", b"y" * 100, ts))
+                ts += 1
+
+        pumping = threading.Thread(target=pump)
+        pumping.start()
+        try:
+            commits_before = layout.check_run_file_shape(session.path).txnid
+            for _ in range(300):
+                layout.check_run_file_shape(session.path)
+                layout.check_manifest_pages(session.path)
+            assert layout.check_run_file_shape(session.path).txnid > commits_before + 50  # it was live throughout
+        finally:
+            stop.set()
+            pumping.join()
+
+
 # ---- item 10: in-process readers on damaged files ---------------------------------------------------------
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=f"{PROJECT_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")

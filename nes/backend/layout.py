@@ -155,7 +155,9 @@ def _current_meta(handle: BinaryIO, path: str | Path) -> tuple[bytes, int]:
             best = (txnid, meta)
     if best is None:
         raise Corrupted(f"run file {path} is not an LMDB file: no valid LMDB meta page ({info.st_size} bytes)")
-    return best[1], info.st_size
+    # The size after the meta pages were read: a live writer grows the file before it commits
+    # the meta page that uses the new pages, so a size taken first can lag a newer meta page.
+    return best[1], os.fstat(handle.fileno()).st_size
 
 
 def check_run_file_shape(path: str | Path) -> RunFileShape:
@@ -188,12 +190,31 @@ _F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _NO_PAGE = (1 << 64) - 1
 
 
+_LIVE_RECHECKS = 5
+
+
 def check_manifest_pages(path: str | Path) -> None:
     """Prove with plain reads that opening a run file's databases and reading its format marker
     and manifest cannot make LMDB fault (it has no page checksums, and a damaged page can trip an
     assertion that aborts the process): every page on that path must be in the file, of the
     kind its reference says, with its nodes inside it. Anything else raises `Corrupted`: a file
-    whose main, meta or manifest database is not one leaf page is not a run file."""
+    whose main, meta or manifest database is not one leaf page is not a run file. A live writer
+    may reuse a page between two of these reads (it keeps no reader table): a failure is checked
+    again while the file's last committed transaction moves meanwhile."""
+    from nes.errors import Corrupted
+
+    for _ in range(_LIVE_RECHECKS):
+        before = check_run_file_shape(path).txnid
+        try:
+            _check_manifest_pages_once(path)
+            return
+        except Corrupted:
+            if check_run_file_shape(path).txnid == before:
+                raise
+    _check_manifest_pages_once(path)
+
+
+def _check_manifest_pages_once(path: str | Path) -> None:
     from nes.errors import Corrupted
 
     with open(path, "rb", buffering=0) as handle:
