@@ -133,6 +133,7 @@ def _current_meta(handle: BinaryIO, path: str | Path) -> tuple[bytes, int]:
     info = os.fstat(handle.fileno())
     if not stat.S_ISREG(info.st_mode):
         raise Corrupted(f"run file {path} is not a regular file")
+    handle.seek(0)
     first = handle.read(_META_END)
     metas = []
     if len(first) == _META_END:
@@ -167,7 +168,14 @@ def check_run_file_shape(path: str | Path) -> RunFileShape:
     from nes.errors import Corrupted
 
     with open(path, "rb", buffering=0) as handle:
-        meta, size = _current_meta(handle, path)
+        return _shape(*_current_meta(handle, path), path)
+
+
+def _shape(meta: bytes, size: int, path: str | Path) -> RunFileShape:
+    """The shape `meta` (the current meta page) gives; `Corrupted` if the file, `size` bytes, is
+    shorter than the pages it says are in use."""
+    from nes.errors import Corrupted
+
     (page_size,) = _META_PSIZE.unpack_from(meta, 40)
     last_page, txnid = _META_TAIL.unpack_from(meta, 136)
     needed = (last_page + 1) * page_size
@@ -188,8 +196,6 @@ _MAIN_DB_AT = 16 + 24 + _DB_RECORD.size  # mm_dbs[MAIN_DBI] in a meta page
 _P_LEAF, _P_OVERFLOW = 0x02, 0x04
 _F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _NO_PAGE = (1 << 64) - 1
-
-
 _LIVE_RECHECKS = 5
 
 
@@ -203,78 +209,76 @@ def check_manifest_pages(path: str | Path) -> None:
     again while the file's last committed transaction moves meanwhile."""
     from nes.errors import Corrupted
 
-    for _ in range(_LIVE_RECHECKS):
-        before = check_run_file_shape(path).txnid
-        try:
-            _check_manifest_pages_once(path)
-            return
-        except Corrupted:
-            if check_run_file_shape(path).txnid == before:
-                raise
-    _check_manifest_pages_once(path)
+    with open(path, "rb", buffering=0) as handle:
+        for attempt in range(_LIVE_RECHECKS):
+            meta, size = _current_meta(handle, path)
+            shape = _shape(meta, size, path)
+            try:
+                _check_manifest_path(handle, path, meta, shape)
+                return
+            except Corrupted:
+                moved = _shape(*_current_meta(handle, path), path).txnid != shape.txnid
+                if attempt + 1 == _LIVE_RECHECKS or not moved:
+                    raise
 
 
-def _check_manifest_pages_once(path: str | Path) -> None:
+def _check_manifest_path(handle: BinaryIO, path: str | Path, meta: bytes, shape: RunFileShape) -> None:
+    """One walk of `check_manifest_pages` over the commit `meta` (its current meta page) names."""
     from nes.errors import Corrupted
 
-    with open(path, "rb", buffering=0) as handle:
-        meta, size = _current_meta(handle, path)
-        (page_size,) = _META_PSIZE.unpack_from(meta, 40)
-        last_page, _ = _META_TAIL.unpack_from(meta, 136)
-        if size < (last_page + 1) * page_size:
-            raise Corrupted(f"run file {path} is truncated")
+    page_size, last_page, _ = shape
 
-        def page(pgno: int, what: str) -> bytes:
-            if not 2 <= pgno <= last_page:
-                raise Corrupted(f"run file {path}: the {what} names page {pgno}, outside pages 2..{last_page}")
-            handle.seek(pgno * page_size)
-            raw = handle.read(page_size)
-            if len(raw) != page_size or _PAGE_HEAD.unpack_from(raw)[0] != pgno:
-                raise Corrupted(f"run file {path}: page {pgno} ({what}) is not the page its reference names")
-            return raw
+    def page(pgno: int, what: str) -> bytes:
+        if not 2 <= pgno <= last_page:
+            raise Corrupted(f"run file {path}: the {what} names page {pgno}, outside pages 2..{last_page}")
+        handle.seek(pgno * page_size)
+        raw = handle.read(page_size)
+        if len(raw) != page_size or _PAGE_HEAD.unpack_from(raw)[0] != pgno:
+            raise Corrupted(f"run file {path}: page {pgno} ({what}) is not the page its reference names")
+        return raw
 
-        def leaf(record: bytes, what: str) -> list[tuple[bytes, int, bytes]]:
-            """The (key, flags, data) nodes of a database record's single leaf page."""
-            _, _, depth, _, _, _, _, root = _DB_RECORD.unpack(record)
-            if depth == 0 and root == _NO_PAGE:
-                return []
-            if depth != 1:
-                raise Corrupted(f"run file {path}: the {what} database is {depth} pages deep, not one leaf")
-            raw = page(root, f"{what} database root")
-            _, _, flags, lower, upper = _PAGE_HEAD.unpack_from(raw)
-            if flags & ~0x10 != _P_LEAF or not _PAGE_HEAD_SIZE <= lower <= upper <= page_size or lower % 2:
-                raise Corrupted(f"run file {path}: the {what} database root (page {root}) is not a leaf page")
-            nodes = []
-            for at in range(_PAGE_HEAD_SIZE, lower, 2):
-                (offset,) = struct.unpack_from("<H", raw, at)
-                if not upper <= offset <= page_size - _NODE_HEAD.size:
-                    raise Corrupted(f"run file {path}: a node of page {root} lies outside it")
-                lo, hi, node_flags, key_size = _NODE_HEAD.unpack_from(raw, offset)
-                data_size = lo | hi << 16
-                key_at = offset + _NODE_HEAD.size
-                inline = 8 if node_flags & _F_BIGDATA else data_size
-                if key_at + key_size + inline > page_size:
-                    raise Corrupted(f"run file {path}: a node of page {root} runs past its end")
-                data = raw[key_at + key_size : key_at + key_size + inline]
-                if node_flags & _F_BIGDATA:
-                    (first,) = U64_LE.unpack(data)
-                    head = page(first, f"{what} value")
-                    (pages,) = struct.unpack_from("<I", head, 12)
-                    if _PAGE_HEAD.unpack_from(head)[2] & ~0x10 != _P_OVERFLOW or first + pages - 1 > last_page \
-                            or data_size > pages * page_size - _PAGE_HEAD_SIZE:
-                        raise Corrupted(f"run file {path}: the {what} value's overflow pages are damaged")
-                nodes.append((raw[key_at : key_at + key_size], node_flags, data))
-            return nodes
+    def leaf(record: bytes, what: str) -> list[tuple[bytes, int, bytes]]:
+        """The (key, flags, data) nodes of a database record's single leaf page."""
+        _, _, depth, _, _, _, _, root = _DB_RECORD.unpack(record)
+        if depth == 0 and root == _NO_PAGE:
+            return []
+        if depth != 1:
+            raise Corrupted(f"run file {path}: the {what} database is {depth} pages deep, not one leaf")
+        raw = page(root, f"{what} database root")
+        _, _, flags, lower, upper = _PAGE_HEAD.unpack_from(raw)
+        if flags & ~0x10 != _P_LEAF or not _PAGE_HEAD_SIZE <= lower <= upper <= page_size or lower % 2:
+            raise Corrupted(f"run file {path}: the {what} database root (page {root}) is not a leaf page")
+        nodes = []
+        for at in range(_PAGE_HEAD_SIZE, lower, 2):
+            (offset,) = struct.unpack_from("<H", raw, at)
+            if not upper <= offset <= page_size - _NODE_HEAD.size:
+                raise Corrupted(f"run file {path}: a node of page {root} lies outside it")
+            lo, hi, node_flags, key_size = _NODE_HEAD.unpack_from(raw, offset)
+            data_size = lo | hi << 16
+            key_at = offset + _NODE_HEAD.size
+            inline = 8 if node_flags & _F_BIGDATA else data_size
+            if key_at + key_size + inline > page_size:
+                raise Corrupted(f"run file {path}: a node of page {root} runs past its end")
+            data = raw[key_at + key_size : key_at + key_size + inline]
+            if node_flags & _F_BIGDATA:
+                (first,) = U64_LE.unpack(data)
+                head = page(first, f"{what} value")
+                (pages,) = struct.unpack_from("<I", head, 12)
+                if _PAGE_HEAD.unpack_from(head)[2] & ~0x10 != _P_OVERFLOW or first + pages - 1 > last_page \
+                        or data_size > pages * page_size - _PAGE_HEAD_SIZE:
+                    raise Corrupted(f"run file {path}: the {what} value's overflow pages are damaged")
+            nodes.append((raw[key_at : key_at + key_size], node_flags, data))
+        return nodes
 
-        named = {}
-        for key, flags, data in leaf(meta[_MAIN_DB_AT : _MAIN_DB_AT + _DB_RECORD.size], "main"):
-            if flags & _F_SUBDATA:
-                if len(data) != _DB_RECORD.size:
-                    raise Corrupted(f"run file {path}: the record of database {key!r} is damaged")
-                named[key] = data
-        for name in (DB_META, DB_MANIFEST):
-            if name in named:
-                leaf(named[name], name.decode())
+    named = {}
+    for key, flags, data in leaf(meta[_MAIN_DB_AT : _MAIN_DB_AT + _DB_RECORD.size], "main"):
+        if flags & _F_SUBDATA:
+            if len(data) != _DB_RECORD.size:
+                raise Corrupted(f"run file {path}: the record of database {key!r} is damaged")
+            named[key] = data
+    for name in (DB_META, DB_MANIFEST):
+        if name in named:
+            leaf(named[name], name.decode())
 
 
 def check_private_dir(directory: Path, *, follow_symlink: bool) -> None:

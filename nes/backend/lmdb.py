@@ -164,8 +164,6 @@ class _RunFile:
         if initial is None:  # an existing file is untrusted: refuse what mapping would fault on
             try:
                 self.proven = check_before_mapping(path)
-                if not self.proven:
-                    layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
             except OSError as exc:
                 raise classify_lmdb_error(exc, f"open {path}") from exc
         if writable:

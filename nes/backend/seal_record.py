@@ -18,11 +18,11 @@ the next boot's sweep writes it, if the file verifies clean).
 A sealed file never changes again, so its file digest is the proof that makes mapping it safe:
 LMDB has no page checksums and aborts or faults on a damaged page, and `check_before_mapping`
 (called before any in-process open of an existing run file) hashes the file with plain reads
-and refuses one that differs from its seal (`SealedFileChanged`) before LMDB maps a byte. A
-file the check cannot prove (Running, live or crashed; sealed Quarantined, whose record vouches
-for damaged bytes; a version 1 record; a record lost in a crash) gets the hand check of the
-pages on the way to its manifest (`layout.check_manifest_pages`), and the backend reads such a
-sealed file whole only after a clean verify in a worker (docs/integrity.md).
+and refuses one that differs from its seal (`SealedFileChanged`) before LMDB maps a byte. For
+a file the record cannot prove (Running, live or crashed; sealed Quarantined, whose record
+vouches for damaged bytes; a version 1 record; a record lost in a crash) the same call checks
+by hand the pages on the way to its manifest (`layout.check_manifest_pages`); the backend and
+`RunFile` read more of such a file only after a clean verify in a worker (docs/integrity.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 import blake3
 import msgspec
 
-from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX, check_run_file_shape, fsync_dir
+from nes.backend.layout import FILE_MODE, RUN_FILE_SUFFIX, check_manifest_pages, check_run_file_shape, fsync_dir
 from nes.errors import Corrupted, UnsupportedFormat
 from nes.ids import validate_path_id
 
@@ -220,14 +220,21 @@ _PROVEN_MAX = 256
 def check_before_mapping(path: str | os.PathLike[str]) -> bool:
     """Check an existing run file before LMDB maps it; True when the whole file is proven, so
     that no read of it can fault: a sealed Ended / CrashedRecovered run whose bytes match its
-    version 2 seal record. False when only its shape could be checked (no record, a version 1
-    record, a run sealed Quarantined): `layout.check_manifest_pages` then proves the path to its
-    manifest, and nothing more is proven. Raises `Corrupted`: not LMDB or truncated
+    version 2 seal record. False when the record cannot prove it (no record, a version 1 record,
+    a run sealed Quarantined): then only the path to its format marker and manifest is proven
+    (`layout.check_manifest_pages`). Raises `Corrupted`: not LMDB or truncated
     (`layout.check_run_file_shape`), quarantined by its record alone (LMDB could not seal it),
     bytes changed since the seal (`SealedFileChanged`), an invalid record (`SealRecordInvalid`,
-    or `FutureSealRecord` from a newer nes)."""
+    or `FutureSealRecord` from a newer nes), a damaged page on the way to its manifest."""
     path = Path(path)
     check_run_file_shape(path)
+    if _proven_by_seal_record(path):
+        return True
+    check_manifest_pages(path)
+    return False
+
+
+def _proven_by_seal_record(path: Path) -> bool:
     record = read_seal_record(path)  # its file digest ties it to this file, whatever its name
     if record is None:
         return False

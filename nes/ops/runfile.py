@@ -59,10 +59,7 @@ def check_lmdb_file(path: Path) -> bool:
     True when its seal record proves it whole, False when only its manifest path is proven.
     Raises RunFileError."""
     try:
-        if check_before_mapping(path):
-            return True
-        layout.check_manifest_pages(path)  # at least reading its manifest cannot fault
-        return False
+        return check_before_mapping(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such run file") from None
     except IsADirectoryError:
