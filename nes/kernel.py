@@ -193,8 +193,7 @@ def recover_run_file(
                 # verifies clean, never over damage that came after the seal.
                 if not _verifies_clean(path, progress):
                     return _damaged_after_seal(path, Corrupted("sealed without a seal record, and it does not verify"))
-                with LmdbBackend.open_sealed_file(path) as sealed:
-                    sealed.write_missing_seal_record()
+                LmdbBackend.write_missing_seal_record(path)
             return RunFileState(
                 file_name,
                 manifest.run_id,

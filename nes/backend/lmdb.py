@@ -539,40 +539,26 @@ class LmdbBackend(RunStoreBase):
         run_file = self._f()
         self._write(run_file, lambda txn: _put_manifest(txn, run_file, manifest))
         if manifest.is_sealed():  # after the sealed manifest is durable: the rollback evidence
-            self._write_seal_record(run_file, manifest)
+            _write_seal_record(run_file, manifest)
 
-    def _write_seal_record(self, run_file: _RunFile, manifest: RunManifest) -> None:
+    @classmethod
+    def write_missing_seal_record(cls, path: str | os.PathLike[str]) -> bool:
+        """Recovery only, inside its worker, for a sealed run file it has just verified clean:
+        write its seal record if it has none (a crash between the seal commit and the record
+        leaves that); True if one was written. (Through `open_sealed_file` the file would be
+        verified a second time, as any file without a record is.)"""
+        path = Path(path)
+        if os.path.lexists(seal_record_path(path)):
+            return False
+        run_file = _RunFile(path, writable=False)
         try:
-            with run_file.env.begin() as txn:
-                last = txn.cursor(db=run_file.entries)
-                last_hash = bytes(last.value()[:32]).hex() if last.last() and manifest.high_watermark else ""
-            size, digest = file_digest(run_file.path)  # after the sealed commit: the file is final
-            record = SealRecord(
-                version=SEAL_RECORD_VERSION,
-                run_id=manifest.run_id,
-                status=str(manifest.status),
-                high_watermark=manifest.high_watermark,
-                end_ts_init=manifest.end_ts_init,
-                manifest_digest=integrity.manifest_digest(encode_manifest(manifest)).hex(),
-                last_entry_hash=last_hash,
-                file_size=size,
-                file_digest=digest,
-            )
-            write_seal_record(run_file.path, record)
-        except (OSError, lmdb.Error) as exc:
-            raise classify_lmdb_error(exc, f"write seal record of {run_file.path}", run_file.path) from exc
-
-    def write_missing_seal_record(self) -> bool:
-        """Write the seal record of the sealed run this backend holds if it has none (a crash
-        between the seal commit and the record leaves that); True if one was written."""
-        run_file = self._f()
-        manifest = self._require_run().manifest
-        if not manifest.is_sealed():
-            return False
-        if os.path.lexists(seal_record_path(run_file.path)):
-            return False
-        self._write_seal_record(run_file, manifest)
-        return True
+            manifest = run_file.read_manifest()
+            if not manifest.is_sealed():
+                return False
+            _write_seal_record(run_file, manifest)
+            return True
+        finally:
+            run_file.close()
 
     @classmethod
     def force_quarantine(cls, path: str | os.PathLike[str]) -> RunManifest:
@@ -691,6 +677,29 @@ class LmdbBackend(RunStoreBase):
                 return decode_anchor(raw)
             except (msgspec.MsgspecError, ValueError) as exc:  # invalid UTF-8 is a ValueError
                 raise Corrupted(f"decode snapshot anchor: {exc}") from exc
+
+
+def _write_seal_record(run_file: _RunFile, manifest: RunManifest) -> None:
+    """Write the seal record of `run_file`, sealed as `manifest` says (`nes.backend.seal_record`)."""
+    try:
+        with run_file.env.begin() as txn:
+            last = txn.cursor(db=run_file.entries)
+            last_hash = bytes(last.value()[:32]).hex() if last.last() and manifest.high_watermark else ""
+        size, digest = file_digest(run_file.path)  # after the sealed commit: the file is final
+        record = SealRecord(
+            version=SEAL_RECORD_VERSION,
+            run_id=manifest.run_id,
+            status=str(manifest.status),
+            high_watermark=manifest.high_watermark,
+            end_ts_init=manifest.end_ts_init,
+            manifest_digest=integrity.manifest_digest(encode_manifest(manifest)).hex(),
+            last_entry_hash=last_hash,
+            file_size=size,
+            file_digest=digest,
+        )
+        write_seal_record(run_file.path, record)
+    except (OSError, lmdb.Error) as exc:
+        raise classify_lmdb_error(exc, f"write seal record of {run_file.path}", run_file.path) from exc
 
 
 def _prove_in_worker(path: Path, manifest: RunManifest) -> None:
