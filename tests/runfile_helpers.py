@@ -16,7 +16,7 @@ from nes.backend import integrity, layout
 from nes.codec import seq_key
 from nes.entry import EventStoreEntry, encode_stored_value
 from nes.headers import Headers
-from nes.manifest import RunManifest, RunStatus, decode_manifest, encode_manifest
+from nes.manifest import RunManifest, RunStatus, encode_manifest
 from nes.snapshot import SnapshotAnchor, encode_anchor
 
 MAP_SIZE = 64 * 1024 * 1024
@@ -141,22 +141,11 @@ def seal_as_is(path: str | os.PathLike[str]) -> None:
     bytes, damage included, are then the sealed ones, so an in-process reader maps it and the
     entry-level checks (hash, seq, gap) are what must refuse the damage. Stands for damage done
     before the seal, which the seal record cannot see."""
-    from nes.backend.seal_record import SEAL_RECORD_VERSION, SealRecord, file_digest, seal_record_path, write_seal_record
+    from nes.backend.lmdb import LmdbBackend
+    from nes.backend.seal_record import seal_record_path
 
-    env = lmdb.open(str(path), subdir=False, max_dbs=layout.MAX_DBS, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            manifest = decode_manifest(txn.get(layout.MANIFEST_KEY, db=env.open_db(layout.DB_MANIFEST, txn=txn, create=False)))
-            cursor = txn.cursor(db=env.open_db(layout.DB_ENTRIES, txn=txn, create=False))
-            last_hash = bytes(cursor.value()[:32]).hex() if cursor.last() and manifest.high_watermark else ""
-    finally:
-        env.close()
-    size, digest = file_digest(path)
     seal_record_path(path).unlink(missing_ok=True)
-    write_seal_record(path, SealRecord(
-        SEAL_RECORD_VERSION, manifest.run_id, str(manifest.status), manifest.high_watermark, manifest.end_ts_init,
-        integrity.manifest_digest(encode_manifest(manifest)).hex(), last_hash, file_size=size, file_digest=digest,
-    ))
+    assert LmdbBackend.write_missing_seal_record(path)
 
 
 def flip_byte_in_payload(path: str | os.PathLike[str], seq: int, offset: int = 5) -> int:
