@@ -74,10 +74,6 @@ def key_seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
-def _header_bytes(value: uuid.UUID | None) -> bytes:
-    return _NONE if value is None else _SOME + value.bytes
-
-
 def frame_head(seq: int, ts_init: int, ts_publish: int, topic_len: int) -> bytes:
     """The frame's fixed front: seq, ts_init, ts_publish and len(topic), u64 BE each."""
     try:
@@ -102,8 +98,8 @@ def encode_frame_tail(
             payload_type,
             _U64.pack(len(payload)),
             payload,
-            _header_bytes(correlation_id),
-            _header_bytes(causation_id),
+            _NONE if correlation_id is None else _SOME + correlation_id.bytes,
+            _NONE if causation_id is None else _SOME + causation_id.bytes,
         )
     )
 

@@ -14,7 +14,12 @@ import msgspec
 
 from nes.errors import InvalidArgument
 
-__all__ = ["Headers", "uuid4_from_bytes"]
+__all__ = ["Headers", "is_uuid4_int", "uuid4_from_bytes"]
+
+
+def is_uuid4_int(number: int) -> bool:
+    """True when a UUID's 128-bit value is an RFC 4122 (variant bits 10) version-4 UUID."""
+    return (number >> 62) & 0x3 == 0x2 and (number >> 76) & 0xF == 4
 
 
 def _check_uuid4(name: str, value: object) -> None:
@@ -22,7 +27,7 @@ def _check_uuid4(name: str, value: object) -> None:
         return
     if not isinstance(value, uuid.UUID):
         raise InvalidArgument(f"Headers.{name} must be a uuid.UUID or None, got {type(value).__name__}")
-    if value.variant != uuid.RFC_4122 or value.version != 4:
+    if not is_uuid4_int(value.int):  # the bits `variant` / `version` read, without their calls
         raise InvalidArgument(f"Headers.{name} must be a version-4 RFC 4122 UUID, got {value}")
 
 

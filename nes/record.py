@@ -51,6 +51,7 @@ _U16 = struct.Struct("<H")
 _KEY_HEAD = struct.Struct("<BI")
 _KIND_CODE = {IndexKind.ClientOrderId: 1, IndexKind.VenueOrderId: 2}
 _CODE_KIND = {code: kind for kind, code in _KIND_CODE.items()}
+_CLIENT, _VENUE = IndexKind.ClientOrderId, IndexKind.VenueOrderId
 _NO_KEYS = b"\x00\x00"
 MAX_INDEX_KEYS = 0xFFFF
 
@@ -72,7 +73,9 @@ def _encode_keys(index_keys: Sequence[IndexKey]) -> bytes:
     parts = [_U16.pack(len(index_keys))]
     for kind, key in index_keys:
         raw = key.encode("utf-8")
-        parts.append(_KEY_HEAD.pack(_KIND_CODE[kind], len(raw)))
+        # by identity: an enum member's hash is a Python-level call (this is the submit hot path)
+        code = 1 if kind is _CLIENT else 2 if kind is _VENUE else _KIND_CODE[kind]
+        parts.append(_KEY_HEAD.pack(code, len(raw)))
         parts.append(raw)
     return b"".join(parts)
 

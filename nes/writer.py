@@ -49,7 +49,7 @@ import msgspec
 import posix_ipc
 
 from nes.backend import layout
-from nes.backend.base import IndexKey, IndexKind, RunStoreBase, index_key_problem
+from nes.backend.base import MAX_INDEX_KEY_BYTES, IndexKey, IndexKind, RunStoreBase, index_key_problem
 from nes.control import AnchorAck, CloseAck, ControlChannel, ControlProtocolError, Halt, Ready
 from nes.entry import validate_topic
 from nes.errors import MAX_TIMEOUT_S, Backend, ConfigError, Corrupted, Disk, EventStoreError, InvalidArgument
@@ -217,6 +217,55 @@ def _utf8(value: object, what: str) -> bytes:
         raise InvalidDraft(f"{what} is not valid UTF-8 text: {exc}") from None
 
 
+# Topics and payload types already checked and encoded, by exact str: a trader uses a few dozen
+# of each, so a draft's text costs a dict lookup (bounded: past the limit, text is just checked).
+_TEXT_MEMO_MAX = 4096
+_topics: dict[str, bytes] = {}
+_payload_types: dict[str, bytes] = {}
+
+
+def _topic_bytes(topic: object) -> bytes:
+    if type(topic) is str:
+        known = _topics.get(topic)
+        if known is not None:
+            return known
+    try:
+        validate_topic(topic)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDraft(str(exc)) from None
+    encoded = _utf8(topic, "topic")
+    if type(topic) is str and len(_topics) < _TEXT_MEMO_MAX:
+        _topics[topic] = encoded
+    return encoded
+
+
+def _payload_type_bytes(payload_type: object) -> bytes:
+    if type(payload_type) is str:
+        known = _payload_types.get(payload_type)
+        if known is not None:
+            return known
+    encoded = _utf8(payload_type, "payload_type")
+    if type(payload_type) is str and len(_payload_types) < _TEXT_MEMO_MAX:
+        _payload_types[payload_type] = encoded
+    return encoded
+
+
+def _checked_keys(index_keys: Sequence[IndexKey]) -> tuple[IndexKey, ...]:
+    keys = index_keys if type(index_keys) is tuple else tuple(index_keys)
+    if len(keys) > MAX_INDEX_KEYS:
+        raise InvalidDraft(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(keys)}")
+    for item in keys:
+        if not isinstance(item, IndexKey) or not isinstance(item.kind, IndexKind):
+            raise InvalidDraft(f"index keys must be nes.IndexKey values, got {item!r}")
+        key = item.key
+        # printable-or-not ASCII of 1..MAX bytes is valid as it is; anything else gets the full check
+        if type(key) is not str or not 0 < len(key) <= MAX_INDEX_KEY_BYTES or not key.isascii():
+            problem = index_key_problem(key)
+            if problem is not None:
+                raise InvalidDraft(problem)
+    return keys
+
+
 class EntryDraft:
     """What a caller submits. Validated and pre-encoded at construction, so `submit()` only
     stamps seq and ts_publish in front of bytes that are already laid out (nes.record ENTRY)."""
@@ -232,29 +281,19 @@ class EntryDraft:
         headers: Headers | None = None,
         index_keys: Sequence[IndexKey] = (),
     ) -> None:
-        try:
-            validate_topic(topic)
-        except (TypeError, ValueError) as exc:
-            raise InvalidDraft(str(exc)) from None
-        topic_b = _utf8(topic, "topic")
-        type_b = _utf8(payload_type, "payload_type")
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise InvalidDraft(f"payload must be bytes, got {type(payload).__name__}")
+        topic_b = _topic_bytes(topic)
+        type_b = _payload_type_bytes(payload_type)
+        if type(payload) is not bytes:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise InvalidDraft(f"payload must be bytes, got {type(payload).__name__}")
+            payload = bytes(payload)
         if not isinstance(ts_init, int) or not 0 <= ts_init <= _U64_MAX:
             raise InvalidDraft(f"ts_init must be an int in [0, 2**64), got {ts_init!r}")
-        headers = Headers.empty() if headers is None else headers
-        if not isinstance(headers, Headers):
+        if headers is None:
+            headers = Headers.empty()
+        elif not isinstance(headers, Headers):
             raise InvalidDraft(f"headers must be nes.Headers, got {type(headers).__name__}")
-        payload = bytes(payload)
-        keys = tuple(index_keys)
-        for item in keys:
-            if not isinstance(item, IndexKey) or not isinstance(item.kind, IndexKind):
-                raise InvalidDraft(f"index keys must be nes.IndexKey values, got {item!r}")
-            problem = index_key_problem(item.key)
-            if problem is not None:
-                raise InvalidDraft(problem)
-        if len(keys) > MAX_INDEX_KEYS:
-            raise InvalidDraft(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(keys)}")
+        keys = _checked_keys(index_keys) if index_keys else ()
         self.topic = topic
         self.payload_type = payload_type
         self.payload = payload

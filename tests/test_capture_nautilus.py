@@ -227,6 +227,52 @@ def test_the_header_deriver_forgets_the_oldest_orders_beyond_its_bound() -> None
         HeaderDeriver(max_orders=0)
 
 
+def test_header_uuids_equal_the_standard_librarys_and_odd_ids_give_no_header() -> None:
+    """The deriver builds header UUIDs from the engine's UUID4 text without `uuid.UUID(text)`:
+    the result must be the same UUID in every respect, and text that is not a canonical
+    version-4 UUID must give None (an empty header), never a wrong one."""
+    import pickle
+
+    from nes.integrations.nautilus.headers import _uuid
+
+    for _ in range(500):
+        engine_id = UUID4()
+        converted, expected = _uuid(engine_id), uuid.UUID(engine_id.value)
+        assert converted == expected and hash(converted) == hash(expected) and str(converted) == str(expected)
+        assert converted.version == 4 and converted.variant == uuid.RFC_4122 and converted.is_safe == expected.is_safe
+        assert pickle.loads(pickle.dumps(converted)) == expected and Headers(converted, None).correlation_id == expected
+
+    class Text:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+    good = "12345678-1234-4234-8234-123456789abc"
+    assert _uuid(Text(good)) == uuid.UUID(good)
+    for bad in (
+        "",
+        good[:-1],
+        good + "0",
+        "12345678-1234-1234-8234-123456789abc",  # version 1
+        "12345678-1234-4234-c234-123456789abc",  # not the RFC 4122 variant
+        "+2345678-1234-4234-8234-123456789abc",  # int() takes a sign
+        "1_345678-1234-4234-8234-123456789abc",  # and underscores
+        "\u0661" + good[1:],  # and non-ASCII digits
+        "g2345678-1234-4234-8234-123456789abc",
+        "12345678123442348234123456789abc----",  # dashes moved: still 32 hex digits, as uuid.UUID reads it
+        None,
+        12345,
+    ):
+        expected = None
+        if isinstance(bad, str) and bad.replace("-", "").isalnum() and bad.isascii() and len(bad) == 36:
+            try:
+                parsed = uuid.UUID(bad)
+                expected = parsed if parsed.version == 4 and parsed.variant == uuid.RFC_4122 else None
+            except ValueError:
+                pass
+        assert _uuid(Text(bad)) == expected, bad
+    assert _uuid(None) is None and _uuid(object()) is None
+
+
 def _coid(n: int) -> Any:
     from nautilus_trader.model.identifiers import ClientOrderId
 
@@ -753,3 +799,67 @@ def test_nes_trace_answers_why_and_which_workflow_on_a_captured_backtest(tmp_pat
         trace = trace_order(run_file, closing)
         kinds = [node.entry.payload_type for node in trace.nodes]
         assert kinds[:2] == ["OrderInitialized", "SubmitOrder"] and "OrderFilled" in kinds and "PositionClosed" in kinds
+
+
+def _refusal(check: Any, body: Any) -> str | None:
+    try:
+        check(body)
+    except ValueError as exc:
+        return str(exc) or "refused"
+    return None
+
+
+def test_the_fast_payload_check_refuses_exactly_what_the_careful_walk_refuses() -> None:
+    """`_check_untrusted` vouches for most payloads from one JSON encoding; whatever it accepts
+    the careful field-by-field walk must accept too, and what the walk refuses it must refuse:
+    every text leaf and key of every registered type's sample, replaced by hostile values."""
+    from nes.integrations.nautilus.registry import MAX_FIELD_CHARS, _check_untrusted, _check_value
+
+    hostile: list[Any] = [
+        "", "ok", "a-b", "bad", "\x00", "\x7f", "\t", 'q"uote', "back\\slash", "é", "x" * MAX_FIELD_CHARS,
+        "x" * (MAX_FIELD_CHARS + 1), None, 7, 1.5, True, b"raw", [1, "\x01"], ["BUY", "NOPE"], {"k": "\x02"}, {1: "v"},
+        {"order_side": "SIDEWAYS"}, {"trader_id": "nohyphen"}, {"x" * (MAX_FIELD_CHARS + 1): 1},
+    ]
+    samples, registry = sample_messages(), default_registry()
+    compared = refused = 0
+    for message_type in CAPTURED_TYPES:
+        _, encoded = registry.encode(samples[message_type])
+        body = msgspec.msgpack.decode(encoded.payload)
+        assert _refusal(_check_untrusted, body) is None and _refusal(_check_value, body) is None
+
+        def paths(obj: Any, path: list[Any]) -> Any:
+            if isinstance(obj, dict):
+                for key, value in obj.items():
+                    yield [*path, key]
+                    yield from paths(value, [*path, key])
+            elif isinstance(obj, list):
+                for index, value in enumerate(obj):
+                    yield [*path, index]
+                    yield from paths(value, [*path, index])
+
+        for path in list(paths(body, [])):
+            for value in hostile:
+                variant = msgspec.msgpack.decode(encoded.payload)
+                node = variant
+                for step in path[:-1]:
+                    node = node[step]
+                node[path[-1]] = value
+                fast, careful = _refusal(_check_untrusted, variant), _refusal(_check_value, variant)
+                assert (fast is None) == (careful is None), (message_type.__name__, path, value, fast, careful)
+                compared += 1
+                refused += fast is not None
+            if isinstance(path[-1], str):  # the key itself: control character, quote, too long
+                for bad_key in ("k\x00", 'k"', "ké", "k" * (MAX_FIELD_CHARS + 1)):
+                    variant = msgspec.msgpack.decode(encoded.payload)
+                    node = variant
+                    for step in path[:-1]:
+                        node = node[step]
+                    node[bad_key] = node.pop(path[-1])
+                    fast, careful = _refusal(_check_untrusted, variant), _refusal(_check_value, variant)
+                    assert (fast is None) == (careful is None), (message_type.__name__, path, bad_key, fast, careful)
+                    compared += 1
+    deep: Any = "x"
+    for _ in range(20):
+        deep = [deep]
+    assert _refusal(_check_untrusted, {"type": "OrderFilled", "x": deep}) is not None
+    assert compared > 5000 and refused > 1000

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from nes import Headers, IndexKey, IndexKind, MemoryBackend, RunManifest, RunStatus, ScanDirection
+from nes.backend.base import MAX_INDEX_KEY_BYTES
 from nes.errors import Disk
 from nes.halt import BackendDisk, BackendCorrupted, BackendError, from_backend_error, noop_halt
 from nes.errors import Closed, Corrupted
@@ -128,6 +129,57 @@ def test_without_indices_sets_every_field_and_no_keys():
 def test_bad_drafts_are_refused_with_a_clear_error(make):
     with pytest.raises(InvalidDraft):
         make()
+
+
+def test_a_topic_or_payload_type_seen_before_is_still_checked_on_every_draft():
+    """EntryDraft memoises checked text by exact str: what was refused stays refused, a str
+    subclass equal to a known topic is stored as given, and past the memo's bound every text is
+    still checked."""
+    import nes.writer as writer_module
+
+    assert EntryDraft("t.memo", "P", b"", 1).topic == "t.memo"
+    for _ in range(2):  # the second time after anything was memoised
+        with pytest.raises(InvalidDraft):
+            EntryDraft("t.*", "P", b"", 1)
+        with pytest.raises(InvalidDraft):
+            EntryDraft("t.memo", "bad\udcff", b"", 1)
+        with pytest.raises(InvalidDraft):
+            EntryDraft(b"t.memo", "P", b"", 1)  # type: ignore[arg-type]
+
+    class Topic(str):
+        pass
+
+    subclassed = EntryDraft(Topic("t.memo"), "P", b"", 1)
+    assert type(subclassed.topic) is Topic and subclassed.record(1, 2)[32:38] == b"t.memo"
+    for i in range(writer_module._TEXT_MEMO_MAX + 10):
+        EntryDraft(f"t.many.{i}", f"P{i}", b"", 1)
+    assert len(writer_module._topics) <= writer_module._TEXT_MEMO_MAX
+    assert len(writer_module._payload_types) <= writer_module._TEXT_MEMO_MAX
+    with pytest.raises(InvalidDraft):
+        EntryDraft("t.many.*", "P", b"", 1)
+    assert EntryDraft("t.late", "P", b"", 1).record(1, 2) == EntryDraft("t.late", "P", b"", 1).record(1, 2)
+
+
+@pytest.mark.parametrize(
+    "key, accepted",
+    [
+        ("O-1", True),
+        ("x" * MAX_INDEX_KEY_BYTES, True),
+        ("é" * (MAX_INDEX_KEY_BYTES // 2), True),  # 2 UTF-8 bytes each: the full check decides
+        ("x" * (MAX_INDEX_KEY_BYTES + 1), False),
+        ("é" * (MAX_INDEX_KEY_BYTES // 2 + 1), False),
+        ("", False),
+        ("bad\udcff", False),
+        (7, False),
+    ],
+)
+def test_index_keys_are_checked_as_utf8_byte_lengths(key: object, accepted: bool) -> None:
+    make = lambda: EntryDraft("t", "P", b"", 1, index_keys=[IndexKey(IndexKind.ClientOrderId, key)])  # type: ignore[arg-type]  # noqa: E731
+    if accepted:
+        assert make().index_keys[0].key == key
+    else:
+        with pytest.raises(InvalidDraft):
+            make()
 
 
 def test_non_v4_uuid_header_is_refused_at_construction():

@@ -11,7 +11,11 @@ swing with other load, CPU time much less):
   tail) into a fresh `NautilusCacheReplay`: decode every captured payload, apply it by its
   replay rule to NautilusTrader's `Cache`, count the rest ignored;
 - `scan`: `EventStoreReader.scan_range` over every entry (decode + BLAKE3 check per entry);
-- `verify`: `Verifier(path).verify()` (the full integrity scan, in this process).
+- `verify`: `Verifier(path).verify()` (the full integrity scan, in this process);
+- the engine's share (`time_engine_floor`): NautilusTrader's own `from_dict` of the payloads a
+  replay decodes (`engine_decode_entries_per_s`) and the replay rules on objects built
+  beforehand (`engine_apply_entries_per_s`). `replay_ceiling_vs_scan` is the replay/scan ratio
+  a replay would reach if nes added nothing to the scan but the engine's decode and apply.
 Then the same scan and verify over a synthetic run like `tools/bench_backend.py`'s (S entries,
 default 200,000, --quick 50,000; 200-byte payloads, no headers): `synthetic_*`.
 The last line is one JSON object: `replay_entries_per_s`, `scan_entries_per_s`,
@@ -32,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -51,7 +57,8 @@ from nes import (  # noqa: E402
 )
 from nes.backend.lmdb import LmdbBackend  # noqa: E402
 from nes.integrations.nautilus.backtest import INSTRUMENT_SYMBOL, VENUE, run_ema_cross_backtest  # noqa: E402
-from nes.integrations.nautilus.replay import NautilusCacheReplay, cache_fingerprint  # noqa: E402
+from nes.integrations.nautilus.registry import _DICT_TYPES  # noqa: E402
+from nes.integrations.nautilus.replay import _LIGHT_RULES, REPLAY_RULES, NautilusCacheReplay, cache_fingerprint  # noqa: E402
 from nes.replay import restore_cache_from_sealed_run  # noqa: E402
 from nes.verifier import Verifier  # noqa: E402
 
@@ -104,6 +111,40 @@ def time_replay(base: Path, run_id: str) -> tuple[float, int, NautilusCacheRepla
     return entries / elapsed, entries, target
 
 
+def time_engine_floor(path: Path, run_id: str, live: dict) -> tuple[float, float]:
+    """(decode, apply) entries/s of NautilusTrader's own work in a replay of the run at `path`:
+    - decode: the engine's `from_dict` of every payload a full replay rule decodes, from maps
+      already decoded and checked (light rules read the map: no engine decode, counted free);
+    - apply: every replay rule on objects (or maps) built beforehand, into a fresh cache
+      (NautilusTrader's order construction, state machines and cache indexes).
+    Both are per entry of the whole run (ignored entries cost nothing), so
+    1 / (1/scan + 1/decode + 1/apply) is the fastest a replay could be if nes's own reading,
+    payload decoding and checks cost nothing beyond the scan."""
+    reader = EventStoreReader(LmdbBackend.open_sealed_file(path))
+    try:
+        entries = list(reader.scan_range(1, reader.high_watermark()))
+    finally:
+        reader.close()
+    maps = []
+    for entry in entries:
+        rule = REPLAY_RULES.get(entry.payload_type)
+        if rule is not None:
+            light = _LIGHT_RULES.get(entry.payload_type)
+            maps.append((entry.payload_type, rule[1], light, msgspec.msgpack.decode(entry.payload)))
+    started = time.process_time()
+    built = [(light, body) if light is not None else (rule, _DICT_TYPES[name].from_dict(body)) for name, rule, light, body in maps]
+    decode_s = time.process_time() - started
+    target = NautilusCacheReplay([TestInstrumentProvider.default_fx_ccy(INSTRUMENT_SYMBOL, Venue(VENUE))])
+    rules = target._rules
+    started = time.process_time()
+    for apply, item in built:
+        apply(rules, item)
+    apply_s = time.process_time() - started
+    if cache_fingerprint(target.cache) != live:
+        raise SystemExit("the engine-only replay does not match the live cache")
+    return len(entries) / decode_s, len(entries) / apply_s
+
+
 def time_scan(path: Path) -> tuple[float, int]:
     reader = EventStoreReader(LmdbBackend.open_sealed_file(path))
     try:
@@ -139,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="nes-bench-replay-", dir=ns.dir))
     try:
         path, run_id, live, capture_s = capture(work, quotes)
-        replay_rates, scan_rates, verify_rates = [], [], []
+        replay_rates, scan_rates, verify_rates, decode_rates, apply_rates = [], [], [], [], []
         matches = True
         entries = 0
         for _ in range(passes):  # interleaved, so drift in machine load hits all three alike
@@ -148,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             matches = matches and cache_fingerprint(target.cache) == live
             scan_rates.append(time_scan(path)[0])
             verify_rates.append(time_verify(path)[0])
+            decode_rate, apply_rate = time_engine_floor(path, run_id, live)
+            decode_rates.append(decode_rate)
+            apply_rates.append(apply_rate)
+        engine_decode, engine_apply = statistics.median(decode_rates), statistics.median(apply_rates)
         replay, scan, verify = (statistics.median(r) for r in (replay_rates, scan_rates, verify_rates))
         scan_vs_verify = statistics.median(s / v for s, v in zip(scan_rates, verify_rates))
         synthetic = build_synthetic(work / "synthetic", synthetic_entries)
@@ -174,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                     "scan_entries_per_s": round(scan),
                     "verify_entries_per_s": round(verify),
                     "replay_vs_scan": round(replay / scan, 4),
+                    "engine_decode_entries_per_s": round(engine_decode),
+                    "engine_apply_entries_per_s": round(engine_apply),
+                    "replay_ceiling_vs_scan": round(1 / (1 / scan + 1 / engine_decode + 1 / engine_apply) / scan, 4),
                     "scan_vs_verify": round(scan_vs_verify, 4),
                     "synthetic_entries": synthetic_entries,
                     "synthetic_scan_entries_per_s": round(statistics.median(synthetic_scan)),

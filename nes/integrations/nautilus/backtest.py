@@ -63,7 +63,8 @@ QUOTE_INTERVAL_NS = 15_000_000_000
 
 
 class BacktestResult(msgspec.Struct):
-    """What a run did (counts from the engine's own cache) and what the tap captured."""
+    """What a run did (counts from the engine's own cache) and what the tap captured.
+    `wall_s` / `cpu_s`: wall-clock and this process's CPU time of `engine.run()`."""
 
     wall_s: float
     quotes: int
@@ -75,6 +76,7 @@ class BacktestResult(msgspec.Struct):
     account_events: int
     captured: int
     error: str | None = None
+    cpu_s: float = 0.0
 
 
 def generate_quotes(instrument: Instrument, count: int, seed: int) -> list[QuoteTick]:
@@ -176,7 +178,7 @@ def run_ema_cross_backtest(
         engine.kernel.msgbus.subscribe(f"data.bars.{BAR_TYPE_FAST}", _SnapshotHook(engine, snapshot_every, on_snapshot))
     if on_engine is not None:
         on_engine(engine)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     error: str | None = None
     try:
         engine.run()
@@ -184,7 +186,7 @@ def run_ema_cross_backtest(
         if raise_errors:
             raise
         error = f"{type(exc).__name__}: {exc}"
-    wall_s = time.perf_counter() - started
+    wall_s, cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     if tap is not None:
         tap.detach()
     cache = engine.cache
@@ -202,6 +204,7 @@ def run_ema_cross_backtest(
         account_events=0 if account is None else len(account.events),
         captured=0 if adapter is None else adapter.submit_counter.value,
         error=error,
+        cpu_s=cpu_s,
     )
     if dispose:
         engine.dispose()

@@ -366,8 +366,78 @@ _ENUM_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-def _check_untrusted(value: Any, key: str | None = None, depth: int = 0) -> None:
-    """Raise ValueError for anything NautilusTrader's `from_dict` could abort the process on."""
+def _check_untrusted(body: dict[str, Any]) -> None:
+    """Raise ValueError for anything NautilusTrader's `from_dict` could abort the process on.
+
+    Fast path (a replay checks every payload): the map is encoded as JSON once, in C. JSON
+    escapes every control character and a quote or backslash, so ASCII output without a
+    backslash or DEL means every key and text is printable ASCII; the longest run between
+    quotes bounds every text's length. Only the enum fields, trader ids and the containers'
+    shape are then walked in Python. Anything the fast path cannot vouch for (a quote or
+    non-ASCII text in a free-text field, a long text, an odd type) takes the careful walk,
+    which decides."""
+    if not _plainly_safe(body):
+        _check_value(body)
+
+
+_json_encode = msgspec.json.Encoder().encode
+_SPECIAL_KEYS = frozenset(_ENUM_FIELDS) | {"trader_id"}
+
+
+def _plainly_safe(body: dict[str, Any]) -> bool:
+    if type(body) is not dict:
+        return False
+    try:
+        text = _json_encode(body)
+    except Exception:  # noqa: BLE001 - a type JSON cannot hold (msgpack ext): the careful walk decides
+        return False
+    if not text.isascii() or b"\\" in text or b"\x7f" in text:
+        return False
+    if len(text) > MAX_FIELD_CHARS and max(map(len, text.split(b'"'))) > MAX_FIELD_CHARS:
+        return False
+    return _shape_ok(body, None, 0)
+
+
+def _special_ok(key: str, text: str) -> bool:
+    allowed = _ENUM_FIELDS.get(key)
+    return "-" in text if allowed is None else text in allowed
+
+
+def _shape_ok(value: dict[str, Any] | list[Any], key: str | None, depth: int) -> bool:
+    """Containers nested at most 16 deep with text keys; enum fields name a member; trader ids
+    have their hyphen (the rules of `_check_value` that JSON does not show). Scans in C where it
+    can (`map(type, ...)`, the key-set intersection): Python only visits special fields and
+    containers."""
+    if depth > 16:
+        return False
+    if type(value) is dict:
+        if depth and not set(map(type, value)) <= _TEXT_ONLY:  # the decoder gave the top map text keys
+            return False
+        for special in value.keys() & _SPECIAL_KEYS:
+            child = value[special]
+            if type(child) is str and not _special_ok(special, child):
+                return False
+        if _CONTAINERS.isdisjoint(map(type, value.values())):
+            return True
+        for child_key, child in value.items():
+            if type(child) in _CONTAINERS and child_key not in _OPAQUE_KEYS and not _shape_ok(child, child_key, depth + 1):
+                return False
+        return True
+    if key is not None and key in _SPECIAL_KEYS:  # a list under a special field
+        for child in value:
+            if type(child) is str and not _special_ok(key, child):
+                return False
+    if _CONTAINERS.isdisjoint(map(type, value)):
+        return True
+    return all(_shape_ok(child, key, depth + 1) for child in value if type(child) is dict or type(child) is list)
+
+
+_TEXT_ONLY = frozenset({str})
+_CONTAINERS = frozenset({dict, list})
+
+
+def _check_value(value: Any, key: str | None = None, depth: int = 0) -> None:
+    """The careful walk: raise ValueError, naming the field, for what `_check_untrusted` refuses."""
     if depth > 16:
         raise ValueError("payload nested deeper than 16 levels")
     if isinstance(value, dict):
@@ -377,10 +447,10 @@ def _check_untrusted(value: Any, key: str | None = None, depth: int = 0) -> None
             if not (child_key.isascii() and child_key.isprintable()):  # keys become ids (mass status)
                 raise ValueError(f"key {child_key[:40]!r} is not printable ASCII")
             if child_key not in _OPAQUE_KEYS:
-                _check_untrusted(child, child_key, depth + 1)
+                _check_value(child, child_key, depth + 1)
     elif isinstance(value, list):
         for child in value:
-            _check_untrusted(child, key, depth + 1)
+            _check_value(child, key, depth + 1)
     elif isinstance(value, str) and key not in _FREE_TEXT_KEYS:
         if len(value) > MAX_FIELD_CHARS or not (value.isascii() and value.isprintable()):
             raise ValueError(f"field {key!r} is not printable ASCII of at most {MAX_FIELD_CHARS} chars")
