@@ -24,7 +24,7 @@ import msgspec
 
 from nes.errors import check_timeout_s
 
-__all__ = ["WorkerCrash", "run_json_worker", "run_progress_worker", "worker_env", "describe_exit"]
+__all__ = ["WorkerCrash", "run_json_worker", "run_progress_worker", "worker_command", "worker_env", "describe_exit"]
 
 T = TypeVar("T")
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,13 @@ class WorkerCrash(Exception):
         super().__init__(status)
         self.status = status
         self.returncode = returncode
+
+
+def worker_command(module: str, *args: str) -> list[str]:
+    """The command line of a `workers.<name>` child. `-P`: the caller's working directory is
+    not put on the child's `sys.path`, so a trader started in a directory that holds a package
+    of the same name (`workers` is a common one) still runs nes's worker, not that code."""
+    return [sys.executable, "-P", "-m", module, *args]
 
 
 def worker_env() -> dict[str, str]:
@@ -67,7 +74,7 @@ def run_json_worker(module: str, args: list[str], timeout_s: float, result_type:
     check_timeout_s(timeout_s, "timeout_s")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", module, *args],
+            worker_command(module, *args),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
@@ -108,7 +115,7 @@ def run_progress_worker(
     progress), not the total time. A stall raises `WorkerCrash("timeout after Ns")`."""
     check_timeout_s(stall_timeout_s, "timeout_s")
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        worker_command(module, *args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -35,7 +35,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +52,7 @@ from nes.errors import Backend, Corrupted, EventStoreError, InvalidArgument, Uns
 from nes.halt import HaltCallback, HaltReason, noop_halt
 from nes.ids import build_run_id, validate_path_id
 from nes.instancelock import InstanceLock, pid_alive, read_holder_pid
-from nes.isolation import worker_env
+from nes.isolation import worker_command, worker_env
 from nes.manifest import RegisteredComponents, RunManifest, RunStatus
 from nes.recovery import (
     RUN_STARTED_TOPIC,
@@ -330,7 +329,7 @@ def _sweep_worker(
     base_dir: str, instance_id: str, files: Sequence[str], timeout_s: float
 ) -> tuple[list[RunFileState], RunFileState | None]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.recover", base_dir, instance_id, *files],
+        worker_command("workers.recover", base_dir, instance_id, *files),
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=worker_env(),

@@ -38,7 +38,6 @@ import os
 import queue
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +63,7 @@ from nes.halt import (
     noop_halt,
 )
 from nes.headers import Headers
-from nes.isolation import worker_env
+from nes.isolation import worker_command, worker_env
 from nes.manifest import RunManifest
 from nes.record import KIND_ANCHOR, KIND_CLOSE, MAX_INDEX_KEYS, encode_anchor_request, entry_template
 from nes.sidecar import WriterCore
@@ -453,7 +452,7 @@ class EventStoreWriter:
                 # Not the trader's stdout/stderr: an orphaned writer must not keep a
                 # supervisor's pipes open (it would wait for EOF until the writer exits).
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "workers.writer", "--control-fd", str(theirs.fileno())],
+                    worker_command("workers.writer", "--control-fd", str(theirs.fileno())),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=log_fd,

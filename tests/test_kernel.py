@@ -834,3 +834,31 @@ def test_a_boot_killed_after_creating_its_run_passes_the_lineage_on(tmp_path):
             chain.append(parent)
             parent = read_manifest(layout.run_file_path(tmp_path, INSTANCE, parent)).parent_run_id
     assert chain[-1] == crashed.stem and len(chain) in (2, 3)
+
+
+def test_a_trader_started_beside_a_package_named_workers_still_runs_nes_workers(tmp_path: Path) -> None:
+    """Every child nes starts is `python -P -m workers.<name>`: a `workers` package in the
+    trader's working directory (a common name) must not replace nes's writer, recovery or
+    verify worker. Without -P the writer exits before READY and nothing boots."""
+    shadow = tmp_path / "project"
+    (shadow / "workers").mkdir(parents=True)
+    (shadow / "workers" / "__init__.py").write_text('raise SystemExit("the trader\'s own workers package ran")\n')
+    base = tmp_path / "runs"
+    code = f"""
+from nes import EventStoreConfig, EventStoreLifecycle, RunIdentity, verify_in_worker
+from nes.writer import EntryDraft
+config = EventStoreConfig(base_dir={str(base)!r}, identity=RunIdentity(instance_id="shadowed"))
+session = EventStoreLifecycle(config).open()
+session.submit(EntryDraft("t", "P", b"x", 1))
+session.close()
+print(verify_in_worker(session.path, timeout_s=60).summary_line())
+crashed = EventStoreLifecycle(config).open()
+crashed.abandon()  # a Running file: the next boot's recovery worker seals it
+EventStoreLifecycle(config).open().close()
+print("booted")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=shadow, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("clean ") and done.stdout.rstrip().endswith("booted"), done.stdout
+    statuses = sorted(read_manifest(p).status.name for p in (base / "shadowed").glob("*.lmdb"))
+    assert statuses == ["CrashedRecovered", "Ended", "Ended"], statuses
