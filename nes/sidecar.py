@@ -6,8 +6,12 @@ Contract:
 - Each entry's hash is BLAKE3 over the domain and its canonical frame; the stored value is
   `hash || frame` (no re-encoding).
 - Group commit: a batch is what is waiting in the ring, up to `max_batch_entries`; it is
-  committed when it is full, when the ring has been drained, or when its oldest entry has waited
-  `max_batch_latency_s` (`should_flush`, a pure rule). One write transaction per batch.
+  committed when it is full, when its oldest entry has waited `max_batch_latency_s`, or when
+  the ring has been drained and `min_commit_interval_s` has passed since the last commit began
+  (at once if a trader thread waits in `wait_durable`) (`should_flush`, a pure rule). One write
+  transaction per batch. A batch held back by the interval waits in `Ring.doze`, which
+  submits do not interrupt; a thread that starts to wait for durability or for ring space
+  does.
 - The durable high-watermark is published (ring header) only after the commit returned.
 - ANCHOR and CLOSE records first commit everything before them. Close seals the run Ended.
 - Idle: until `idle_linger_s` after the last record it popped, the writer polls the ring (short
@@ -67,14 +71,24 @@ HALT_CODES: dict[str, int] = {
 
 
 def should_flush(
-    pending: int, max_batch_entries: int, ring_drained: bool, now: float, deadline: float, commit_in_flight: bool = False
+    pending: int,
+    max_batch_entries: int,
+    ring_drained: bool,
+    now: float,
+    deadline: float,
+    commit_in_flight: bool = False,
+    not_before: float = 0.0,
+    durable_wanted: bool = False,
 ) -> bool:
     """The batcher's flush rule (pure): the batch is full, or its oldest entry is due, or nothing
-    more is waiting and no commit is in flight. While a commit's fsync runs, the batch keeps
-    growing (group commit): flushing it would only wait for that commit."""
+    more is waiting, no commit is in flight and the commit interval has passed (`not_before`)
+    or someone waits for durability. While a commit's fsync runs, the batch keeps growing
+    (group commit): flushing it would only wait for that commit."""
     if pending == 0:
         return False
-    return pending >= max_batch_entries or now >= deadline or (ring_drained and not commit_in_flight)
+    if pending >= max_batch_entries or now >= deadline:
+        return True
+    return ring_drained and not commit_in_flight and (now >= not_before or durable_wanted)
 
 
 class _CommitThread:
@@ -296,6 +310,8 @@ class ConsumerRing(Protocol):
 
     def pop(self, max_records: int) -> list[tuple[int, bytes]]: ...
     def wait_for_data(self, timeout_s: float, linger_s: float = 0.0) -> bool: ...
+    def doze(self, timeout_s: float) -> bool: ...
+    def durable_wanted(self) -> bool: ...
     def wake_consumer(self) -> None: ...
     def publish_durable(self, high_watermark: int) -> None: ...
     def set_halt(self, code: int) -> None: ...
@@ -312,6 +328,7 @@ def run_sidecar(
     max_batch_latency_s: float,
     idle_linger_s: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
+    min_commit_interval_s: float = 0.0,
 ) -> int:
     """The writer process loop. Returns the process exit code (0 clean, 3 halted)."""
     core = WriterCore(backend, on_durable=ring.publish_durable)
@@ -337,6 +354,13 @@ def run_sidecar(
     core.start_pipeline(wake=ring.wake_consumer)  # a batch may wait for the commit in flight
     deadline = 0.0
     linger_until = 0.0  # keep polling (no park) until `idle_linger_s` after the last record
+    not_before = 0.0  # no drained batch is committed before this (`min_commit_interval_s`)
+
+    def flush() -> None:
+        nonlocal not_before
+        not_before = clock() + min_commit_interval_s
+        core.flush()
+
     try:
         while True:
             records = ring.pop(max(1, max_batch_entries - core.pending))  # never more than fits
@@ -346,7 +370,7 @@ def run_sidecar(
                     deadline = clock() + max_batch_latency_s
                 index = core.add_entries(records, index)
                 if core.pending >= max_batch_entries:
-                    core.flush()
+                    flush()
                 if index == len(records):
                     break
                 kind, data = records[index]  # a control record, after the entries before it
@@ -363,15 +387,20 @@ def run_sidecar(
             now = clock()
             if not drained:
                 linger_until = now + idle_linger_s
-            if should_flush(core.pending, max_batch_entries, drained, now, deadline, core.commit_in_flight):
-                core.flush()
+            in_flight = core.commit_in_flight
+            wanted = drained and core.pending > 0 and now < not_before and ring.durable_wanted()
+            if should_flush(core.pending, max_batch_entries, drained, now, deadline, in_flight, not_before, wanted):
+                flush()
             else:
                 core.check()
             if drained:
                 if trader_gone.is_set():
                     core.sync()
                     return 0  # everything pushed before the trader died is committed
-                ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S, max(0.0, linger_until - now))
+                if core.pending and not in_flight:  # held back by the commit interval
+                    ring.doze(max(0.0, min(deadline, not_before) - now))
+                else:
+                    ring.wait_for_data(max(0.0, deadline - now) if core.pending else IDLE_WAIT_S, max(0.0, linger_until - now))
     except Exception as err:  # noqa: BLE001 - every failure is a fail-stop halt with its reason
         reason = core.halt_reason(core.settle(err))
         ring.set_halt(HALT_CODES[type(reason).__name__])

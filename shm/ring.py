@@ -18,6 +18,10 @@ Contract:
   sleeps are bounded by `SAFETY_WAIT_S`.
 - The consumer's flag holds a park number (a new one per park), and the producer posts once per
   park, not on every push made while the parked consumer is being woken.
+- A consumer holding a batch back (the writer's commit interval) `doze`s: it sleeps on the data
+  semaphore without raising its flag, so pushes stay syscall-free; a producer thread that
+  starts to wait (for space, or in `wait_durable_at_least`) posts it, so neither waits for the
+  doze to end. `durable_wanted` tells the consumer someone waits for durability.
 - Idle strategy (consumer): `wait_for_data(timeout_s, linger_s)` lingers for `linger_s` first,
   napping `CONSUMER_NAP_S` at a time without raising its flag, and only then parks. A trader that
   submits in bursts (every millisecond, say) then never pays for waking a parked process (a
@@ -334,6 +338,7 @@ class Ring:
         tail = self._tail_seen
         self._producer_waiting.value = 1
         _full_fence()
+        self._data_sem.release()  # a consumer dozing through its commit interval: pop now
         try:
             _drain(self._space_sem)  # posts for space we already saw
             if self._tail.value != tail:
@@ -366,6 +371,7 @@ class Ring:
                 self._durable_waiting.value = 1
                 _full_fence()
                 if self._durable.value == seen:
+                    self._data_sem.release()  # a consumer holding a batch back: commit it now
                     _timed_acquire(self._durable_sem, min(remaining, SAFETY_WAIT_S))
             finally:
                 self._durable_waiting.value = 0
@@ -432,6 +438,16 @@ class Ring:
         finally:
             self._consumer_waiting.value = 0
             _drain(self._data_sem)
+
+    def doze(self, timeout_s: float) -> bool:
+        """Sleep up to `timeout_s` without raising the consumer's flag: pushes do not wake it
+        (they make no syscall), only a post does (`wake_consumer`, a producer that waits for
+        space or for durability). True if a post ended it early."""
+        return _timed_acquire(self._data_sem, timeout_s)
+
+    def durable_wanted(self) -> bool:
+        """True while a producer thread sleeps in `wait_durable_at_least`."""
+        return bool(self._durable_waiting.value)
 
     def wake_consumer(self) -> None:
         """Wake a sleeping consumer (safe to call from another thread, also after close)."""

@@ -263,6 +263,13 @@ def test_flush_rule():
     assert should_flush(1, 10, True, 0.0, 1.0)  # nothing more waiting
     assert should_flush(1, 10, False, 1.0, 1.0)  # oldest entry due
     assert not should_flush(5, 10, False, 0.5, 1.0)
+    # the commit interval holds a drained batch back, unless someone waits for durability
+    assert not should_flush(1, 10, True, 0.0, 1.0, not_before=0.5)
+    assert should_flush(1, 10, True, 0.0, 1.0, not_before=0.5, durable_wanted=True)
+    assert should_flush(1, 10, True, 0.5, 1.0, not_before=0.5)
+    assert should_flush(10, 10, False, 0.0, 1.0, not_before=0.5)  # full: at once
+    assert should_flush(1, 10, True, 1.0, 1.0, not_before=2.0)  # due: the interval never delays past the deadline
+    assert not should_flush(1, 10, True, 0.6, 1.0, commit_in_flight=True, not_before=0.5, durable_wanted=True)
 
 
 def test_core_refuses_a_producer_seq_that_is_not_next():

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nes.backend.base import IndexKey, IndexKind
+from nes.backend.base import IndexKey, IndexKind, ScanDirection
 from nes.backend.lmdb import LmdbBackend, read_manifest
 from nes.backend.seal_record import seal_record_path
 from nes.errors import CrashedPredecessor
@@ -467,3 +467,79 @@ def test_orphaned_writer_does_not_hold_the_traders_stdout_stderr(tmp_path: Path)
             stream.close()
     log = tmp_path / "pipes" / f"{line[3]}.writer.log"
     assert not log.exists() or oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def _transactions(path: Path) -> int:
+    import lmdb
+
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=16)
+    try:
+        return int(env.info()["last_txnid"])
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("interval_s, most", [(0.0, None), (0.25, 12)])
+def test_the_commit_interval_bounds_how_often_a_trickle_of_submits_is_committed(tmp_path: Path, interval_s: float, most: int | None) -> None:
+    """~100 submits spread over ~1 s: without an interval each one is committed on its own (the
+    ring drains between them); with 0.25 s the writer commits about 4 times a second (plus the
+    run's creation and close: ~8 transactions in all)."""
+    writer, halts = spawn(tmp_path, WriterConfig(min_commit_interval_s=interval_s, max_batch_latency_s=2.0))
+    submitted = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:
+        writer.submit(DRAFT)
+        submitted += 1
+        time.sleep(0.01)  # spreads the submits out in time (a trickle); nothing waits on it
+    assert writer.close() == submitted + 1 and not halts
+    commits = _transactions(run_file(tmp_path))
+    if most is None:
+        assert commits > submitted // 2, (commits, submitted)
+    else:
+        assert commits <= most, (commits, submitted)
+    with LmdbBackend.open_sealed_file(run_file(tmp_path)) as backend:
+        assert [e.seq for e in backend.scan_range(1, submitted + 1, ScanDirection.Forward)] == list(range(1, submitted + 2))
+
+
+def _holding_a_batch(writer: EventStoreWriter, seq: int) -> None:
+    """Return once the writer has popped everything up to `seq` but not made it durable: it
+    is holding that batch back for its commit interval (dozing)."""
+    ring = writer._ring
+    assert ring is not None
+    deadline = time.monotonic() + 10.0
+    while ring._tail.value != ring._producer_head:
+        assert time.monotonic() < deadline, "the writer never popped the entry"
+        time.sleep(0.001)
+    assert writer.high_watermark < seq
+
+
+def test_wait_durable_is_not_held_back_by_the_commit_interval(tmp_path: Path) -> None:
+    """A thread that starts waiting for durability while the writer holds a batch back wakes
+    it, and the batch is committed at once: the wait ends long before the interval (1 s) or
+    the batch latency (2 s) would end it."""
+    writer, halts = spawn(tmp_path, WriterConfig(min_commit_interval_s=1.0, max_batch_latency_s=2.0))
+    try:
+        for _ in range(3):
+            writer.wait_durable(writer.submit(DRAFT), timeout=5.0)  # a commit just began: the next batch is held
+            seq = writer.submit(DRAFT)
+            _holding_a_batch(writer, seq)
+            started = time.monotonic()
+            assert writer.wait_durable(seq, timeout=0.5), "wait_durable waited for the commit interval"
+            assert time.monotonic() - started < 0.5
+    finally:
+        writer.close()
+    assert not halts
+
+
+def test_a_producer_blocked_on_a_full_ring_wakes_the_dozing_writer(tmp_path: Path) -> None:
+    """A 4 KiB ring holds about a dozen of these entries. The writer holds a batch back for 1 s;
+    a producer that finds the ring full and waits for space posts it awake, so space is freed
+    at once: no submit waits long enough (250 ms) to halt the run as stalled."""
+    writer, halts = spawn(tmp_path, WriterConfig(ring_bytes=4096, max_record_bytes=1024, min_commit_interval_s=1.0, max_batch_latency_s=2.0))
+    writer.wait_durable(writer.submit(DRAFT), timeout=5.0)
+    _holding_a_batch(writer, writer.submit(DRAFT))
+    count = 100  # ~8 ring-fulls, pushed while the writer dozes
+    for _ in range(count):
+        writer.submit(DRAFT)
+    assert not halts and not writer.halted
+    assert writer.close() == count + 3

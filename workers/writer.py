@@ -41,6 +41,7 @@ class WriterArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_entries: int
     max_batch_latency_s: float
     idle_linger_s: float
+    min_commit_interval_s: float
     log_path: str | None = None  # our stderr (the trader's is not ours to hold); removed if empty
 
 
@@ -120,7 +121,13 @@ def _run(channel: ControlChannel, args: WriterArgs) -> int:
         with ring:
             try:
                 return run_sidecar(
-                    _with_fault_hook(ring), channel, backend, args.max_batch_entries, args.max_batch_latency_s, args.idle_linger_s
+                    _with_fault_hook(ring),
+                    channel,
+                    backend,
+                    args.max_batch_entries,
+                    args.max_batch_latency_s,
+                    args.idle_linger_s,
+                    min_commit_interval_s=args.min_commit_interval_s,
                 )
             finally:
                 ring.unlink_names()  # normally already done by the trader; covers its early death
