@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from nautilus_samples import sample_messages  # noqa: E402
+from nautilus_samples import payload_with, sample_messages  # noqa: E402
 
 from nes import PayloadDecodeError  # noqa: E402
 from nes.integrations.nautilus import CAPTURED_TYPES, decode_payload, default_registry  # noqa: E402
@@ -40,11 +40,7 @@ def main() -> int:
             if path == ["type"]:
                 continue
             for hostile in HOSTILE:
-                variant = msgspec.msgpack.decode(encoded.payload)
-                node = variant
-                for step in path[:-1]:
-                    node = node[step]
-                node[path[-1]] = hostile
+                variant = payload_with(encoded.payload, path, hostile)
                 print(payload_type, path, repr(hostile)[:12], file=sys.stderr, flush=True)
                 try:
                     decode_payload(payload_type, msgspec.msgpack.encode(variant))
@@ -55,9 +51,7 @@ def main() -> int:
             for key in list(body):
                 for hostile in ("\x00", "é-é"):
                     if isinstance(body[key], dict) and body[key]:
-                        variant = msgspec.msgpack.decode(encoded.payload)
-                        inner = variant[key]
-                        inner[hostile] = inner.pop(next(iter(inner)))
+                        variant = payload_with(encoded.payload, [key, next(iter(body[key]))], key=hostile)
                         print(payload_type, key, "key", repr(hostile), file=sys.stderr, flush=True)
                         try:
                             decode_payload(payload_type, msgspec.msgpack.encode(variant))

@@ -228,3 +228,19 @@ def _order_list_id() -> Any:
     from nautilus_trader.model.identifiers import OrderListId
 
     return OrderListId("OL-1")
+
+
+def payload_with(payload: bytes, path: list[Any], value: Any = None, key: str | None = None) -> Any:
+    """A fresh decode of the MessagePack `payload` with the value at `path` replaced by `value`,
+    or (with `key`) that map entry renamed to `key` (hostile-payload tests)."""
+    import msgspec
+
+    variant = msgspec.msgpack.decode(payload)
+    node = variant
+    for step in path[:-1]:
+        node = node[step]
+    if key is None:
+        node[path[-1]] = value
+    else:
+        node[key] = node.pop(path[-1])
+    return variant
