@@ -168,9 +168,10 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trader that submits in bursts (a backtest, a busy market) otherwise had its writer commit
     a few entries at a time (a commit every ~6 entries in the NautilusTrader backtest of
     tools/bench_capture.py), and that writer activity slowed the trader itself on a small
-    machine (tapped/untapped wall time about 1.6-1.8 there, against 1.3-1.5 with the interval,
-    which is what a stopped writer gives). The cost: an entry nobody waits for becomes durable
-    up to 4 ms later. 0 commits as soon as the ring is drained.
+    machine (tapped/untapped wall time 1.5-2.3 there on a 2-core VM, against 1.24-1.53 with
+    the interval, about what a stopped writer gives). The cost: an entry nobody waits for becomes durable
+    up to 4 ms later. 0 commits as soon as the ring is drained. (The sidecar's rule: the
+    in-process writer commits on every submit.)
 
     `idle_linger_s` (default 0): how long the drained writer, with nothing to commit, keeps
     polling the ring (napping ~0.1 ms at a time) before it parks on the semaphore. While it

@@ -442,8 +442,12 @@ class Ring:
     def doze(self, timeout_s: float) -> bool:
         """Sleep up to `timeout_s` without raising the consumer's flag: pushes do not wake it
         (they make no syscall), only a post does (`wake_consumer`, a producer that waits for
-        space or for durability). True if a post ended it early."""
-        return _timed_acquire(self._data_sem, timeout_s)
+        space or for durability). True if a post ended it early (posts that piled up meanwhile
+        are swallowed: the caller re-checks everything anyway)."""
+        if not _timed_acquire(self._data_sem, timeout_s):
+            return False
+        _drain(self._data_sem)
+        return True
 
     def durable_wanted(self) -> bool:
         """True while a producer thread sleeps in `wait_durable_at_least`."""
