@@ -917,7 +917,10 @@ def _open_env(path: Path) -> lmdb.Environment:
 
 
 class Verifier:
-    """Full integrity scan of one run file; `verify()` may be called more than once.
+    """Full integrity scan of one run file, in this process; `verify()` may be called more than
+    once. It maps the file as it is: for a file that may be damaged, call `verify_in_worker`
+    (the same scan in a child process, whose crash becomes a verdict) unless losing this
+    process to an LMDB assertion is acceptable.
 
     A live run (a writer appending meanwhile) is verified as the consistent snapshot of its
     first read: status Running, high-watermark and findings as of that commit."""
