@@ -11,7 +11,7 @@ Contract:
   (at once if a trader thread waits in `wait_durable`) (`should_flush`, a pure rule). One write
   transaction per batch. A batch held back by the interval waits in `Ring.doze`, which
   submits do not interrupt; a thread that starts to wait for durability or for ring space
-  does.
+  does, and so does a control record (anchor, close: the trader awaits its ack).
 - The durable high-watermark is published (ring header) only after the commit returned.
 - ANCHOR and CLOSE records first commit everything before them. Close seals the run Ended.
 - Idle: until `idle_linger_s` after the last record it popped, the writer polls the ring (short
@@ -376,6 +376,7 @@ def run_sidecar(
                 kind, data = records[index]  # a control record, after the entries before it
                 index += 1
                 if kind == KIND_ANCHOR:
+                    not_before = clock() + min_commit_interval_s  # it commits everything before it
                     request = decode_anchor_request(data)
                     send(AnchorAck(anchor=core.record_anchor(request.blob_ref, request.content_hash)))
                 elif kind == KIND_CLOSE:

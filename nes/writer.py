@@ -163,7 +163,8 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     `min_commit_interval_s` (default 4 ms): a drained batch is committed no sooner than this
     after the previous commit began, unless a thread waits in `wait_durable` (then at once) or
-    the batch is full; no entry waits longer than `max_batch_latency_s` either way. It bounds
+    the batch is full; no entry waits longer than `max_batch_latency_s` either way, and a
+    snapshot anchor or a close is handled at once. It bounds
     the writer to ~250 fsynced commits a second, however the trader's submits are spread: a
     trader that submits in bursts (a backtest, a busy market) otherwise had its writer commit
     a few entries at a time (a commit every ~6 entries in the NautilusTrader backtest of
@@ -208,10 +209,12 @@ class WriterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if self.max_batch_entries < 1:
             raise ConfigError(f"max_batch_entries: must be >= 1, got {self.max_batch_entries}")
-        for name in ("idle_linger_s", "min_commit_interval_s"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1.0:
-                raise ConfigError(f"{name}: must be in [0, 1], got {value}")
+        if not 0 <= self.idle_linger_s <= 1.0:
+            raise ConfigError(f"idle_linger_s: must be in [0, 1], got {self.idle_linger_s}")
+        if not 0 <= self.min_commit_interval_s <= MAX_TIMEOUT_S:
+            raise ConfigError(
+                f"min_commit_interval_s: must be in [0, {MAX_TIMEOUT_S:g}] seconds, got {self.min_commit_interval_s!r}"
+            )
         for name in ("max_batch_latency_s", "halt_threshold_s", "ready_timeout_s", "ack_timeout_s", "close_timeout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
@@ -237,8 +240,10 @@ def _utf8(value: object, what: str) -> bytes:
 
 
 # Topics and payload types already checked and encoded, by exact str: a trader uses a few dozen
-# of each, so a draft's text costs a dict lookup (bounded: past the limit, text is just checked).
+# of each, so a draft's text costs a dict lookup (bounded: at most 4,096 texts of at most 256
+# characters each; other text is just checked).
 _TEXT_MEMO_MAX = 4096
+_TEXT_MEMO_CHARS = 256
 _topics: dict[str, bytes] = {}
 _payload_types: dict[str, bytes] = {}
 
@@ -253,7 +258,7 @@ def _topic_bytes(topic: object) -> bytes:
     except (TypeError, ValueError) as exc:
         raise InvalidDraft(str(exc)) from None
     encoded = _utf8(topic, "topic")
-    if type(topic) is str and len(_topics) < _TEXT_MEMO_MAX:
+    if type(topic) is str and len(topic) <= _TEXT_MEMO_CHARS and len(_topics) < _TEXT_MEMO_MAX:
         _topics[topic] = encoded
     return encoded
 
@@ -264,13 +269,21 @@ def _payload_type_bytes(payload_type: object) -> bytes:
         if known is not None:
             return known
     encoded = _utf8(payload_type, "payload_type")
-    if type(payload_type) is str and len(_payload_types) < _TEXT_MEMO_MAX:
+    if type(payload_type) is str and len(payload_type) <= _TEXT_MEMO_CHARS and len(_payload_types) < _TEXT_MEMO_MAX:
         _payload_types[payload_type] = encoded
     return encoded
 
 
 def _checked_keys(index_keys: Sequence[IndexKey]) -> tuple[IndexKey, ...]:
-    keys = index_keys if type(index_keys) is tuple else tuple(index_keys)
+    if type(index_keys) is tuple:
+        keys = index_keys
+    else:
+        try:
+            if isinstance(index_keys, (str, bytes)):
+                raise TypeError
+            keys = tuple(index_keys)
+        except TypeError:
+            raise InvalidDraft(f"index keys must be a sequence of nes.IndexKey values, got {type(index_keys).__name__}") from None
     if len(keys) > MAX_INDEX_KEYS:
         raise InvalidDraft(f"an entry carries at most {MAX_INDEX_KEYS} index keys, got {len(keys)}")
     for item in keys:
@@ -312,7 +325,7 @@ class EntryDraft:
             headers = Headers.empty()
         elif not isinstance(headers, Headers):
             raise InvalidDraft(f"headers must be nes.Headers, got {type(headers).__name__}")
-        keys = _checked_keys(index_keys) if index_keys else ()
+        keys = index_keys if type(index_keys) is tuple and not index_keys else _checked_keys(index_keys)
         self.topic = topic
         self.payload_type = payload_type
         self.payload = payload
@@ -722,6 +735,7 @@ class EventStoreWriter:
             assert ring is not None
             if not ring.try_push(kind, record):
                 self._push_when_space(kind, record)
+            ring.wake_consumer()  # a writer dozing through its commit interval: the ack is awaited now
 
     def _await_ack(self, timeout_s: float, what: str) -> AnchorAck | CloseAck | None:
         start = time.monotonic()

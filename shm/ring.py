@@ -21,7 +21,7 @@ Contract:
 - A consumer holding a batch back (the writer's commit interval) `doze`s: it sleeps on the data
   semaphore without raising its flag, so pushes stay syscall-free; a producer thread that
   starts to wait (for space, or in `wait_durable_at_least`) posts it, so neither waits for the
-  doze to end. `durable_wanted` tells the consumer someone waits for durability.
+  doze to end (the writer client also posts it after a control record). `durable_wanted` tells the consumer someone waits for durability.
 - Idle strategy (consumer): `wait_for_data(timeout_s, linger_s)` lingers for `linger_s` first,
   napping `CONSUMER_NAP_S` at a time without raising its flag, and only then parks. A trader that
   submits in bursts (every millisecond, say) then never pays for waking a parked process (a

@@ -849,8 +849,13 @@ def test_the_fast_payload_check_refuses_exactly_what_the_careful_walk_refuses() 
             assert (fast is None) == (careful is None), (message_type.__name__, path, change, fast, careful)
             compared += 1
             refused += fast is not None
-    deep: Any = "x"
-    for _ in range(20):
-        deep = [deep]
-    assert _refusal(_check_untrusted, {"type": "OrderFilled", "x": deep}) is not None
+    for levels in range(13, 20):  # around the careful walk's depth bound, as maps and as lists
+        nested_map: Any = {"x": 1}
+        nested_list: Any = [1]
+        for _ in range(levels):
+            nested_map, nested_list = {"a": nested_map}, [nested_list]
+        for deep in ({"type": "OrderFilled", "d": nested_map}, {"type": "OrderFilled", "d": nested_list}):
+            fast, careful = _refusal(_check_untrusted, deep), _refusal(_check_value, deep)
+            assert (fast is None) == (careful is None), (levels, fast, careful)
+    assert _refusal(_check_untrusted, {1: "x"}) is not None  # a map with a key that is not text
     assert compared > 5000 and refused > 1000

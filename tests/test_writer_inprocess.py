@@ -124,6 +124,9 @@ def test_without_indices_sets_every_field_and_no_keys():
         lambda: EntryDraft("t", "P", b"", 1 << 64),
         lambda: EntryDraft("t", "P", b"", 1, headers="x"),  # type: ignore[arg-type]
         lambda: EntryDraft("t", "P", b"", 1, index_keys=[("ClientOrderId", "O-1")]),
+        lambda: EntryDraft("t", "P", b"", 1, index_keys=None),  # type: ignore[arg-type]
+        lambda: EntryDraft("t", "P", b"", 1, index_keys="O-1"),  # type: ignore[arg-type]
+        lambda: EntryDraft("t", "P", b"", 1, index_keys=7),  # type: ignore[arg-type]
     ],
 )
 def test_bad_drafts_are_refused_with_a_clear_error(make):
@@ -151,6 +154,10 @@ def test_a_topic_or_payload_type_seen_before_is_still_checked_on_every_draft():
 
     subclassed = EntryDraft(Topic("t.memo"), "P", b"", 1)
     assert type(subclassed.topic) is Topic and subclassed.record(1, 2)[32:38] == b"t.memo"
+    long_topic = "t." + "x" * writer_module._TEXT_MEMO_CHARS
+    assert EntryDraft(long_topic, "P", b"", 1).topic == long_topic and long_topic not in writer_module._topics
+    keys = (IndexKey(IndexKind.ClientOrderId, "O-1"),)
+    assert EntryDraft("t", "P", b"", 1, index_keys=iter(keys)).index_keys == keys  # any iterable of keys
     for i in range(writer_module._TEXT_MEMO_MAX + 10):
         EntryDraft(f"t.many.{i}", f"P{i}", b"", 1)
     assert len(writer_module._topics) <= writer_module._TEXT_MEMO_MAX

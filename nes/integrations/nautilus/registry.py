@@ -408,10 +408,10 @@ def _shape_ok(value: dict[str, Any] | list[Any], key: str | None, depth: int) ->
     have their hyphen (the rules of `_check_value` that JSON does not show). Scans in C where it
     can (`map(type, ...)`, the key-set intersection): Python only visits special fields and
     containers."""
-    if depth > 16:
+    if depth >= 16:  # the careful walk refuses anything below depth 16: let it decide
         return False
     if type(value) is dict:
-        if depth and not set(map(type, value)) <= _TEXT_ONLY:  # the decoder gave the top map text keys
+        if not set(map(type, value)) <= _TEXT_ONLY:
             return False
         for special in value.keys() & _SPECIAL_KEYS:
             child = value[special]
