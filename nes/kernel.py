@@ -243,9 +243,14 @@ def _lmdb_opens(path: Path) -> bool:
         return False
 
 
+def _run_id_of(path: Path) -> str:
+    """The run id a run file's name carries (`<run_id>.lmdb`)."""
+    return path.name[: -len(layout.RUN_FILE_SUFFIX)]
+
+
 def _quarantined_outside(path: Path) -> RunFileState | None:
     """A Running (or unreadable) file that an earlier sweep quarantined with a seal record only."""
-    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    run_id = _run_id_of(path)
     try:
         record = read_seal_record(path, run_id)
     except SealRecordInvalid:
@@ -259,7 +264,7 @@ def _damaged_after_seal(path: Path, err: Corrupted) -> RunFileState:
     """A file that was sealed once (it has a seal record) and whose bytes, or record, changed
     since: Quarantined by that rule at every sweep, never re-sealed (writing to it is what a
     damaged file must not get) and never a parent."""
-    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    run_id = _run_id_of(path)
     log.error("run file %s is Quarantined: %s", path.name, err)
     return RunFileState(path.name, run_id, 0, RunStatus.Quarantined, False, 0, rule="damaged after its seal")
 
@@ -273,7 +278,7 @@ def _quarantine_outside(
     from nes.backend.seal_record import SEAL_RECORD_VERSION, SealRecord, write_seal_record
     from nes.manifest import encode_manifest
 
-    run_id = path.name[: -len(layout.RUN_FILE_SUFFIX)]
+    run_id = _run_id_of(path)
     validate_path_id(run_id, "run_id")
     raw = b"" if manifest is None else encode_manifest(manifest)
     record = SealRecord(

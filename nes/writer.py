@@ -248,30 +248,25 @@ _topics: dict[str, bytes] = {}
 _payload_types: dict[str, bytes] = {}
 
 
-def _topic_bytes(topic: object) -> bytes:
-    if type(topic) is str:
-        known = _topics.get(topic)
+def _text_bytes(text: object, what: str, memo: dict[str, bytes], check: Callable[[object], None] | None = None) -> bytes:
+    """`text` checked (`check`, then UTF-8) and encoded, from `memo` when it was seen before."""
+    if type(text) is str:
+        known = memo.get(text)
         if known is not None:
             return known
+    if check is not None:
+        check(text)
+    encoded = _utf8(text, what)
+    if type(text) is str and len(text) <= _TEXT_MEMO_CHARS and len(memo) < _TEXT_MEMO_MAX:
+        memo[text] = encoded
+    return encoded
+
+
+def _check_topic(topic: object) -> None:
     try:
         validate_topic(topic)
     except (TypeError, ValueError) as exc:
         raise InvalidDraft(str(exc)) from None
-    encoded = _utf8(topic, "topic")
-    if type(topic) is str and len(topic) <= _TEXT_MEMO_CHARS and len(_topics) < _TEXT_MEMO_MAX:
-        _topics[topic] = encoded
-    return encoded
-
-
-def _payload_type_bytes(payload_type: object) -> bytes:
-    if type(payload_type) is str:
-        known = _payload_types.get(payload_type)
-        if known is not None:
-            return known
-    encoded = _utf8(payload_type, "payload_type")
-    if type(payload_type) is str and len(payload_type) <= _TEXT_MEMO_CHARS and len(_payload_types) < _TEXT_MEMO_MAX:
-        _payload_types[payload_type] = encoded
-    return encoded
 
 
 def _checked_keys(index_keys: Sequence[IndexKey]) -> tuple[IndexKey, ...]:
@@ -313,8 +308,8 @@ class EntryDraft:
         headers: Headers | None = None,
         index_keys: Sequence[IndexKey] = (),
     ) -> None:
-        topic_b = _topic_bytes(topic)
-        type_b = _payload_type_bytes(payload_type)
+        topic_b = _text_bytes(topic, "topic", _topics, _check_topic)
+        type_b = _text_bytes(payload_type, "payload_type", _payload_types)
         if type(payload) is not bytes:
             if not isinstance(payload, (bytes, bytearray, memoryview)):
                 raise InvalidDraft(f"payload must be bytes, got {type(payload).__name__}")

@@ -243,13 +243,10 @@ def _unreadable(base_dir: Path, instance_id: str) -> list[str]:
 
 
 def _quarantined_by_record(path: Path) -> bool:
-    from nes.backend.seal_record import SealRecordInvalid, read_seal_record
+    """What the recovery sweep itself reads as quarantined by a seal record alone."""
+    from nes.kernel import _quarantined_outside
 
-    try:
-        record = read_seal_record(path)
-    except SealRecordInvalid:
-        return False
-    return record is not None and record.outside_only
+    return _quarantined_outside(path) is not None
 
 
 def _never_committed(base_dir: Path, instance_id: str) -> int:

@@ -165,8 +165,6 @@ def check_run_file_shape(path: str | Path) -> RunFileShape:
     """Read the two LMDB meta pages with plain reads and refuse a file that mapping would fault
     on: no valid meta page, or shorter than the pages its current meta page says are in use
     (`Corrupted`). A missing file raises `FileNotFoundError`."""
-    from nes.errors import Corrupted
-
     with open(path, "rb", buffering=0) as handle:
         return _shape(*_current_meta(handle, path), path)
 

@@ -454,10 +454,9 @@ def _check_value(value: Any, key: str | None = None, depth: int = 0) -> None:
     elif isinstance(value, str) and key not in _FREE_TEXT_KEYS:
         if len(value) > MAX_FIELD_CHARS or not (value.isascii() and value.isprintable()):
             raise ValueError(f"field {key!r} is not printable ASCII of at most {MAX_FIELD_CHARS} chars")
-        allowed = _ENUM_FIELDS.get(key or "")
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"field {key!r} names no member: {value[:40]!r}")
-        if key == "trader_id" and "-" not in value:
+        if key is not None and key in _SPECIAL_KEYS and not _special_ok(key, value):
+            if key in _ENUM_FIELDS:
+                raise ValueError(f"field {key!r} names no member: {value[:40]!r}")
             raise ValueError(f"trader id {value[:40]!r} has no hyphen")
 
 
